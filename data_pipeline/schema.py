@@ -44,7 +44,9 @@ class SchemaError(ValueError):
 
 def validate_uid(uid: str) -> str:
     if not _UID_RE.match(uid):
-        raise SchemaError(f"uid {uid!r} must match [A-Za-z0-9_-]{{1,200}} (no dots: WebDataset keys)")
+        raise SchemaError(
+            f"uid {uid!r} must match [A-Za-z0-9_-]{{1,200}} (no dots: WebDataset keys)"
+        )
     return uid
 
 

@@ -1,0 +1,82 @@
+# ImageDream pipeline. Hydra overrides are passed as make variables:
+#   make render source=local source.root=DIR output_dir=OUT
+#   make train controller=pixel data.shards='OUT/shards/shard-{00000..00003}.tar' trainer.max_steps=1000
+#   make eval checkpoint=runs/NAME/export prompts=DIR
+# Upper-case variables below are make's own knobs, not Hydra overrides.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NPROC ?= 1
+ARGS ?=
+PYTEST_ARGS ?=
+DEMO_DIR ?= outputs/demo
+ASSETS ?= $(abspath ../shared/assets)
+MAKE_KNOBS := VENV PY NPROC ARGS PYTEST_ARGS DEMO_DIR ASSETS
+# Every other variable given on the command line becomes a quoted Hydra override.
+OVERRIDES = $(strip $(foreach v,$(filter-out $(MAKE_KNOBS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))'))) $(ARGS)
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export DS_BUILD_OPS ?= 0
+export IMAGEDREAM_ASSETS ?= $(ASSETS)
+
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo render train eval test test-fast lint format bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  Hydra overrides go as VAR=value (e.g. make train controller=pixel trainer.max_steps=10)."
+	@echo "  Knobs: NPROC=N (training processes on this machine), ARGS='raw hydra args'."
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned dependencies (once)
+
+demo: $(STAMP) ## Whole job on the built-in example: render samples, train the tiny model, evaluate it
+	$(PY) -m data_pipeline.job source=builtin output_dir=$(DEMO_DIR)/render render=demo
+	$(PY) -m training.train experiment=demo 'data.shards=$(DEMO_DIR)/render/shards' run_dir=$(DEMO_DIR)/train
+	$(PY) -m evaluation.evaluate experiment=demo checkpoint=$(DEMO_DIR)/train/export 'heldout_shards=$(DEMO_DIR)/render/shards' output_dir=$(DEMO_DIR)/eval
+	@echo "Demo done: shards in $(DEMO_DIR)/render/shards, model in $(DEMO_DIR)/train, report at $(DEMO_DIR)/eval/index.html"
+
+render: $(STAMP) ## Render a source into WebDataset shards with Ray (conf/render.yaml)
+	$(PY) -m data_pipeline.job $(OVERRIDES)
+
+train: $(STAMP) ## Train one variant with DeepSpeed (conf/train.yaml); NPROC=2 for two processes
+ifeq ($(NPROC),1)
+	$(PY) -m training.train $(OVERRIDES)
+else
+	$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m training.train $(OVERRIDES)
+endif
+
+eval: $(STAMP) ## Sample and score a model, write the HTML report (conf/eval.yaml)
+	$(PY) -m evaluation.evaluate $(OVERRIDES)
+
+test: $(STAMP) ## Run every test, slow end-to-end ones included (what CI runs)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint + format check, mypy on our packages
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy data_pipeline training evaluation
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP) ## Benchmarks; results in bench/results/*.md and *.json
+	$(PY) -m data_pipeline.bench
+	$(PY) -m training.bench_model
+	$(PY) -m training.bench
+	$(PY) -m evaluation.bench
+
+clean: ## Remove outputs, runs and caches (keeps .venv)
+	rm -rf outputs runs wandb .pytest_cache .ruff_cache .mypy_cache
