@@ -1,0 +1,217 @@
+"""Image-prompt controllers (SPEC 4): a registry of classes, one typed config each.
+
+Shape legend: B batch, E image-encoder width (1280), M image-encoder tokens (257),
+G global embedding width (1024), N image tokens, D context width (1024), C latent channels,
+h x w latent size.
+
+A controller turns `ImagePromptFeatures` into a `Conditioning` for the UNet: image tokens for
+the decoupled cross-attention and/or an extra clean frame for the 3D self-attention. The UNet
+only ever reads those named fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from training.model.config import (
+    ControllerConfig,
+    GlobalControllerConfig,
+    LocalControllerConfig,
+    LocalPixelControllerConfig,
+    NoneControllerConfig,
+    PixelControllerConfig,
+)
+from training.model.resampler import Resampler
+
+
+@dataclass
+class ImagePromptFeatures:
+    """Encoded image prompt; a field is None when the controller does not need it."""
+
+    global_embed: Tensor | None = None  # (B, G), L2-normalised CLIP embedding
+    local_tokens: Tensor | None = None  # (B, M, E), CLIP penultimate hidden states
+    latent: Tensor | None = None  # (B, C, h, w), scaled clean VAE latent
+
+    def zeros_like(self) -> ImagePromptFeatures:
+        """The unconditional prompt (SPEC 6): zero image features and zero pixel latent."""
+        z = lambda t: None if t is None else torch.zeros_like(t)  # noqa: E731
+        return ImagePromptFeatures(z(self.global_embed), z(self.local_tokens), z(self.latent))
+
+
+@dataclass
+class Conditioning:
+    """What a controller hands the UNet."""
+
+    image_tokens: Tensor | None = None  # (B, N, D) for the decoupled cross-attention
+    extra_frame: Tensor | None = None  # (B, C, h, w) clean latent appended as the last frame
+    ip_scale: float = 1.0  # lambda of the decoupled cross-attention
+
+
+@dataclass(frozen=True)
+class FeatureNeeds:
+    global_embed: bool = False
+    local_tokens: bool = False
+    latent: bool = False
+
+    @property
+    def image_encoder(self) -> bool:
+        return self.global_embed or self.local_tokens
+
+
+class Controller(nn.Module):
+    """Base class. Subclasses set the class attributes and, for token controllers, build the
+    projector in __init__ and override `image_tokens`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ControllerConfig]]
+    needs: ClassVar[FeatureNeeds] = FeatureNeeds()
+    uses_pixel_frame: ClassVar[bool] = False
+    train_unet_default: ClassVar[bool] = True  # SPEC 5: pixel variants train the whole UNet
+
+    def __init__(
+        self, cfg: ControllerConfig, context_dim: int, image_embed_dim: int, image_token_dim: int
+    ) -> None:
+        super().__init__()
+        if not isinstance(cfg, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(cfg).__name__}"
+            )
+        self.cfg = cfg
+
+    @property
+    def uses_image_tokens(self) -> bool:
+        return self.needs.image_encoder
+
+    @property
+    def train_unet(self) -> bool:
+        return self.train_unet_default if self.cfg.train_unet is None else self.cfg.train_unet
+
+    def image_tokens(self, features: ImagePromptFeatures) -> Tensor | None:
+        return None
+
+    def forward(self, features: ImagePromptFeatures) -> Conditioning:
+        extra = None
+        if self.uses_pixel_frame:
+            if features.latent is None:
+                raise ValueError(f"controller {self.name!r} needs the prompt latent")
+            extra = features.latent
+        return Conditioning(self.image_tokens(features), extra, self.cfg.ip_scale)
+
+
+CONTROLLERS: dict[str, type[Controller]] = {}
+
+
+def register_controller(cls: type[Controller]) -> type[Controller]:
+    if cls.name in CONTROLLERS:
+        raise KeyError(f"controller {cls.name!r} registered twice")
+    CONTROLLERS[cls.name] = cls
+    return cls
+
+
+def build_controller(
+    cfg: ControllerConfig, context_dim: int, image_embed_dim: int, image_token_dim: int
+) -> Controller:
+    if cfg.name not in CONTROLLERS:
+        raise KeyError(f"unknown controller {cfg.name!r}; registered: {sorted(CONTROLLERS)}")
+    return CONTROLLERS[cfg.name](cfg, context_dim, image_embed_dim, image_token_dim)
+
+
+@register_controller
+class NoController(Controller):
+    """MVDream: text only (fine-tunes the whole UNet by default)."""
+
+    name = "none"
+    config_class = NoneControllerConfig
+
+
+class GlobalProjection(nn.Module):
+    """(B, G) -> Linear(G, K x D) -> (B, K, D) -> LayerNorm (SPEC 4, global controller)."""
+
+    def __init__(self, embed_dim: int, context_dim: int, num_tokens: int) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.proj = nn.Linear(embed_dim, num_tokens * context_dim)
+        self.norm = nn.LayerNorm(context_dim)
+
+    def forward(self, embed: Tensor) -> Tensor:
+        tokens = self.proj(embed).reshape(embed.shape[0], self.num_tokens, -1)  # (B, K, D)
+        return self.norm(tokens)
+
+
+@register_controller
+class GlobalController(Controller):
+    name = "global"
+    config_class = GlobalControllerConfig
+    needs = FeatureNeeds(global_embed=True)
+    train_unet_default = False  # SPEC 5: only the adapters train
+
+    def __init__(
+        self,
+        cfg: GlobalControllerConfig,
+        context_dim: int,
+        image_embed_dim: int,
+        image_token_dim: int,
+    ) -> None:
+        super().__init__(cfg, context_dim, image_embed_dim, image_token_dim)
+        self.projection = GlobalProjection(image_embed_dim, context_dim, cfg.num_tokens)
+
+    def image_tokens(self, features: ImagePromptFeatures) -> Tensor:
+        if features.global_embed is None:
+            raise ValueError("global controller needs the CLIP image embedding")
+        return self.projection(features.global_embed)  # (B, 4, D)
+
+
+@register_controller
+class LocalController(Controller):
+    name = "local"
+    config_class = LocalControllerConfig
+    needs = FeatureNeeds(local_tokens=True)
+    train_unet_default = False  # SPEC 5: only the adapters train
+
+    def __init__(
+        self,
+        cfg: LocalControllerConfig,
+        context_dim: int,
+        image_embed_dim: int,
+        image_token_dim: int,
+    ) -> None:
+        super().__init__(cfg, context_dim, image_embed_dim, image_token_dim)
+        # resampler width = context width (1024 at full size, as released)
+        self.resampler = Resampler(
+            input_dim=image_token_dim,
+            dim=context_dim,
+            output_dim=context_dim,
+            num_queries=cfg.num_queries,
+            depth=cfg.depth,
+            heads=cfg.heads,
+            head_dim=cfg.head_dim,
+            ff_mult=cfg.ff_mult,
+        )
+
+    def image_tokens(self, features: ImagePromptFeatures) -> Tensor:
+        if features.local_tokens is None:
+            raise ValueError("local controller needs the CLIP penultimate tokens")
+        return self.resampler(features.local_tokens)  # (B, 16, D)
+
+
+@register_controller
+class PixelController(Controller):
+    name = "pixel"
+    config_class = PixelControllerConfig
+    needs = FeatureNeeds(latent=True)
+    uses_pixel_frame = True
+
+
+@register_controller
+class LocalPixelController(LocalController):
+    """ImageDream-P, the released model: local tokens + pixel frame."""
+
+    name = "local_pixel"
+    config_class = LocalPixelControllerConfig
+    needs = FeatureNeeds(local_tokens=True, latent=True)
+    uses_pixel_frame = True
+    train_unet_default = True

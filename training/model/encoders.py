@@ -1,0 +1,217 @@
+"""Frozen encoders (SPEC 4): VAE, text encoder + tokenizer, CLIP image encoder.
+
+Shape legend: B batch, H x W pixels, C latent channels, h x w latent size, T text tokens (77),
+D text width (1024), M image tokens (257), E image width (1280), G image embedding (1024).
+
+Weights come from local paths only; with no path the module is built at random from the
+config (tests, benchmarks). The tiny tokenizer is a byte-level CLIP BPE without merges,
+written to a temporary folder and read back (no download).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from torch import Tensor, nn
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+from training.model.config import (
+    CLIP_IMAGE_MEAN,
+    CLIP_IMAGE_STD,
+    ImageEncoderConfig,
+    TextEncoderConfig,
+    VAEConfig,
+)
+
+# --------------------------------------------------------------------------------------- VAE
+
+
+def build_vae(cfg: VAEConfig, sd21_path: str | None) -> AutoencoderKL:
+    if sd21_path is not None:
+        vae = AutoencoderKL.from_pretrained(Path(sd21_path) / "vae", local_files_only=True)
+    else:
+        n = len(cfg.block_out_channels)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=tuple(cfg.block_out_channels),
+            layers_per_block=cfg.layers_per_block,
+            latent_channels=cfg.latent_channels,
+            norm_num_groups=cfg.norm_num_groups,
+            sample_size=cfg.sample_size,
+            scaling_factor=cfg.scaling_factor,
+        )
+    return vae.requires_grad_(False).eval()
+
+
+# ---------------------------------------------------------------------------------------- text
+
+
+def tiny_tokenizer(max_length: int) -> CLIPTokenizer:
+    """A CLIP tokenizer over the 256 byte symbols (+ end-of-word forms), no merges: 514 ids."""
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
+        tok = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"))
+    tok.model_max_length = max_length
+    return tok
+
+
+def build_tokenizer(cfg: TextEncoderConfig, sd21_path: str | None) -> CLIPTokenizer:
+    if sd21_path is not None:
+        return CLIPTokenizer.from_pretrained(Path(sd21_path) / "tokenizer", local_files_only=True)
+    return tiny_tokenizer(cfg.max_length)
+
+
+def build_text_encoder(cfg: TextEncoderConfig, sd21_path: str | None) -> CLIPTextModel:
+    if sd21_path is not None:
+        model = CLIPTextModel.from_pretrained(
+            Path(sd21_path) / "text_encoder", local_files_only=True
+        )
+    else:
+        model = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=cfg.vocab_size,
+                hidden_size=cfg.hidden_size,
+                intermediate_size=cfg.intermediate_size,
+                num_hidden_layers=cfg.num_hidden_layers,
+                num_attention_heads=cfg.num_attention_heads,
+                max_position_embeddings=cfg.max_length,
+                projection_dim=cfg.projection_dim,
+                hidden_act=cfg.hidden_act,
+            )
+        )
+    return model.requires_grad_(False).eval()
+
+
+# --------------------------------------------------------------------------------------- image
+
+
+def clip_preprocess(images: Tensor, size: int) -> Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, 3, size, size) CLIP input: shorter side to `size`
+    (bicubic, antialiased), centre crop, CLIP mean/std (as open_clip's ViT-H-14 transform)."""
+    h, w = images.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(images, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[..., top : top + size, left : left + size].clamp(0, 1)
+    mean = torch.tensor(CLIP_IMAGE_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_IMAGE_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class ImageEncoder(nn.Module):
+    """CLIP image tower: `forward(images in [0,1]) -> (global (B, G), tokens (B, M, E))`.
+    global = projected embedding, L2-normalised; tokens = penultimate block's hidden states."""
+
+    image_size: int
+    embed_dim: int
+    token_dim: int
+
+    def encode(
+        self, pixels: Tensor, want_global: bool, want_tokens: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        raise NotImplementedError
+
+    def forward(
+        self, images: Tensor, want_global: bool = True, want_tokens: bool = True
+    ) -> tuple[Tensor | None, Tensor | None]:
+        pixels = clip_preprocess(images, self.image_size)  # (B, 3, 224, 224)
+        return self.encode(pixels, want_global, want_tokens)
+
+
+class HFImageEncoder(ImageEncoder):
+    """transformers CLIPVisionModelWithProjection (HF-format ViT-H-14 folder, or random)."""
+
+    def __init__(self, model: CLIPVisionModelWithProjection) -> None:
+        super().__init__()
+        self.model = model
+        self.image_size = model.config.image_size
+        self.embed_dim = model.config.projection_dim
+        self.token_dim = model.config.hidden_size
+
+    def encode(
+        self, pixels: Tensor, want_global: bool, want_tokens: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        out = self.model(pixel_values=pixels, output_hidden_states=want_tokens)
+        embed = F.normalize(out.image_embeds, dim=-1) if want_global else None  # (B, G)
+        # hidden_states[-2] = output of the penultimate block (before ln_post)
+        tokens = out.hidden_states[-2] if want_tokens else None  # (B, M, E)
+        return embed, tokens
+
+
+class OpenCLIPImageEncoder(ImageEncoder):
+    """open_clip VisionTransformer (e.g. ViT-H-14 from a local open_clip checkpoint file)."""
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+        size = visual.image_size
+        self.image_size = size[0] if isinstance(size, tuple | list) else size
+        self.embed_dim = visual.output_dim
+        self.token_dim = visual.positional_embedding.shape[-1]
+
+    def encode(
+        self, pixels: Tensor, want_global: bool, want_tokens: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        v = self.visual
+        x = v.conv1(pixels).flatten(2).transpose(1, 2)  # (B, M-1, E)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))  # (B, M, E)
+        batch_first = getattr(v.transformer, "batch_first", True)
+        x = x if batch_first else x.transpose(0, 1)
+        blocks = v.transformer.resblocks
+        tokens = None
+        for i, block in enumerate(blocks):
+            x = block(x)
+            if i == len(blocks) - 2:
+                tokens = x if batch_first else x.transpose(0, 1)  # (B, M, E)
+        if not want_global:
+            return None, tokens if want_tokens else None
+        x = x if batch_first else x.transpose(0, 1)
+        embed = v.ln_post(x[:, 0]) @ v.proj  # (B, G)
+        return F.normalize(embed, dim=-1), tokens if want_tokens else None
+
+
+def build_image_encoder(
+    cfg: ImageEncoderConfig, hf_path: str | None, open_clip_checkpoint: str | None
+) -> ImageEncoder:
+    if open_clip_checkpoint is not None:
+        import open_clip
+
+        clip = open_clip.create_model("ViT-H-14", pretrained=open_clip_checkpoint)
+        encoder: ImageEncoder = OpenCLIPImageEncoder(clip.visual)
+    elif hf_path is not None:
+        encoder = HFImageEncoder(
+            CLIPVisionModelWithProjection.from_pretrained(hf_path, local_files_only=True)
+        )
+    else:
+        config = CLIPVisionConfig(
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+            patch_size=cfg.patch_size,
+            image_size=cfg.image_size,
+            projection_dim=cfg.projection_dim,
+            hidden_act=cfg.hidden_act,
+        )
+        encoder = HFImageEncoder(CLIPVisionModelWithProjection(config))
+    return encoder.requires_grad_(False).eval()

@@ -1,0 +1,195 @@
+"""`ImageDream`: the multi-view denoiser, its controller and its frozen encoders (SPEC 4).
+
+Shape legend: B objects, V target views (4), F = V (+1 pixel frame), C latent channels (4),
+h x w latent size (32 at 256 px), T text tokens (77), D context width (1024).
+
+The model predicts epsilon; it knows nothing of the noise schedule (training/diffusion.py) nor
+of cameras beyond their (B, V, 16) network form (data_pipeline.cameras.network_camera).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from torch import Tensor, nn
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from training.model.config import CAMERA_DIM, ModelConfig
+from training.model.controllers import Conditioning, Controller, ImagePromptFeatures
+from training.model.encoders import ImageEncoder
+from training.model.unet import multiview_forward
+
+
+class ImageDream(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        unet: UNet2DConditionModel,
+        controller: Controller,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        image_encoder: ImageEncoder | None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.unet = unet
+        self.controller = controller
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.image_encoder = image_encoder
+        self.set_trainable()
+
+    # ------------------------------------------------------------------ identity / training
+
+    @property
+    def controller_name(self) -> str:
+        return self.controller.name
+
+    @property
+    def uses_pixel_frame(self) -> bool:
+        return self.controller.uses_pixel_frame
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def set_trainable(self) -> None:
+        """SPEC 5: global/local train only the adapters (projector + to_k_ip/to_v_ip); none and
+        pixel variants train the whole UNet (controller.train_unet, overridable in config)."""
+        for module in (self.vae, self.text_encoder, self.image_encoder):
+            if module is not None:
+                module.requires_grad_(False)
+        train_unet = self.controller.train_unet
+        for name, p in self.unet.named_parameters():
+            p.requires_grad_(train_unet or "to_k_ip" in name or "to_v_ip" in name)
+        self.controller.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def denoiser_modules(self) -> dict[str, nn.Module]:
+        """The parts a checkpoint stores (the encoders are frozen and loaded from their files)."""
+        return {"unet": self.unet, "controller": self.controller}
+
+    def denoiser_state_dict(self) -> dict[str, Tensor]:
+        return {
+            f"{prefix}.{k}": v
+            for prefix, m in self.denoiser_modules().items()
+            for k, v in m.state_dict().items()
+        }
+
+    def load_denoiser_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Strict: names every missing and unexpected key."""
+        own = self.denoiser_state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"denoiser state mismatch: missing {missing}, unexpected {unexpected}")
+        for prefix, module in self.denoiser_modules().items():
+            sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+            module.load_state_dict(sub, strict=True)
+
+    def train(self, mode: bool = True) -> ImageDream:
+        super().train(mode)
+        for module in (self.vae, self.text_encoder, self.image_encoder):
+            if module is not None:
+                module.eval()  # frozen encoders never switch to training behaviour
+        return self
+
+    # ------------------------------------------------------------------------------ encoders
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        """-> (B, 77, D): SD2's penultimate-layer text features (see TextEncoderConfig)."""
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0]  # (B, T, D)
+
+    @torch.no_grad()
+    def encode_latents(
+        self, images: Tensor, sample: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """(..., 3, H, W) in [-1, 1] -> (..., C, H/8, W/8) scaled latents (posterior sample, or
+        its mean with sample=False)."""
+        lead = images.shape[:-3]
+        x = images.reshape(-1, *images.shape[-3:]).to(self.device)  # (N, 3, H, W)
+        dist = self.vae.encode(x).latent_dist
+        z = dist.sample(generator) if sample else dist.mode()
+        z = z * self.latent_scale  # (N, C, h, w)
+        return z.reshape(*lead, *z.shape[1:])
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """(..., C, h, w) scaled latents -> (..., 3, H, W) images in [-1, 1]."""
+        lead = latents.shape[:-3]
+        z = latents.reshape(-1, *latents.shape[-3:]) / self.latent_scale
+        x = self.vae.decode(z).sample.clamp(-1, 1)  # (N, 3, H, W)
+        return x.reshape(*lead, *x.shape[1:])
+
+    @torch.no_grad()
+    def encode_image_prompt(self, images: Tensor) -> ImagePromptFeatures:
+        """(B, 3, H, W) in [0, 1] -> what this controller needs. The pixel latent is the VAE
+        posterior mean (a deterministic condition); H, W must be the target resolution."""
+        needs = self.controller.needs
+        features = ImagePromptFeatures()
+        if needs.image_encoder:
+            assert self.image_encoder is not None
+            features.global_embed, features.local_tokens = self.image_encoder(
+                images.to(self.device),
+                want_global=needs.global_embed,
+                want_tokens=needs.local_tokens,
+            )
+        if needs.latent:
+            features.latent = self.encode_latents(images * 2 - 1, sample=False)  # (B, C, h, w)
+        return features
+
+    def condition(self, features: ImagePromptFeatures) -> Conditioning:
+        return self.controller(features)
+
+    def unconditional(self, features: ImagePromptFeatures) -> Conditioning:
+        """CFG's image-free branch (SPEC 6): zero image features, zero pixel latent."""
+        return self.controller(features.zeros_like())
+
+    # ------------------------------------------------------------------------------ denoiser
+
+    def forward(
+        self,
+        noisy: Tensor,  # (B, V, C, h, w)
+        timesteps: Tensor,  # (B,)
+        text_context: Tensor,  # (B, T, D)
+        cameras: Tensor,  # (B, V, 16)
+        cond: Conditioning,
+    ) -> Tensor:
+        """Predicted noise for the V target views, (B, V, C, h, w)."""
+        b, v = noisy.shape[:2]
+        if cameras.shape != (b, v, CAMERA_DIM):
+            raise ValueError(
+                f"cameras must be (B, V, 16) = {(b, v, CAMERA_DIM)}, got {tuple(cameras.shape)}"
+            )
+        if (cond.extra_frame is not None) != self.uses_pixel_frame:
+            raise ValueError(
+                f"controller {self.controller_name!r}: extra_frame given = {cond.extra_frame is not None}"
+            )
+        x, cams = noisy, cameras
+        if cond.extra_frame is not None:
+            # SPEC 4 pixel controller: the clean prompt latent is the last frame, never noised,
+            # with the zero camera and the targets' timestep; its prediction is dropped below
+            x = torch.cat(
+                [noisy, cond.extra_frame[:, None].to(noisy.dtype)], dim=1
+            )  # (B, V+1, C, h, w)
+            cams = torch.cat([cameras, cameras.new_zeros(b, 1, CAMERA_DIM)], dim=1)  # (B, V+1, 16)
+        eps = multiview_forward(
+            self.unet, x, timesteps, text_context, cams, cond.image_tokens, cond.ip_scale
+        )
+        return eps[:, :v]  # (B, V, C, h, w)
