@@ -1,0 +1,214 @@
+"""Shard writing: deterministic uid -> shard assignment and atomic tar + manifest files.
+
+Every file this module writes appears under its final name only once it is complete (written to a
+temporary name in the same folder, fsynced, then `os.replace`d), so a reader or a resumed job never
+sees half a shard. Tars are byte-reproducible: members sorted by sample key and view index, fixed
+mtime/owner/mode, so the same staged objects always give the same shard sha256.
+
+Layout (see docs/CONTRACTS.md): OUT/shards/shard-{id:05d}.tar and shard-{id:05d}.tar.manifest.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from data_pipeline.schema import (
+    META_EXT,
+    ManifestEntry,
+    RingMeta,
+    SchemaError,
+    ShardManifest,
+    manifest_path_for,
+)
+
+SHARD_NAME = "shard-{shard_id:05d}.tar"
+_CHUNK = 1 << 20
+
+# A sample as the schema encodes it: {"__key__": key, "meta.json": bytes, "view000.png": bytes, ...}
+Sample = Mapping[str, Any]
+
+
+def shard_id_for(uid: str, num_shards: int) -> int:
+    """Stable shard of a uid: sha1(uid) mod num_shards (never Python's salted hash())."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    digest = hashlib.sha1(uid.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+def shard_name(shard_id: int) -> str:
+    return SHARD_NAME.format(shard_id=shard_id)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _member_order(name: str) -> tuple[int, str]:
+    # meta first, then views in index order (zero-padded names sort correctly).
+    return (0 if name == META_EXT else 1, name)
+
+
+def tar_bytes(samples: Iterable[Sample]) -> bytes:
+    """A reproducible WebDataset tar holding `samples` in key order."""
+    buf = io.BytesIO()
+    ordered = sorted(samples, key=lambda s: str(s["__key__"]))
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in ordered:
+            key = str(sample["__key__"])
+            for name in sorted((n for n in sample if not n.startswith("__")), key=_member_order):
+                data = sample[name]
+                info = tarfile.TarInfo(f"{key}.{name}")
+                info.size = len(data)
+                info.mtime = 0
+                info.mode = 0o444
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def read_tar_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Samples of a tar written by this module (member "key.ext"), in file order; no decoding."""
+    samples: dict[str, dict[str, Any]] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, dot, ext = info.name.partition(".")
+                if not dot:
+                    raise SchemaError(f"tar {path}: member {info.name!r} has no extension")
+                f = tar.extractfile(info)
+                assert f is not None
+                sample = samples.setdefault(key, {"__key__": key})
+                if ext in sample:
+                    raise SchemaError(f"tar {path}: member {info.name!r} appears twice")
+                sample[ext] = f.read()
+    except tarfile.TarError as exc:
+        raise SchemaError(f"tar {path}: unreadable ({exc})") from exc
+    return list(samples.values())
+
+
+def manifest_entries(samples: Sequence[Sample]) -> list[ManifestEntry]:
+    entries = []
+    for sample in sorted(samples, key=lambda s: str(s["__key__"])):
+        key = str(sample["__key__"])
+        meta = RingMeta.from_json(sample[META_EXT], key)
+        members = {
+            f"{key}.{name}": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for name, data in sample.items()
+            if not name.startswith("__")
+        }
+        entries.append(
+            ManifestEntry(
+                key=key,
+                uid=meta.uid,
+                ring=meta.ring,
+                asset_sha256=meta.asset_sha256,
+                members=dict(sorted(members.items())),
+            )
+        )
+    return entries
+
+
+def write_shard(path: str | os.PathLike[str], samples: Sequence[Sample]) -> ShardManifest:
+    """Write one shard tar and its manifest beside it, both atomically; returns the manifest.
+
+    The tar is replaced first and the manifest second, so a manifest always describes a complete
+    tar; a reader that finds a tar without a matching manifest treats the shard as unverified.
+    """
+    path = Path(path)
+    keys = [str(s["__key__"]) for s in samples]
+    if len(set(keys)) != len(keys):
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        raise SchemaError(f"shard {path.name}: duplicate sample keys {dupes[:5]}")
+    data = tar_bytes(samples)
+    manifest = ShardManifest(
+        shard=path.name,
+        tar_bytes=len(data),
+        tar_sha256=hashlib.sha256(data).hexdigest(),
+        entries=manifest_entries(samples),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(manifest_path_for(str(path)), manifest.to_json())
+    return manifest
+
+
+def assign_shards(uids: Iterable[str], num_shards: int) -> dict[int, list[str]]:
+    """shard id -> sorted uids; only non-empty shards appear."""
+    out: dict[int, list[str]] = {}
+    for uid in uids:
+        out.setdefault(shard_id_for(uid, num_shards), []).append(uid)
+    return {sid: sorted(out[sid]) for sid in sorted(out)}
+
+
+def _current_manifest(path: Path) -> ShardManifest | None:
+    """The manifest of an existing, intact shard at `path`, else None."""
+    mpath = Path(manifest_path_for(str(path)))
+    if not (path.is_file() and mpath.is_file()):
+        return None
+    try:
+        manifest = ShardManifest.from_json(mpath.read_bytes(), mpath.name)
+    except SchemaError:
+        return None
+    if manifest.tar_bytes != path.stat().st_size or manifest.tar_sha256 != sha256_file(path):
+        return None
+    return manifest
+
+
+def write_shards_from_staging(
+    staged: Mapping[str, str | os.PathLike[str]],
+    shards_dir: str | os.PathLike[str],
+    num_shards: int,
+) -> list[ShardManifest]:
+    """(Re)write OUT/shards from per-object staged tars (uid -> path) so each uid appears once.
+
+    A shard whose intact manifest already lists exactly its uids is kept as is (staged objects are
+    immutable); shard files that no longer belong to the assignment (fewer objects, another
+    num_shards) are removed, so no object is ever present twice.
+    """
+    shards_dir = Path(shards_dir)
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    assignment = assign_shards(staged, num_shards)
+    wanted = {shard_name(sid) for sid in assignment}
+    for old in shards_dir.glob("shard-*.tar*"):
+        base = old.name.removesuffix(".manifest.json")
+        if base not in wanted or old.name.startswith("."):
+            old.unlink()
+    for tmp in shards_dir.glob(".shard-*"):  # leftovers of a killed writer
+        tmp.unlink(missing_ok=True)
+    manifests = []
+    for sid, uids in assignment.items():
+        path = shards_dir / shard_name(sid)
+        current = _current_manifest(path)
+        if current is not None and current.uids == set(uids):
+            manifests.append(current)
+            continue
+        samples = [s for uid in uids for s in read_tar_samples(staged[uid])]
+        manifests.append(write_shard(path, samples))
+    return manifests

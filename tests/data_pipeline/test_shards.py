@@ -1,0 +1,141 @@
+"""Shard writer: deterministic assignment, atomic files, manifests, rewrite from staging."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from data_pipeline.reader import read_manifests, read_rings, verify_shard
+from data_pipeline.schema import SchemaError, encode_sample
+from data_pipeline.shards import (
+    assign_shards,
+    atomic_write_bytes,
+    shard_id_for,
+    tar_bytes,
+    write_shard,
+    write_shards_from_staging,
+)
+from tests.data_pipeline.test_schema import synthetic_ring
+
+UIDS = [f"object-{i:03d}" for i in range(40)]
+
+
+def test_shard_assignment_is_stable_across_processes():
+    # Python's hash() is salted per process; our assignment must not be.
+    code = (
+        "from data_pipeline.shards import shard_id_for;"
+        f"print([shard_id_for(u, 7) for u in {UIDS!r}])"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
+        for seed in (1, 2)
+    }
+    assert len(runs) == 1
+    assert json.loads(runs.pop()) == [shard_id_for(u, 7) for u in UIDS]
+    # pinned values: a changed hash would silently reshuffle every existing dataset
+    assert [shard_id_for(u, 1000) for u in ("a", "b", "obj")] == [
+        int.from_bytes(hashlib.sha1(u.encode()).digest()[:8], "big") % 1000
+        for u in ("a", "b", "obj")
+    ]
+
+
+def test_assignment_covers_every_uid_once():
+    shards = assign_shards(UIDS, 4)
+    flat = [u for uids in shards.values() for u in uids]
+    assert sorted(flat) == sorted(UIDS)
+    assert all(0 <= sid < 4 for sid in shards)
+    assert len(shards) > 1  # 40 uids do not all land in one of 4 shards
+
+
+def test_manifest_lists_members_with_sizes_and_hashes(tmp_path):
+    samples = [encode_sample(*synthetic_ring("m1", r, seed=r)) for r in range(2)]
+    manifest = write_shard(tmp_path / "shard-00000.tar", samples)
+    assert manifest.uids == {"m1"}
+    assert [e.key for e in manifest.entries] == ["m1_r0", "m1_r1"]
+    entry = manifest.entries[0]
+    assert set(entry.members) == {"m1_r0.meta.json"} | {f"m1_r0.view{i:03d}.png" for i in range(8)}
+    png = samples[0]["view003.png"]
+    assert entry.members["m1_r0.view003.png"] == {
+        "bytes": len(png),
+        "sha256": hashlib.sha256(png).hexdigest(),
+    }
+    assert verify_shard(tmp_path / "shard-00000.tar") == manifest
+    assert read_manifests(tmp_path) == [manifest]
+
+
+def test_tampered_shard_fails_verification(tmp_path):
+    path = tmp_path / "shard-00000.tar"
+    write_shard(path, [encode_sample(*synthetic_ring("t"))])
+    data = bytearray(path.read_bytes())
+    data[700] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SchemaError, match="sha256"):
+        verify_shard(path)
+
+
+def test_tars_are_byte_reproducible():
+    samples = [encode_sample(*synthetic_ring(u)) for u in ("b", "a")]
+    assert tar_bytes(samples) == tar_bytes(list(reversed(samples)))
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    sample = encode_sample(*synthetic_ring("dup"))
+    with pytest.raises(SchemaError, match="duplicate"):
+        write_shard(tmp_path / "shard-00000.tar", [sample, sample])
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "x.bin"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def _stage(tmp_path, uids):
+    staging = tmp_path / "staging"
+    staging.mkdir(exist_ok=True)
+    out = {}
+    for i, uid in enumerate(uids):
+        path = staging / f"{uid}.tar"
+        path.write_bytes(
+            tar_bytes([encode_sample(*synthetic_ring(uid, r, seed=i)) for r in range(2)])
+        )
+        out[uid] = path
+    return out
+
+
+def test_rewrite_from_staging_has_each_object_once(tmp_path):
+    staged = _stage(tmp_path, UIDS[:10])
+    shards = tmp_path / "shards"
+    first = write_shards_from_staging(staged, shards, num_shards=3)
+    assert sorted(u for m in first for u in m.uids) == sorted(UIDS[:10])
+    mtimes = {p.name: p.stat().st_mtime_ns for p in shards.iterdir()}
+
+    # same input: nothing rewritten
+    write_shards_from_staging(staged, shards, num_shards=3)
+    assert {p.name: p.stat().st_mtime_ns for p in shards.iterdir()} == mtimes
+
+    # more objects and another shard count: stale shards go, still each object once
+    staged = _stage(tmp_path, UIDS[:14])
+    write_shards_from_staging(staged, shards, num_shards=5)
+    keys = [r.key for r in read_rings(str(shards), views=[0])]
+    assert sorted(keys) == sorted(f"{u}_r{r}" for u in UIDS[:14] for r in range(2))
+    for m in read_manifests(shards):
+        verify_shard(shards / m.shard)
