@@ -1,0 +1,69 @@
+"""Ground-truth metrics of generated views against true renders at the same cameras (beyond the
+paper, as in SyncDreamer / Wonder3D on GSO): PSNR, SSIM (torchmetrics) and LPIPS.
+
+All take uint8 images (B, H, W, 3) in matching order and return one value per image (B,).
+Images are compared in [0, 1] (data range 1); both sides must be composited on the same
+background, which `evaluation.prompts` guarantees for held-out rings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
+
+def _to_float(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float64 in [0, 1]"""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected (B, H, W, 3) uint8 images, got {images.dtype} {images.shape}")
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).double() / 255.0
+
+
+def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"generated {pred.shape} and ground truth {target.shape} differ in shape")
+
+
+def psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB (inf for identical images)."""
+    _check_pair(pred, target)
+    p, t = _to_float(pred), _to_float(target)
+    return np.array(
+        [
+            float(peak_signal_noise_ratio(p[i : i + 1], t[i : i + 1], data_range=1.0))
+            for i in range(len(p))
+        ]
+    )
+
+
+def ssim(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-image SSIM (Gaussian window 11, sigma 1.5; 1 for identical images)."""
+    _check_pair(pred, target)
+    p, t = _to_float(pred), _to_float(target)
+    values = structural_similarity_index_measure(p, t, data_range=1.0, reduction="none")
+    return values.numpy().astype(np.float64)
+
+
+class LPIPS:
+    """Per-image LPIPS distance with an `lpips.LPIPS` network (see `models.load_lpips`)."""
+
+    def __init__(self, net: Any, batch_size: int = 16) -> None:
+        self.net = net.eval()
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        _check_pair(pred, target)
+        out = []
+        for start in range(0, len(pred), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            p = _to_float(pred[sl]).float() * 2.0 - 1.0  # LPIPS expects [-1, 1]
+            t = _to_float(target[sl]).float() * 2.0 - 1.0
+            out.append(self.net(p, t).flatten().double())
+        return torch.cat(out).numpy() if out else np.zeros(0)
