@@ -1,0 +1,530 @@
+"""Render one object into rings of views with Blender (through BlenderProc): a plain function.
+
+`render_object(...)` inspects the asset (data_pipeline.geometry), imports it into a clean Blender
+scene, normalises it (SPEC 2: bounding-box centre to the origin, largest side 1), and renders
+`settings.rings` rings of `settings.num_views` views. Each ring draws its own elevation, FoV,
+distance and lighting from a numpy Generator seeded by `seed` (same seed, same rings). Cameras
+come from data_pipeline.cameras and are checked against Blender's after keyframing, so the stored
+c2w are exactly the cameras Blender rendered. Blender errors become
+`Refusal(Reason.RENDER_ERROR, path, Blender's message)`; nothing is swallowed. No Ray here: the job
+(data_pipeline.job) fans this function out.
+
+CLI (debugging, and a killable subprocess for the job):
+
+    python -m data_pipeline.render --asset PATH --out DIR [--uid U --caption C --source S
+        --views N --rings R --resolution R --samples S --seed K --framing F --device D]
+
+writes, for each ring r,
+    DIR/{uid}_r{r}/meta.json          RingMeta as JSON (data_pipeline.schema; same bytes as shards)
+    DIR/{uid}_r{r}/view{i:03d}.png    RGBA straight alpha, view i at azimuth i * 360 / N
+and DIR/result.json: {"ok": true, "rings": [...dirs], "blender_seconds": [...]} or
+{"ok": false, "reason": ..., "path": ..., "detail": ...} (exit code 0 / 3 for a refusal).
+
+Shapes: V views, H = W = resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import contextlib
+import hashlib
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_pipeline import cameras
+from data_pipeline.errors import Reason, Refusal
+from data_pipeline.geometry import AssetReport, inspect_asset
+from data_pipeline.schema import RingMeta, encode_png
+
+ENGINES = {"cycles": "CYCLES", "eevee": "BLENDER_EEVEE_NEXT"}
+DEVICES = ("auto", "cpu", "gpu")
+CLIP_START, CLIP_END = 0.01, 100.0
+POSE_TOL = 1e-5  # max |Blender camera - stored c2w| per matrix entry
+
+
+@dataclass
+class LightSettings:
+    """Randomised lighting per ring (SPEC 3: no HDRIs offline, so world colour + two suns).
+
+    Suns are fixed in the world for the whole ring (like an environment map), so all views of a
+    ring see one consistent lighting. Energies are Blender sun strengths (W/m^2).
+    """
+
+    world_strength: tuple[float, float] = (0.4, 1.0)
+    world_saturation_max: float = 0.25  # world colour: random hue, low saturation, value 1
+    key_energy: tuple[float, float] = (2.0, 4.0)
+    key_elevation_deg: tuple[float, float] = (25.0, 70.0)
+    fill_ratio: tuple[float, float] = (0.2, 0.5)  # fill energy / key energy
+    fill_elevation_deg: tuple[float, float] = (0.0, 40.0)
+    light_saturation_max: float = 0.15
+
+
+@dataclass
+class RenderSettings:
+    """Typed render config (SPEC 3 defaults). Cross-field checks in __post_init__."""
+
+    num_views: int = 32
+    rings: int = 2
+    resolution: int = 256
+    samples: int = 32  # Cycles samples per pixel (adaptive, then denoised)
+    denoise: bool = True  # Cycles' built-in OpenImageDenoise
+    engine: str = "cycles"
+    device: str = "auto"  # "auto": GPU when Cycles finds one, else CPU (recorded per ring)
+    elevation_range_deg: tuple[float, float] = (0.0, 30.0)
+    fov_range_deg: tuple[float, float] = (15.0, 60.0)
+    distance_jitter: tuple[float, float] = (0.9, 1.1)
+    framing: str = "mvdream"  # or "bounding_sphere" (see cameras.distance_for_fov)
+    view_transform: str = "Standard"  # colour management: textures keep their colours
+    lights: LightSettings = field(default_factory=LightSettings)
+    seed: int = 0  # base seed of a job; per-object seeds come from object_seed(seed, uid)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lights, dict):
+            self.lights = LightSettings(**self.lights)
+        if self.num_views <= 0 or self.num_views % 4:
+            raise ValueError(
+                f"num_views={self.num_views}: must be a positive multiple of 4 so the training "
+                "targets at azimuth 0/90/180/270 are views of the ring (SPEC 3)"
+            )
+        if self.rings < 1:
+            raise ValueError(f"rings={self.rings}: need at least one ring per object")
+        if self.resolution < 8:
+            raise ValueError(f"resolution={self.resolution}: too small to render")
+        if self.samples < 1:
+            raise ValueError(f"samples={self.samples}: need at least one sample per pixel")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine={self.engine!r}: expected one of {sorted(ENGINES)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device={self.device!r}: expected one of {DEVICES}")
+        if self.framing not in ("mvdream", "bounding_sphere"):
+            raise ValueError(f"framing={self.framing!r}: expected 'mvdream' or 'bounding_sphere'")
+        lo, hi = self.elevation_range_deg
+        if not -90.0 < lo <= hi < 90.0:
+            raise ValueError(f"elevation_range_deg={self.elevation_range_deg}: need -90<lo<=hi<90")
+        lo, hi = self.fov_range_deg
+        if not 0.0 < lo <= hi < 180.0:
+            raise ValueError(f"fov_range_deg={self.fov_range_deg}: need 0<lo<=hi<180")
+        lo, hi = self.distance_jitter
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"distance_jitter={self.distance_jitter}: need 0<lo<=hi")
+
+
+@dataclass
+class RingParams:
+    """The random draws of one ring (all recorded in RingMeta)."""
+
+    ring: int
+    elevation_deg: float
+    fov_deg: float
+    distance: float
+    jitter: float
+    lights: dict[str, Any]
+    cycles_seed: int
+
+
+@dataclass
+class RenderedRing:
+    """One rendered ring: metadata, PNG bytes per view, and time spent in Blender's render call."""
+
+    meta: RingMeta
+    views_png: list[bytes]  # (V,) PNG, RGBA straight alpha
+    blender_seconds: float
+
+
+def object_seed(base_seed: int, uid: str) -> int:
+    """A stable per-object seed (independent of job order and Python's hash randomisation)."""
+    digest = hashlib.sha256(f"{base_seed}:{uid}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(rng.uniform(bounds[0], bounds[1]))
+
+
+def _light_colour(rng: np.random.Generator, saturation_max: float) -> list[float]:
+    hue, sat = float(rng.uniform()), float(rng.uniform(0.0, saturation_max))
+    return [round(c, 6) for c in colorsys.hsv_to_rgb(hue, sat, 1.0)]
+
+
+def sample_ring_params(settings: RenderSettings, seed: int) -> list[RingParams]:
+    """Every ring's random parameters from one Generator seeded by `seed`."""
+    rng = np.random.default_rng(seed)
+    light = settings.lights
+    rings = []
+    for ring in range(settings.rings):
+        elevation = _uniform(rng, settings.elevation_range_deg)
+        fov = _uniform(rng, settings.fov_range_deg)
+        jitter = _uniform(rng, settings.distance_jitter)
+        distance = cameras.distance_for_fov(fov, settings.framing, jitter)
+        key_azimuth = float(rng.uniform(0.0, 360.0))
+        key_energy = _uniform(rng, light.key_energy)
+        lights = {
+            "world_color": _light_colour(rng, light.world_saturation_max),
+            "world_strength": _uniform(rng, light.world_strength),
+            "key": {
+                "type": "SUN",
+                "azimuth_deg": key_azimuth,
+                "elevation_deg": _uniform(rng, light.key_elevation_deg),
+                "energy": key_energy,
+                "color": _light_colour(rng, light.light_saturation_max),
+            },
+            "fill": {
+                "type": "SUN",
+                # roughly opposite the key, so the key's shadow side is not black
+                "azimuth_deg": (key_azimuth + 180.0 + float(rng.uniform(-45.0, 45.0))) % 360.0,
+                "elevation_deg": _uniform(rng, light.fill_elevation_deg),
+                "energy": key_energy * _uniform(rng, light.fill_ratio),
+                "color": _light_colour(rng, light.light_saturation_max),
+            },
+        }
+        cycles_seed = int(rng.integers(0, 2**31 - 1))
+        rings.append(RingParams(ring, elevation, fov, distance, jitter, lights, cycles_seed))
+    return rings
+
+
+# ----------------------------------------------------------------------------- Blender side
+
+
+def _blender_call(path: str, what: str, fn, *args, **kwargs):
+    """Run a Blender operation; any exception becomes RENDER_ERROR with Blender's message."""
+    try:
+        return fn(*args, **kwargs)
+    except Refusal:
+        raise
+    except Exception as exc:  # bpy raises RuntimeError (and others) with Blender's report
+        message = " ".join(str(exc).split())
+        raise Refusal(
+            Reason.RENDER_ERROR, path, f"{what}: {type(exc).__name__}: {message}"
+        ) from exc
+
+
+def _configure_scene(bproc, settings: RenderSettings) -> dict[str, str]:
+    """Engine, device, samples, output format; returns the device actually used."""
+    import bpy
+
+    scene = bpy.context.scene
+    scene.render.engine = ENGINES[settings.engine]
+    if settings.device == "cpu":
+        bproc.renderer.set_render_devices(use_only_cpu=True)
+    else:
+        bproc.renderer.set_render_devices()
+    device = scene.cycles.device
+    backend = bpy.context.preferences.addons["cycles"].preferences.compute_device_type
+    if settings.device == "gpu" and device != "GPU":
+        raise RuntimeError("device='gpu' but Cycles found no GPU (OPTIX, CUDA or HIP)")
+    bproc.renderer.set_max_amount_of_samples(settings.samples)
+    scene.eevee.taa_render_samples = settings.samples
+    bproc.renderer.set_denoiser(None)  # BlenderProc's default runs OIDN in the compositor
+    scene.use_nodes = False
+    scene.cycles.use_denoising = settings.denoise
+    scene.view_layers[0].cycles.use_denoising = settings.denoise
+    if settings.denoise:
+        scene.cycles.denoiser = "OPENIMAGEDENOISE"
+    bproc.renderer.set_output_format(
+        file_format="PNG", color_depth=8, enable_transparency=True,
+        view_transform=settings.view_transform,
+    )  # fmt: skip
+    scene.view_settings.look = "None"
+    scene.render.resolution_x = scene.render.resolution_y = settings.resolution
+    scene.render.resolution_percentage = 100
+    scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
+    return {"device": device, "compute_backend": backend}
+
+
+def _mesh_world_bounds(objects) -> tuple[np.ndarray, np.ndarray, int]:
+    """World-space bounding box of the evaluated (modifiers, skinning) meshes, and vertex count."""
+    import bpy
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    lo, hi, count = np.full(3, np.inf), np.full(3, -np.inf), 0
+    for obj in objects:
+        evaluated = obj.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        try:
+            coords = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+            mesh.vertices.foreach_get("co", coords)
+        finally:
+            evaluated.to_mesh_clear()
+        if not len(coords):
+            continue
+        matrix = np.array(evaluated.matrix_world)
+        world = coords.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
+        lo, hi = np.minimum(lo, world.min(axis=0)), np.maximum(hi, world.max(axis=0))
+        count += len(world)
+    return lo, hi, count
+
+
+def _import_and_normalise(bproc, path: str) -> dict[str, Any]:
+    """Import the asset, freeze it at its rest pose, normalise it; returns what was done."""
+    import bpy
+    from mathutils import Matrix
+
+    before = set(bpy.data.objects)
+    _blender_call(path, "import", bproc.loader.load_obj, path)
+    imported = [obj for obj in bpy.data.objects if obj not in before]
+    removed = []
+    for obj in imported:
+        # Animations and imported cameras/lights would make views inconsistent or uncontrolled.
+        obj.animation_data_clear()
+        if obj.type == "ARMATURE":
+            obj.data.pose_position = "REST"
+        if obj.type in ("CAMERA", "LIGHT", "LIGHT_PROBE", "SPEAKER"):
+            removed.append(obj.type.lower())
+            bpy.data.objects.remove(obj, do_unlink=True)
+    meshes = [
+        obj
+        for obj in bpy.context.scene.objects
+        if obj.type == "MESH" and not obj.hide_render and obj.name != "Camera"
+    ]
+    if not meshes:
+        raise Refusal(Reason.NO_FACES, path, "Blender imported no renderable mesh")
+    bpy.context.view_layer.update()
+    lo, hi, count = _mesh_world_bounds(meshes)
+    extent = hi - lo
+    if not np.isfinite(extent).all() or extent.max() <= 0:
+        raise Refusal(Reason.DEGENERATE_EXTENT, path, f"Blender bounding box {lo} .. {hi}")
+    centre, scale = (lo + hi) / 2.0, 1.0 / float(extent.max())
+    normalise = Matrix.Diagonal((scale, scale, scale, 1.0)) @ Matrix.Translation(-centre)
+    for obj in bpy.context.scene.objects:
+        if obj.parent is None and obj.name != "Camera" and obj.type not in ("LIGHT",):
+            obj.matrix_world = normalise @ obj.matrix_world
+    bpy.context.view_layer.update()
+    lo2, hi2, _ = _mesh_world_bounds(meshes)
+    if abs(float((hi2 - lo2).max()) - 1.0) > 1e-3 or np.abs((lo2 + hi2) / 2).max() > 1e-3:
+        raise Refusal(
+            Reason.RENDER_ERROR, path, f"normalisation failed: bounding box {lo2} .. {hi2}"
+        )
+    return {
+        "centre": [float(c) for c in centre],
+        "scale": scale,
+        "blender_vertices": count,
+        "mesh_objects": len(meshes),
+        "removed_objects": sorted(removed),
+    }
+
+
+def _setup_lights(bproc, lights: dict[str, Any]) -> list:
+    """World colour and the two suns of one ring; returns the created light objects."""
+    bproc.renderer.set_world_background(lights["world_color"], strength=lights["world_strength"])
+    created = []
+    for name in ("key", "fill"):
+        spec = lights[name]
+        light = bproc.types.Light(light_type="SUN", name=f"{name}_light")
+        light.set_energy(spec["energy"])
+        light.set_color(spec["color"])
+        # A sun shines along its -z: the look-at from its direction towards the origin.
+        pose = cameras.orbit_c2w(spec["azimuth_deg"], spec["elevation_deg"], 10.0)
+        light.set_local2world_mat(pose)
+        created.append(light)
+    return created
+
+
+def _set_ring_cameras(bproc, path: str, params: RingParams, c2w: np.ndarray) -> None:
+    import bpy
+
+    scene = bpy.context.scene
+    camera = scene.camera
+    bproc.utility.reset_keyframes()
+    camera.data.sensor_fit = "VERTICAL"  # our FoV is vertical (SPEC 2); square images anyway
+    camera.data.lens_unit = "FOV"
+    camera.data.angle_y = math.radians(params.fov_deg)
+    camera.data.clip_start, camera.data.clip_end = CLIP_START, CLIP_END
+    camera.data.shift_x = camera.data.shift_y = 0.0
+    for frame, pose in enumerate(c2w):
+        bproc.camera.add_camera_pose(pose, frame=frame)
+    # The stored c2w must be exactly what Blender renders with: read them back per frame.
+    for frame, pose in enumerate(c2w):
+        scene.frame_set(frame)
+        used = np.array(camera.matrix_world)
+        if np.abs(used - pose).max() > POSE_TOL:
+            raise Refusal(
+                Reason.INVALID_POSE, path, f"Blender's camera at frame {frame} differs from c2w"
+            )
+    if abs(camera.data.angle_y - math.radians(params.fov_deg)) > 1e-6:
+        raise Refusal(Reason.RENDER_ERROR, path, "Blender did not take the vertical FoV")
+
+
+def _render_frames(bproc, path: str, num_views: int, resolution: int) -> tuple[list, float]:
+    with tempfile.TemporaryDirectory(prefix="render-") as out_dir:
+        start = time.perf_counter()
+        data = _blender_call(
+            path,
+            "render",
+            bproc.renderer.render,
+            output_dir=out_dir,
+            load_keys={"colors"},
+            keys_with_alpha_channel={"colors"},
+            verbose=True,  # Blender's own log goes to stdout; no progress bar thread
+        )
+        seconds = time.perf_counter() - start
+    colours = data.get("colors", [])
+    if len(colours) != num_views:
+        raise Refusal(
+            Reason.RENDER_ERROR, path, f"Blender returned {len(colours)} of {num_views} views"
+        )
+    views = []
+    for i, rgba in enumerate(colours):
+        rgba = np.asarray(rgba)
+        if rgba.shape != (resolution, resolution, 4) or rgba.dtype != np.uint8:
+            raise Refusal(
+                Reason.RENDER_ERROR, path, f"view {i} came back {rgba.dtype} {rgba.shape}"
+            )
+        views.append(rgba)
+    return views, seconds
+
+
+def render_object(
+    asset_path: str | Path,
+    uid: str,
+    caption: str,
+    source: str,
+    settings: RenderSettings,
+    seed: int,
+    sha256: str | None = None,
+) -> list[RenderedRing]:
+    """Render `settings.rings` rings of one asset; raises `Refusal` (never returns partial rings).
+
+    The scene is reset before and after, so the function can be called many times per process.
+    """
+    from data_pipeline.blenderproc_env import (
+        blender_version,
+        blenderproc_version,
+        ensure_blenderproc,
+    )
+    from data_pipeline.validate import border_fraction, validate_ring
+
+    path = str(asset_path)
+    report: AssetReport = inspect_asset(path)
+    bproc = _blender_call(path, "start BlenderProc", ensure_blenderproc)
+    render_info = {
+        "renderer": f"blenderproc {blenderproc_version()}",
+        "blender": blender_version(),
+        "engine": settings.engine,
+        "samples": settings.samples,
+        "denoise": settings.denoise,
+        "resolution": settings.resolution,
+        "framing": settings.framing,
+        "view_transform": settings.view_transform,
+        "seed": seed,
+    }
+    rings: list[RenderedRing] = []
+    try:
+        _blender_call(path, "reset scene", bproc.clean_up, clean_up_camera=True)
+        render_info.update(_blender_call(path, "configure", _configure_scene, bproc, settings))
+        render_info["normalisation"] = _import_and_normalise(bproc, path)
+        azimuths = cameras.ring_azimuths(settings.num_views)
+        for params in sample_ring_params(settings, seed):
+            c2w = cameras.ring_c2w(azimuths, params.elevation_deg, params.distance)  # (V, 4, 4)
+            lights = _blender_call(path, "lights", _setup_lights, bproc, params.lights)
+            _set_ring_cameras(bproc, path, params, c2w)
+            import bpy
+
+            bpy.context.scene.cycles.seed = params.cycles_seed
+            views, seconds = _render_frames(bproc, path, settings.num_views, settings.resolution)
+            for light in lights:
+                bpy.data.objects.remove(light.blender_obj, do_unlink=True)
+            meta = RingMeta(
+                uid=uid,
+                ring=params.ring,
+                caption=caption,
+                source=source,
+                asset_path=path,
+                asset_sha256=sha256 or report.sha256,
+                elevation_deg=params.elevation_deg,
+                fov_deg=params.fov_deg,
+                distance=params.distance,
+                azimuths_deg=[float(a) for a in azimuths],
+                c2w=c2w.tolist(),
+                border_fraction=[border_fraction(v) for v in views],
+                resolution=settings.resolution,
+                lights=params.lights,
+                render={
+                    **render_info,
+                    "distance_jitter": params.jitter,
+                    "cycles_seed": params.cycles_seed,
+                },
+            )
+            ring = RenderedRing(meta, [encode_png(v) for v in views], seconds)
+            validate_ring(ring)
+            rings.append(ring)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error that got us here matters more
+            bproc.clean_up(clean_up_camera=True)
+        raise
+    _blender_call(path, "reset scene", bproc.clean_up, clean_up_camera=True)
+    return rings
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def write_ring_dir(ring: RenderedRing, out: Path) -> Path:
+    """DIR/{uid}_r{ring}/meta.json and view{i:03d}.png (the CLI layout)."""
+    ring_dir = out / f"{ring.meta.uid}_r{ring.meta.ring}"
+    ring_dir.mkdir(parents=True, exist_ok=True)
+    (ring_dir / "meta.json").write_bytes(ring.meta.to_json())
+    for i, png in enumerate(ring.views_png):
+        (ring_dir / f"view{i:03d}.png").write_bytes(png)
+    return ring_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--asset", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--uid", default=None, help="default: the file name without extension")
+    parser.add_argument("--caption", default="")
+    parser.add_argument("--source", default="local")
+    parser.add_argument("--sha256", default=None)
+    defaults = RenderSettings()
+    parser.add_argument("--views", type=int, default=defaults.num_views)
+    parser.add_argument("--rings", type=int, default=defaults.rings)
+    parser.add_argument("--resolution", type=int, default=defaults.resolution)
+    parser.add_argument("--samples", type=int, default=defaults.samples)
+    parser.add_argument("--seed", type=int, default=None, help="default: object_seed(0, uid)")
+    parser.add_argument("--framing", default=defaults.framing)
+    parser.add_argument("--device", default=defaults.device)
+    args = parser.parse_args(argv)
+
+    uid = args.uid or args.asset.stem
+    settings = RenderSettings(
+        num_views=args.views, rings=args.rings, resolution=args.resolution,
+        samples=args.samples, framing=args.framing, device=args.device,
+    )  # fmt: skip
+    seed = object_seed(settings.seed, uid) if args.seed is None else args.seed
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        rings = render_object(
+            args.asset, uid, args.caption, args.source, settings, seed, args.sha256
+        )
+    except Refusal as refusal:
+        result = {"ok": False, "reason": refusal.reason.value, "path": refusal.path,
+                  "detail": refusal.detail}  # fmt: skip
+        (args.out / "result.json").write_text(json.dumps(result, indent=1))
+        print(f"refused: {refusal}", file=sys.stderr)
+        return 3
+    dirs = [str(write_ring_dir(ring, args.out)) for ring in rings]
+    result = {
+        "ok": True,
+        "rings": dirs,
+        "blender_seconds": [ring.blender_seconds for ring in rings],
+        "settings": asdict(settings),
+        "seed": seed,
+    }
+    (args.out / "result.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
