@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from diffusers import UNet2DConditionModel
 
 from training.model.attention import init_image_projections_from_text
@@ -38,37 +40,53 @@ def build_denoiser(
     return unet, controller
 
 
+def build_encoders(
+    cfg: ModelConfig,
+    with_image_encoder: bool,
+    sd21_path: str | None,
+    image_encoder_path: str | None,
+    open_clip_checkpoint: str | None,
+) -> dict[str, Any]:
+    """VAE, text encoder, tokenizer (from `sd21_path`'s vae/ text_encoder/ tokenizer/, or random)
+    and, if needed, the image encoder; keyword arguments of ImageDream."""
+    image_encoder: ImageEncoder | None = None
+    if with_image_encoder:
+        image_encoder = build_image_encoder(
+            cfg.image_encoder, image_encoder_path, open_clip_checkpoint
+        )
+        widths = (image_encoder.embed_dim, image_encoder.token_dim)
+        if widths != (cfg.image_encoder.projection_dim, cfg.image_encoder.hidden_size):
+            raise ValueError(
+                f"image encoder widths {widths} differ from model.image_encoder config"
+            )
+    return dict(
+        vae=build_vae(cfg.vae, sd21_path),
+        text_encoder=build_text_encoder(cfg.text_encoder, sd21_path),
+        tokenizer=build_tokenizer(cfg.text_encoder, sd21_path),
+        image_encoder=image_encoder,
+    )
+
+
 def build_imagedream(model_cfg: object, controller_cfg: object) -> ImageDream:
     """The full model from typed configs (or Hydra DictConfigs). Weights: SD 2.1-base folder
     first (if given), then an original MVDream/ImageDream checkpoint (if given)."""
     cfg = to_model_config(model_cfg)
     ctrl_cfg = to_controller_config(controller_cfg)
-    weights = cfg.weights
+    w = cfg.weights
     unet, controller = build_denoiser(cfg, ctrl_cfg)
-    if weights.sd21_path is not None:
-        load_sd21_unet(unet, weights.sd21_path, cfg.zero_init_camera)
+    if w.sd21_path is not None:
+        load_sd21_unet(unet, w.sd21_path, cfg.zero_init_camera)
         init_image_projections_from_text(unet)
-    image_encoder: ImageEncoder | None = None
-    if controller.needs.image_encoder:
-        image_encoder = build_image_encoder(
-            cfg.image_encoder, weights.image_encoder_path, weights.open_clip_checkpoint
-        )
-        if (image_encoder.embed_dim, image_encoder.token_dim) != (
-            cfg.image_encoder.projection_dim,
-            cfg.image_encoder.hidden_size,
-        ):
-            raise ValueError("loaded image encoder widths differ from model.image_encoder config")
-    model = ImageDream(
+    encoders = build_encoders(
         cfg,
-        unet=unet,
-        controller=controller,
-        vae=build_vae(cfg.vae, weights.sd21_path),
-        text_encoder=build_text_encoder(cfg.text_encoder, weights.sd21_path),
-        tokenizer=build_tokenizer(cfg.text_encoder, weights.sd21_path),
-        image_encoder=image_encoder,
+        controller.needs.image_encoder,
+        w.sd21_path,
+        w.image_encoder_path,
+        w.open_clip_checkpoint,
     )
-    if weights.original_checkpoint is not None:
+    model = ImageDream(cfg, unet=unet, controller=controller, **encoders)
+    if w.original_checkpoint is not None:
         from training.model.convert import load_original_checkpoint
 
-        load_original_checkpoint(model, weights.original_checkpoint)
+        load_original_checkpoint(model, w.original_checkpoint)
     return model

@@ -40,7 +40,9 @@ from training.model.config import (
 
 def build_vae(cfg: VAEConfig, sd21_path: str | None) -> AutoencoderKL:
     if sd21_path is not None:
-        vae = AutoencoderKL.from_pretrained(Path(sd21_path) / "vae", local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(
+            Path(sd21_path) / "vae", local_files_only=True, low_cpu_mem_usage=False
+        )
     else:
         n = len(cfg.block_out_channels)
         vae = AutoencoderKL(

@@ -1,0 +1,114 @@
+"""Conversion of the released checkpoints' names (SPEC 4) both ways, at full size on the meta
+device (shapes from ../shared/official_unet_keys.json) and with values on the tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.training.model.conftest import tiny_model
+from training.model import CONTROLLER_CONFIGS, build_denoiser
+from training.model.config import ModelConfig
+from training.model.convert import (
+    ORIGINAL_PREFIX,
+    ConversionError,
+    load_original_checkpoint,
+    original_to_ours,
+    ours_to_original,
+    save_original_checkpoint,
+)
+
+# released file -> (entry in official_unet_keys.json, our controller)
+RELEASED = {
+    "sd-v2.1-base-4view-ipmv.pt": ("sd_v2_base_ipmv", "local_pixel"),
+    "sd-v2.1-base-4view-ipmv-local.pt": ("sd_v2_base_ipmv_local", "local"),
+    "sd-v2.1-base-4view.pt": ("sd_v2_base_ipmv", "none"),  # MVDream = without the adapters
+}
+
+
+def _is_ip(key: str) -> bool:
+    return key.startswith("image_embed.") or ".to_k_ip." in key or ".to_v_ip." in key
+
+
+def _meta_checkpoint(entry: dict, drop_adapters: bool) -> dict[str, torch.Tensor]:
+    return {
+        ORIGINAL_PREFIX + k: torch.empty(shape, device="meta")
+        for k, shape in entry["keys"].items()
+        if not (drop_adapters and _is_ip(k))
+    }
+
+
+def _meta_denoiser(controller: str) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        unet, ctrl = build_denoiser(ModelConfig(), CONTROLLER_CONFIGS[controller]())
+    state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
+    return state | {f"controller.{k}": v for k, v in ctrl.state_dict().items()}
+
+
+def test_official_key_file_is_what_spec_says(official_keys: dict) -> None:
+    for entry in official_keys.values():
+        assert entry["prefix_in_checkpoint"] == ORIGINAL_PREFIX
+        assert len(entry["keys"]) == 773
+        assert abs(sum(math.prod(s) for s in entry["keys"].values()) / 1e6 - 941.7) < 0.05
+
+
+@pytest.mark.parametrize("released", sorted(RELEASED))
+def test_released_names_and_shapes_convert_both_ways(released: str, official_keys: dict) -> None:
+    entry_name, controller = RELEASED[released]
+    ckpt = _meta_checkpoint(official_keys[entry_name], drop_adapters=controller == "none")
+    own = _meta_denoiser(controller)
+    ours, missing = original_to_ours(ckpt, own.keys(), ModelConfig().unet)
+    assert missing == []
+    assert ours.keys() == own.keys()
+    bad = [k for k in own if ours[k].shape != own[k].shape]
+    assert bad == [], bad[:10]
+    back = ours_to_original(ours, ModelConfig().unet)
+    assert back.keys() == ckpt.keys()
+    assert all(back[k] is ckpt[k] for k in ckpt)  # the very same tensors, renamed twice
+
+
+def test_wrong_variant_names_every_bad_key(official_keys: dict) -> None:
+    ckpt = _meta_checkpoint(official_keys["sd_v2_base_ipmv"], drop_adapters=False)
+    own = _meta_denoiser("global")  # no resampler in a global model
+    with pytest.raises(ConversionError) as err:
+        original_to_ours(ckpt, own.keys(), ModelConfig().unet)
+    msg = str(err.value)
+    assert "unexpected: image_embed.layers.0.0.to_kv.weight" in msg
+    assert "missing:    image_embed.proj.weight" in msg
+
+
+def test_tiny_values_round_trip_through_a_released_style_file(tmp_path) -> None:
+    model = tiny_model("local_pixel", seed=5)
+    path = tmp_path / "ckpt.pt"
+    save_original_checkpoint(model, path)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    assert all(k.startswith(ORIGINAL_PREFIX) for k in saved)
+    assert any(k.endswith("attn2.to_k_ip.weight") for k in saved)
+    assert f"{ORIGINAL_PREFIX}camera_embed.0.weight" in saved
+    other = tiny_model("local_pixel", seed=6)
+    load_original_checkpoint(other, path)
+    for k, v in model.denoiser_state_dict().items():
+        assert torch.equal(v, other.denoiser_state_dict()[k]), k
+
+
+def test_missing_key_is_reported(tmp_path) -> None:
+    model = tiny_model("local")
+    state = ours_to_original(model.denoiser_state_dict(), model.cfg.unet)
+    del state[f"{ORIGINAL_PREFIX}middle_block.1.proj_in.weight"]
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(ConversionError, match="missing: +middle_block.1.proj_in.weight"):
+        load_original_checkpoint(tiny_model("local"), tmp_path / "broken.pt")
+
+
+def test_mvdream_checkpoint_initialises_an_image_prompt_model(tmp_path) -> None:
+    """SPEC 5: every variant starts from MVDream; the adapters then start fresh."""
+    mvdream = tiny_model("none", seed=7)
+    save_original_checkpoint(mvdream, tmp_path / "mvdream.pt")
+    model = tiny_model("local_pixel", seed=8)
+    load_original_checkpoint(model, tmp_path / "mvdream.pt")
+    for k, v in mvdream.unet.state_dict().items():
+        assert torch.equal(v, model.unet.state_dict()[k]), k
+    attn2 = model.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
+    assert torch.equal(attn2.to_k_ip.weight, attn2.to_k.weight)

@@ -1,0 +1,202 @@
+"""Conversion between the released checkpoints' key names and ours, both ways (SPEC 4).
+
+Released MVDream / ImageDream checkpoints store the UNet under `model.diffusion_model.` with the
+original LDM names (`input_blocks.4.1.transformer_blocks.0.attn2.to_k_ip.weight`,
+`camera_embed.0.weight`, `image_embed.layers.0.0.to_kv.weight`, ...). Ours are the diffusers
+names under `unet.` plus the controller under `controller.`. The name table is derived from
+the UNet config (levels, res-blocks per level, which levels have attention), so the same code
+converts the full-size model and the tiny test model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from training.model.attention import init_image_projections_from_text
+from training.model.config import UNetConfig
+from training.model.imagedream import ImageDream
+from training.model.weights import load_checkpoint
+
+ORIGINAL_PREFIX = "model.diffusion_model."
+
+# diffusers ResnetBlock2D <-> LDM ResBlock
+_RESNET = {
+    "norm1.": "in_layers.0.",
+    "conv1.": "in_layers.2.",
+    "time_emb_proj.": "emb_layers.1.",
+    "norm2.": "out_layers.0.",
+    "conv2.": "out_layers.3.",
+    "conv_shortcut.": "skip_connection.",
+}
+
+
+class ConversionError(KeyError):
+    """The checkpoint does not fit the model; the message lists missing and unexpected keys."""
+
+    def __init__(self, what: str, missing: list[str], unexpected: list[str]) -> None:
+        lines = [f"{what}: {len(missing)} missing, {len(unexpected)} unexpected keys"]
+        lines += [f"  missing:    {k}" for k in missing[:50]]
+        lines += [f"  unexpected: {k}" for k in unexpected[:50]]
+        if len(missing) > 50 or len(unexpected) > 50:
+            lines.append("  ... (lists cut at 50)")
+        super().__init__("\n".join(lines))
+        self.missing, self.unexpected = missing, unexpected
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def _module_pairs(cfg: UNetConfig) -> list[tuple[str, str, dict[str, str]]]:
+    """(our prefix, original prefix, suffix renames) for every UNet module with weights."""
+    plain: dict[str, str] = {}
+    pairs = [
+        ("unet.conv_in.", "input_blocks.0.0.", plain),
+        ("unet.time_embedding.linear_1.", "time_embed.0.", plain),
+        ("unet.time_embedding.linear_2.", "time_embed.2.", plain),
+        ("unet.class_embedding.linear_1.", "camera_embed.0.", plain),
+        ("unet.class_embedding.linear_2.", "camera_embed.2.", plain),
+        ("unet.mid_block.resnets.0.", "middle_block.0.", _RESNET),
+        ("unet.mid_block.attentions.0.", "middle_block.1.", plain),
+        ("unet.mid_block.resnets.1.", "middle_block.2.", _RESNET),
+        ("unet.conv_norm_out.", "out.0.", plain),
+        ("unet.conv_out.", "out.2.", plain),
+    ]
+    levels, per_level = len(cfg.block_out_channels), cfg.layers_per_block
+    idx = 0
+    for level, attn in enumerate(cfg.attention_levels):
+        for j in range(per_level):
+            idx += 1
+            pairs.append(
+                (f"unet.down_blocks.{level}.resnets.{j}.", f"input_blocks.{idx}.0.", _RESNET)
+            )
+            if attn:
+                pairs.append(
+                    (f"unet.down_blocks.{level}.attentions.{j}.", f"input_blocks.{idx}.1.", plain)
+                )
+        if level < levels - 1:
+            idx += 1
+            pairs.append(
+                (
+                    f"unet.down_blocks.{level}.downsamplers.0.conv.",
+                    f"input_blocks.{idx}.0.op.",
+                    plain,
+                )
+            )
+    idx = 0
+    for up, attn in enumerate(reversed(cfg.attention_levels)):
+        for j in range(per_level + 1):
+            pairs.append((f"unet.up_blocks.{up}.resnets.{j}.", f"output_blocks.{idx}.0.", _RESNET))
+            if attn:
+                pairs.append(
+                    (f"unet.up_blocks.{up}.attentions.{j}.", f"output_blocks.{idx}.1.", plain)
+                )
+            if j == per_level and up < levels - 1:
+                sub = 2 if attn else 1
+                pairs.append(
+                    (
+                        f"unet.up_blocks.{up}.upsamplers.0.conv.",
+                        f"output_blocks.{idx}.{sub}.conv.",
+                        plain,
+                    )
+                )
+            idx += 1
+    return pairs
+
+
+_RESAMPLER_LAYER = re.compile(r"^layers\.(\d+)\.(attn|ff)\.(.*)$")
+
+
+def _controller_name(rest: str) -> str:
+    """Our controller key (after `controller.<projector>.`) -> original `image_embed.` suffix."""
+    m = _RESAMPLER_LAYER.match(rest)
+    if m:
+        return f"layers.{m.group(1)}.{0 if m.group(2) == 'attn' else 1}.{m.group(3)}"
+    return rest
+
+
+def original_name(key: str, pairs: list[tuple[str, str, dict[str, str]]]) -> str:
+    """Our denoiser key -> original key (without the checkpoint prefix)."""
+    if key.startswith("controller."):
+        _, _projector, rest = key.split(
+            ".", 2
+        )  # controller.resampler.<rest> / controller.projection.<rest>
+        return "image_embed." + _controller_name(rest)
+    for ours, orig, renames in pairs:
+        if key.startswith(ours):
+            rest = key[len(ours) :]
+            for a, b in renames.items():
+                if rest.startswith(a):
+                    rest = b + rest[len(a) :]
+                    break
+            return orig + rest
+    raise KeyError(f"no original name for {key}")
+
+
+def name_table(our_keys: Iterable[str], cfg: UNetConfig) -> dict[str, str]:
+    """ours -> original, for every key of our denoiser state dict."""
+    pairs = _module_pairs(cfg)
+    table = {k: original_name(k, pairs) for k in our_keys}
+    if len(set(table.values())) != len(table):
+        raise RuntimeError("name table is not one-to-one")
+    return table
+
+
+def original_to_ours(
+    state: Mapping[str, Tensor],
+    our_keys: Iterable[str],
+    cfg: UNetConfig,
+    prefix: str = ORIGINAL_PREFIX,
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Rename an original checkpoint's UNet tensors (keys under `prefix`; others, e.g. the VAE,
+    are ignored). Returns (our state, our keys missing from the checkpoint); raises
+    ConversionError for keys of the checkpoint that have no place in the model."""
+    table = name_table(our_keys, cfg)
+    inverse = {orig: ours for ours, orig in table.items()}
+    source = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not source:
+        raise ConversionError(f"no key under prefix {prefix!r}", [], sorted(state)[:50])
+    unexpected = sorted(k for k in source if k not in inverse)
+    missing = sorted(ours for ours, orig in table.items() if orig not in source)
+    if unexpected:
+        raise ConversionError("original -> ours", [table[k] for k in missing], unexpected)
+    return {inverse[k]: v for k, v in source.items()}, missing
+
+
+def ours_to_original(
+    state: Mapping[str, Tensor], cfg: UNetConfig, prefix: str = ORIGINAL_PREFIX
+) -> dict[str, Tensor]:
+    """Our denoiser state -> the released checkpoint's names (under `prefix`)."""
+    table = name_table(state.keys(), cfg)
+    return {prefix + table[k]: v for k, v in state.items()}
+
+
+def _is_adapter(key: str) -> bool:
+    return key.startswith("controller.") or ".to_k_ip." in key or ".to_v_ip." in key
+
+
+def load_original_checkpoint(model: ImageDream, path: str | Path) -> None:
+    """Load a released checkpoint into `model`. All keys must match, except that a checkpoint
+    with no adapter at all (MVDream, the paper's init for every variant, SPEC 5) may load into
+    an image-prompt model: its adapters then start fresh (to_k_ip/to_v_ip from the text K/V)."""
+    own = model.denoiser_state_dict()
+    ours, missing = original_to_ours(load_checkpoint(path), own.keys(), model.cfg.unet)
+    adapters = sorted(k for k in own if _is_adapter(k))
+    if missing and missing != adapters:
+        table = name_table(own.keys(), model.cfg.unet)
+        raise ConversionError(f"original -> ours ({path})", [table[k] for k in missing], [])
+    for k in missing:
+        ours[k] = own[k]
+    model.load_denoiser_state_dict(ours)
+    if missing:
+        init_image_projections_from_text(model.unet)
+
+
+def save_original_checkpoint(model: ImageDream, path: str | Path) -> None:
+    """Write our denoiser with the released names ({"state_dict": ...}, as the released .pt)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.denoiser_state_dict().items()}
+    torch.save({"state_dict": ours_to_original(state, model.cfg.unet)}, path)
