@@ -38,8 +38,12 @@ class ImagePromptFeatures:
 
     def zeros_like(self) -> ImagePromptFeatures:
         """The unconditional prompt (SPEC 6): zero image features and zero pixel latent."""
-        z = lambda t: None if t is None else torch.zeros_like(t)  # noqa: E731
-        return ImagePromptFeatures(z(self.global_embed), z(self.local_tokens), z(self.latent))
+        return ImagePromptFeatures(
+            *(
+                None if t is None else torch.zeros_like(t)
+                for t in (self.global_embed, self.local_tokens, self.latent)
+            )
+        )
 
 
 @dataclass

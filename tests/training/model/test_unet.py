@@ -51,11 +51,14 @@ def test_self_attention_mixes_views_cross_attention_does_not_need_to() -> None:
     diff = (changed - base).abs().amax(dim=(2, 3, 4))[0]  # per view
     assert diff[0] > 0
     assert (diff[1:] > 1e-4).all(), f"3D attention must carry view 0 to the others: {diff}"
+
     # the same frames as 4 independent objects (per-frame attention): no leak
-    per = lambda v: multiview_forward(
-        unet, v.transpose(0, 1), t.repeat(4), ctx.repeat(4, 1, 1), cams.transpose(0, 1)
-    )  # noqa: E731
-    diff_per = (per(x2) - per(x)).abs().amax(dim=(1, 2, 3, 4))
+    def per_frame(v: torch.Tensor) -> torch.Tensor:
+        return multiview_forward(
+            unet, v.transpose(0, 1), t.repeat(4), ctx.repeat(4, 1, 1), cams.transpose(0, 1)
+        )
+
+    diff_per = (per_frame(x2) - per_frame(x)).abs().amax(dim=(1, 2, 3, 4))
     assert diff_per[0] > 0 and torch.all(diff_per[1:] == 0)
 
 
