@@ -280,10 +280,11 @@ def _import_and_normalise(bproc, path: str) -> dict[str, Any]:
         if obj.type in ("CAMERA", "LIGHT", "LIGHT_PROBE", "SPEAKER"):
             removed.append(obj.type.lower())
             bpy.data.objects.remove(obj, do_unlink=True)
+    # Only what the render sees: the glTF importer parks bone shapes in an excluded collection.
     meshes = [
         obj
-        for obj in bpy.context.scene.objects
-        if obj.type == "MESH" and not obj.hide_render and obj.name != "Camera"
+        for obj in bpy.context.view_layer.objects
+        if obj.type == "MESH" and obj.visible_get() and not obj.hide_render
     ]
     if not meshes:
         raise Refusal(Reason.NO_FACES, path, "Blender imported no renderable mesh")
@@ -354,31 +355,34 @@ def _set_ring_cameras(bproc, path: str, params: RingParams, c2w: np.ndarray) -> 
 
 
 def _render_frames(bproc, path: str, num_views: int, resolution: int) -> tuple[list, float]:
+    """Render frames 0..V-1 to PNG files and read them back.  -> (V,) of (H, W, 4) uint8"""
+    from PIL import Image
+
     with tempfile.TemporaryDirectory(prefix="render-") as out_dir:
         start = time.perf_counter()
-        data = _blender_call(
+        _blender_call(
             path,
             "render",
             bproc.renderer.render,
             output_dir=out_dir,
-            load_keys={"colors"},
-            keys_with_alpha_channel={"colors"},
+            file_prefix="view_",
+            output_key=None,  # no registration in BlenderProc's global output list
+            return_data=False,
             verbose=True,  # Blender's own log goes to stdout; no progress bar thread
         )
         seconds = time.perf_counter() - start
-    colours = data.get("colors", [])
-    if len(colours) != num_views:
-        raise Refusal(
-            Reason.RENDER_ERROR, path, f"Blender returned {len(colours)} of {num_views} views"
-        )
-    views = []
-    for i, rgba in enumerate(colours):
-        rgba = np.asarray(rgba)
-        if rgba.shape != (resolution, resolution, 4) or rgba.dtype != np.uint8:
-            raise Refusal(
-                Reason.RENDER_ERROR, path, f"view {i} came back {rgba.dtype} {rgba.shape}"
-            )
-        views.append(rgba)
+        views = []
+        for i in range(num_views):
+            file = Path(out_dir) / f"view_{i:04d}.png"
+            if not file.is_file():
+                raise Refusal(Reason.RENDER_ERROR, path, f"Blender wrote no image for view {i}")
+            with Image.open(file) as image:
+                image.load()
+                if image.mode != "RGBA" or image.size != (resolution, resolution):
+                    raise Refusal(
+                        Reason.RENDER_ERROR, path, f"view {i} is {image.mode} {image.size}"
+                    )
+                views.append(np.asarray(image).copy())
     return views, seconds
 
 

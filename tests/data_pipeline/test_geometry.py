@@ -1,0 +1,229 @@
+"""Asset inspection before Blender: every way an asset is refused, and the normalisation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_pipeline.errors import Reason, Refusal
+from data_pipeline.geometry import inspect_asset, load_normalised_mesh
+
+CUBE_OBJ = """v 0 0 0
+v 1 0 0
+v 1 1 0
+v 0 1 0
+v 0 0 1
+v 1 0 1
+v 1 1 1
+v 0 1 1
+f 1 2 3 4
+f 5 6 7 8
+f 1 2 6 5
+f 2 3 7 6
+f 3 4 8 7
+f 4 1 5 8
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(text, str):
+        path.write_text(text)
+    else:
+        path.write_bytes(text)
+    return path
+
+
+def _glb(tmp_path: Path, name: str = "tri.glb", positions=None) -> Path:
+    """A one-triangle GLB written by hand (glTF frame)."""
+    positions = np.array(
+        [[0, 0, 0], [1, 0, 0], [0, 1, 2]] if positions is None else positions, dtype=np.float32
+    )
+    indices = np.array([0, 1, 2], dtype=np.uint16)
+    blob = positions.tobytes() + indices.tobytes() + b"\x00\x00"
+    doc = {
+        "asset": {"version": "2.0"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
+        "buffers": [{"byteLength": len(blob)}],
+        "bufferViews": [
+            {"buffer": 0, "byteOffset": 0, "byteLength": 36},
+            {"buffer": 0, "byteOffset": 36, "byteLength": 6},
+        ],
+        "accessors": [
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": 3,
+                "type": "VEC3",
+                "min": positions.min(axis=0).tolist(),
+                "max": positions.max(axis=0).tolist(),
+            },
+            {"bufferView": 1, "componentType": 5123, "count": 3, "type": "SCALAR"},
+        ],
+    }
+    text = json.dumps(doc).encode()
+    text += b" " * (-len(text) % 4)
+    body = struct.pack("<II", len(text), 0x4E4F534A) + text
+    body += struct.pack("<II", len(blob), 0x004E4942) + blob
+    return _write(tmp_path, name, b"glTF" + struct.pack("<II", 2, 12 + len(body)) + body)
+
+
+def test_report_normalises_the_bounding_box_and_hashes_the_file(tmp_path):
+    cube = np.array([[float(v) for v in line.split()[1:]] for line in CUBE_OBJ.splitlines()[:8]])
+    box = cube * [4.0, 2.0, 1.0] + [-1.0, 0.0, 3.0]  # x in [-1, 3], y in [0, 2], z in [3, 4]
+    faces = "".join(line + "\n" for line in CUBE_OBJ.splitlines()[8:])
+    scaled = "".join(f"v {x} {y} {z}\n" for x, y, z in box) + faces
+    path = _write(tmp_path, "box.obj", scaled)
+    report = inspect_asset(path)
+    assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert report.num_vertices == 8 and report.num_faces >= 6
+    # OBJ is y-up: Blender imports (x, y, z) as (x, -z, y).
+    np.testing.assert_allclose(report.bbox_min, [-1, -4, 0])
+    np.testing.assert_allclose(report.bbox_max, [3, -3, 2])
+    assert report.scale == pytest.approx(0.25)
+    normalised = report.normalise(np.array([report.bbox_min, report.bbox_max]))
+    np.testing.assert_allclose(normalised, [[-0.5, -0.125, -0.25], [0.5, 0.125, 0.25]])
+
+
+def test_gltf_front_becomes_blender_negative_y(tmp_path):
+    report = inspect_asset(_glb(tmp_path, positions=[[0, 0, 0], [1, 0, 0], [0, 1, 2]]))
+    # glTF +Z (front) -> Blender -Y; glTF +Y (up) -> Blender +Z.
+    np.testing.assert_allclose(report.bbox_min, [0, -2, 0])
+    np.testing.assert_allclose(report.bbox_max, [1, 0, 1])
+    mesh = load_normalised_mesh(tmp_path / "tri.glb")
+    np.testing.assert_allclose(mesh.bounds, [[-0.25, -0.5, -0.25], [0.25, 0.5, 0.25]])
+
+
+def test_unsupported_extension(tmp_path):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "thing.fbx", "Kaydara"))
+    assert info.value.reason is Reason.UNSUPPORTED_FORMAT
+
+
+def test_truncated_glb_is_undecodable(tmp_path):
+    raw = _glb(tmp_path).read_bytes()
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "cut.glb", raw[:-20]))
+    assert info.value.reason is Reason.UNDECODABLE
+
+
+def test_garbage_glb_is_undecodable(tmp_path):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "noise.glb", bytes(range(256)) * 4))
+    assert info.value.reason is Reason.UNDECODABLE
+
+
+def test_gltf_with_missing_buffer_file(tmp_path):
+    doc = {
+        "asset": {"version": "2.0"},
+        "buffers": [{"uri": "geometry.bin", "byteLength": 42}],
+        "meshes": [],
+    }
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "scene.gltf", json.dumps(doc)))
+    assert info.value.reason is Reason.MISSING_BUFFER
+    assert "geometry.bin" in info.value.detail
+
+
+def test_gltf_with_missing_texture_image(tmp_path):
+    doc = {"asset": {"version": "2.0"}, "images": [{"uri": "albedo.png"}]}
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "scene.gltf", json.dumps(doc)))
+    assert info.value.reason is Reason.MISSING_BUFFER
+
+
+def test_gltf_that_is_not_json(tmp_path):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "scene.gltf", "{ not json"))
+    assert info.value.reason is Reason.UNDECODABLE
+
+
+def test_obj_face_index_out_of_range(tmp_path):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "bad.obj", CUBE_OBJ + "f 1 2 9\n"))
+    assert info.value.reason is Reason.INDEX_OUT_OF_RANGE
+
+
+def test_obj_zero_index_is_out_of_range_but_negative_ones_are_fine(tmp_path):
+    inspect_asset(_write(tmp_path, "neg.obj", CUBE_OBJ + "f -1 -2 -3\n"))
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "zero.obj", CUBE_OBJ + "f 0 1 2\n"))
+    assert info.value.reason is Reason.INDEX_OUT_OF_RANGE
+
+
+def test_point_cloud_obj_has_no_faces(tmp_path):
+    points = "".join(line + "\n" for line in CUBE_OBJ.splitlines() if line.startswith("v "))
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "points.obj", points))
+    assert info.value.reason is Reason.NO_FACES
+
+
+def test_ascii_ply_point_cloud_has_no_faces(tmp_path):
+    ply = "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+    ply += "property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n"
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "cloud.ply", ply))
+    assert info.value.reason is Reason.NO_FACES
+
+
+def test_nan_vertices_are_refused(tmp_path):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_glb(tmp_path, positions=[[0, 0, 0], [np.inf, 0, 0], [0, np.nan, 1]]))
+    assert info.value.reason is Reason.NONFINITE_VERTICES
+
+
+def test_degenerate_extent_is_refused(tmp_path):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_glb(tmp_path, positions=[[1, 1, 1], [1, 1, 1], [1, 1, 1 + 1e-9]]))
+    assert info.value.reason is Reason.DEGENERATE_EXTENT
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(tmp_path / "absent.glb")
+    assert info.value.reason is Reason.FETCH_FAILED
+
+
+# ----------------------------------------------------------------------------- real assets
+
+BROKEN = {
+    "malformed.obj": Reason.INDEX_OUT_OF_RANGE,
+    "pond.0.ply": Reason.NO_FACES,  # point cloud (and also truncated)
+    "BoxWithInfinites.glb": Reason.NONFINITE_VERTICES,
+}
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize(("name", "reason"), sorted(BROKEN.items()))
+def test_broken_real_assets_are_refused_with_their_reason(assets_dir, name, reason):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(assets_dir / "broken" / name)
+    assert info.value.reason is reason
+    assert name in info.value.path
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "broken/issue1580-zero-area-triangle.stl",
+        "meshes/Duck.glb",
+        "meshes/Fox.gltf",
+        "meshes/stanford_bunny.obj",
+        "meshes/colored_airplane.ply",
+    ],
+)
+def test_good_and_merely_odd_real_assets_pass(assets_dir, relative):
+    report = inspect_asset(assets_dir / relative)
+    assert report.num_faces > 0
+    corners = report.normalise(np.array([report.bbox_min, report.bbox_max]))
+    assert (corners[1] - corners[0]).max() == pytest.approx(1.0)
+    np.testing.assert_allclose(corners.sum(axis=0), 0.0, atol=1e-9)
