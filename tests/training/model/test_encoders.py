@@ -1,0 +1,100 @@
+"""Frozen encoders (SPEC 4): CLIP preprocessing, text features, image features of both
+backends, and loading every part from local diffusers / HF folders."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+
+from tests.training.model.conftest import compose_configs, tiny_model
+from training.model import build_imagedream
+from training.model.config import CLIP_IMAGE_MEAN, WeightsConfig
+from training.model.encoders import OpenCLIPImageEncoder, clip_preprocess
+from training.model.unet import diffusers_unet_kwargs
+
+
+def test_clip_preprocess_resizes_crops_and_normalises() -> None:
+    mean = torch.tensor(CLIP_IMAGE_MEAN).view(1, 3, 1, 1)
+    out = clip_preprocess(mean.expand(2, 3, 256, 320).clone(), 224)
+    assert out.shape == (2, 3, 224, 224)
+    assert out.abs().max() < 1e-4  # the CLIP mean colour maps to zero
+    ramp = torch.linspace(0, 1, 320).expand(1, 3, 256, 320).clone()
+    centre = clip_preprocess(ramp, 224)[0, 0, 0]
+    assert abs(centre[112].item() - (0.5 - CLIP_IMAGE_MEAN[0]) / 0.26862954) < 0.02  # centre crop
+
+
+def test_text_encoding_is_the_last_hidden_state_of_77_tokens() -> None:
+    model = tiny_model("none")
+    ids = model.tokenizer(["a cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert ids.shape == (1, 77) and ids[0, 0] == model.tokenizer.bos_token_id
+    ctx = model.encode_text(["a cat", "a dog"])
+    assert ctx.shape == (2, 77, model.cfg.unet.cross_attention_dim)
+    torch.testing.assert_close(ctx[:1], model.text_encoder(ids).last_hidden_state)
+
+
+def test_image_features_global_normalised_local_penultimate() -> None:
+    model = tiny_model("global")
+    images = torch.rand(2, 3, 40, 40)
+    g, tokens = model.image_encoder(images, want_global=True, want_tokens=True)
+    cfg = model.cfg.image_encoder
+    assert g.shape == (2, cfg.projection_dim)
+    torch.testing.assert_close(g.norm(dim=-1), torch.ones(2))
+    assert tokens.shape == (2, cfg.num_tokens, cfg.hidden_size)
+    hf = model.image_encoder.model
+    seen = {}
+    hf.vision_model.encoder.layers[-2].register_forward_hook(lambda m, a, o: seen.setdefault("h", o))
+    hf(pixel_values=clip_preprocess(images, cfg.image_size))
+    h = seen["h"][0] if isinstance(seen["h"], tuple) else seen["h"]
+    torch.testing.assert_close(tokens, h)
+
+
+def test_open_clip_backend_matches_open_clip() -> None:
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(0)
+    clip = CLIP(
+        embed_dim=24,
+        vision_cfg=CLIPVisionCfg(layers=3, width=48, head_width=24, image_size=32, patch_size=8),
+        text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1),
+    ).eval()
+    encoder = OpenCLIPImageEncoder(clip.visual)
+    images = torch.rand(2, 3, 32, 32)
+    g, tokens = encoder(images)
+    pixels = clip_preprocess(images, 32)
+    seen = {}
+    clip.visual.transformer.resblocks[-2].register_forward_hook(lambda m, a, o: seen.setdefault("h", o))
+    torch.testing.assert_close(g, F.normalize(clip.encode_image(pixels), dim=-1))
+    torch.testing.assert_close(tokens, seen["h"])
+    assert tokens.shape == (2, 17, 48)
+
+
+def test_loads_every_part_from_local_folders(tmp_path) -> None:
+    """A diffusers SD 2.1-style folder (plain UNet without camera MLP) + an HF CLIP folder."""
+    src = tiny_model("local", seed=11)
+    model_cfg, ctrl_cfg = compose_configs("tiny", "local")
+    plain = UNet2DConditionModel(**(diffusers_unet_kwargs(model_cfg.unet) | {"class_embed_type": None}))
+    plain.save_pretrained(tmp_path / "sd21" / "unet")
+    src.vae.save_pretrained(tmp_path / "sd21" / "vae")
+    src.text_encoder.save_pretrained(tmp_path / "sd21" / "text_encoder")
+    src.tokenizer.save_pretrained(tmp_path / "sd21" / "tokenizer")
+    src.image_encoder.model.save_pretrained(tmp_path / "clip")
+    model_cfg.weights = WeightsConfig(sd21_path=str(tmp_path / "sd21"), image_encoder_path=str(tmp_path / "clip"))
+    model = build_imagedream(model_cfg, ctrl_cfg)
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, model.unet.state_dict()[k]), k
+    assert torch.count_nonzero(model.unet.class_embedding.linear_2.weight) == 0  # step 0 == SD
+    attn2 = model.unet.mid_block.attentions[0].transformer_blocks[0].attn2
+    assert torch.equal(attn2.to_v_ip.weight, attn2.to_v.weight)
+    for part in ("vae", "text_encoder", "image_encoder"):
+        a, b = getattr(src, part).state_dict(), getattr(model, part).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+
+
+def test_missing_weight_path_is_a_clear_error(tmp_path) -> None:
+    model_cfg, _ = compose_configs("tiny", "none")
+    with pytest.raises(FileNotFoundError, match="sd21_path"):
+        dataclasses.replace(model_cfg.weights, sd21_path=str(tmp_path / "nope"))
