@@ -1,0 +1,306 @@
+"""Checkpoints: atomic, rotated, carrying everything an exact resume needs.
+
+Layout of a run folder (see docs/TRAINING.md):
+    <run_dir>/checkpoints/step_00001000/
+        <DeepSpeed's files>   model, optimiser and LR scheduler (written by training.engine)
+        trainer.pt            step, EMA shadows (rank 0)
+        rank00000.pt          per rank: RNG states (python, numpy, torch, noise generator) and
+                              the data stream position
+        config.yaml           the resolved config of the run
+    <run_dir>/checkpoints/latest   name of the newest complete checkpoint (a convenience)
+
+Atomicity: every rank writes into checkpoints/.tmp-step_XXXXXXXX/; only when all ranks are done
+does rank 0 rename the finished folder to its final name. A folder without the leading dot is
+therefore always complete, and a crash while saving leaves the previous checkpoints untouched (the
+leftover .tmp- folder is removed by the next save). Rotation runs only after a successful save and
+deletes by renaming to a dot-name first, so a half-deleted checkpoint is never mistaken for a
+complete one. The run folder must be on a filesystem all ranks share.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.data import Loader
+    from training.ema import EMA
+    from training.engine import Engine
+
+CHECKPOINTS = "checkpoints"
+_TAG_RE = re.compile(r"^step_(\d{8})$")
+TRAINER_FILE = "trainer.pt"
+CONFIG_FILE = "config.yaml"
+
+
+class CheckpointEngine(Protocol):
+    """What checkpointing needs from training.engine.Engine (tests pass a stand-in)."""
+
+    def save_state(self, save_dir: Path, tag: str) -> None: ...
+    def load_state(self, load_dir: Path, tag: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+
+    @property
+    def tag(self) -> str:
+        return self.path.name
+
+
+def tag_for(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def checkpoint_root(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
+    """Complete checkpoints of a run, oldest first (temporary and trash folders are ignored)."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        m = _TAG_RE.match(path.name)
+        if m and path.is_dir() and (path / TRAINER_FILE).is_file():
+            found.append(Checkpoint(path, int(m.group(1))))
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def as_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    m = _TAG_RE.match(path.name)
+    if not m or not (path / TRAINER_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint folder (step_XXXXXXXX)")
+    return Checkpoint(path, int(m.group(1)))
+
+
+def rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush every file and folder below `path` to disk before it gets its final name."""
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder so that no crash leaves it looking complete: rename to a dot-name first."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_checkpoint(
+    engine: CheckpointEngine,
+    run_dir: str | Path,
+    step: int,
+    rank: int,
+    rank_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+    config_yaml: str,
+    keep: int,
+    barrier: Any = lambda: None,
+) -> Checkpoint:
+    """Save on every rank (collective); returns the new checkpoint after rotation.
+
+    `rank_state` is this rank's RNG and data state; `trainer_state` (step, EMA, ...) is written
+    by rank 0 only.
+    """
+    root = checkpoint_root(run_dir)
+    tag = tag_for(step)
+    tmp_root = root / f".tmp-{tag}"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        for leftover in root.glob(".tmp-*"):  # from a crash during an earlier save
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in root.glob(".trash-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp_root.mkdir()
+    barrier()
+    staging = tmp_root / tag
+    engine.save_state(tmp_root, tag)  # DeepSpeed writes tmp_root/tag/...
+    staging.mkdir(parents=True, exist_ok=True)
+    _atomic_torch_save({**rank_state, "rng": rng_states()}, staging / f"rank{rank:05d}.pt")
+    if rank == 0:
+        (staging / CONFIG_FILE).write_text(config_yaml)
+        _atomic_torch_save({**trainer_state, "step": step}, staging / TRAINER_FILE)
+    barrier()
+    final = root / tag
+    if rank == 0:
+        _fsync_tree(staging)
+        if final.exists():  # the same step saved again (e.g. after a resume): replace it
+            _remove(final)
+        os.replace(staging, final)
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        latest_tmp = root / ".latest.tmp"
+        latest_tmp.write_text(tag + "\n")
+        os.replace(latest_tmp, root / "latest")
+        rotate(run_dir, keep)
+    barrier()
+    return Checkpoint(final, step)
+
+
+def rotate(run_dir: str | Path, keep: int) -> list[Checkpoint]:
+    """Delete all but the newest `keep` complete checkpoints; returns the deleted ones."""
+    found = list_checkpoints(run_dir)
+    doomed = found[:-keep] if keep > 0 else []
+    for ckpt in doomed:
+        _remove(ckpt.path)
+    return doomed
+
+
+def read_checkpoint(
+    engine: CheckpointEngine, checkpoint: Checkpoint, rank: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore the engine (model, optimiser, scheduler) and this rank's RNG states.
+
+    Returns (trainer_state, rank_state) for the caller to restore EMA and the data position.
+    """
+    engine.load_state(checkpoint.path.parent, checkpoint.tag)
+    rank_file = checkpoint.path / f"rank{rank:05d}.pt"
+    if not rank_file.is_file():
+        raise FileNotFoundError(
+            f"{rank_file} is missing: the checkpoint was written by fewer processes than this run "
+            "has; exact resume needs the same number of processes"
+        )
+    rank_state = torch.load(rank_file, map_location="cpu", weights_only=False)
+    trainer_state = torch.load(
+        checkpoint.path / TRAINER_FILE, map_location="cpu", weights_only=False
+    )
+    restore_rng_states(rank_state["rng"])
+    return trainer_state, rank_state
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder and the training state
+
+
+def prepare_run_dir(cfg: TrainConfig, is_main: bool) -> Path:
+    """Create the run folder and write the resolved config to <run_dir>/config.yaml."""
+    from training.config import to_yaml
+
+    run_dir = Path(cfg.run_dir)
+    if cfg.trainer.resume == "never" and list_checkpoints(run_dir):
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints and trainer.resume=never: pick another name= "
+            "or run_dir=, or resume with trainer.resume=auto"
+        )
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / f".{CONFIG_FILE}.tmp"
+        tmp.write_text(to_yaml(cfg))
+        os.replace(tmp, run_dir / CONFIG_FILE)
+    return run_dir
+
+
+def save_checkpoint(
+    cfg: TrainConfig, run_dir: Path, engine: Engine, loader: Loader, ema: EMA | None, step: int
+) -> Checkpoint:
+    """Everything an exact resume needs, written atomically by all ranks; keeps the newest N."""
+    from training.config import to_yaml
+    from training.engine import barrier
+
+    return write_checkpoint(
+        engine,
+        run_dir,
+        step,
+        rank=engine.dist.rank,
+        rank_state={"data": loader.state_dict(), "engine_rng": engine.rng_state()},
+        trainer_state={"ema": None if ema is None else ema.state_dict()},
+        config_yaml=to_yaml(cfg),
+        keep=cfg.trainer.keep_checkpoints,
+        barrier=barrier,
+    )
+
+
+def restore_training_state(
+    cfg: TrainConfig, run_dir: Path, engine: Engine, loader: Loader, ema: EMA | None, rank: int
+) -> int:
+    """Resume per trainer.resume; returns the step to continue from (0 for a fresh run)."""
+    resume = cfg.trainer.resume
+    if resume == "never":
+        return 0
+    checkpoint = latest_checkpoint(run_dir) if resume == "auto" else as_checkpoint(resume)
+    if checkpoint is None:
+        return 0
+    trainer_state, rank_state = read_checkpoint(engine, checkpoint, rank)
+    loader.load_state_dict(rank_state["data"])
+    engine.load_rng_state(rank_state["engine_rng"])
+    if ema is not None:
+        if trainer_state.get("ema") is None:
+            raise ValueError(f"{checkpoint.path} has no EMA state but engine.ema_decay > 0")
+        ema.load_state_dict(trainer_state["ema"])
+    return int(trainer_state["step"])
+
+
+def export_model(model: Any, ema: EMA | None, folder: Path, is_main: bool) -> None:
+    """The final model in training.model.export's folder format (EMA weights when enabled)."""
+    from training.engine import barrier
+    from training.model.export import save_pretrained
+
+    if is_main:
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if ema is None:
+            save_pretrained(model, tmp)
+        else:
+            with ema.applied():
+                save_pretrained(model, tmp)
+        if folder.exists():
+            _remove(folder)
+        os.replace(tmp, folder)
+    barrier()

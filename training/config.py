@@ -1,0 +1,217 @@
+"""Typed configuration of a training run (SPEC 5).
+
+One dataclass per Hydra group: `data/`, `engine/`, `trainer/`, `wandb` here, `model/` and
+`controller/` from `training.model.config`. YAML in conf/ only sets values; every cross-field rule
+lives in a `__post_init__` and raises a clear error. `TrainConfig` is the primary schema
+(`conf/train.yaml` names it `train_schema` in its defaults list).
+
+`load_config(dictconfig)` turns Hydra's composed DictConfig into these typed objects; the
+DeepSpeed config is generated from them by `training.engine.deepspeed_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from training.model.config import (
+    ControllerConfig,
+    ModelConfig,
+    to_controller_config,
+)
+from training.model.config import (
+    register_configs as register_model_configs,
+)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "cosine")
+SAMPLINGS = ("resampled", "epoch")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+RESUME_MODES = ("auto", "never")  # or a path to a checkpoint folder
+
+
+@dataclass
+class DataConfig:
+    """The ring stream (training.data). Paper settings: SPEC 3 and 5."""
+
+    # Shards: local files, folders (their shard-*.tar), globs, brace patterns
+    # ("out/shards/shard-{00000..00009}.tar") or URLs (http(s)://, pipe:); several joined by "::".
+    shards: str = MISSING
+    batch_size: int = 4  # per process and micro-batch
+    num_workers: int = 2  # DataLoader processes per training process (0 = in the main process)
+    image_size: int = 256  # targets and prompt are resized to this (shards are 256 px)
+    # None accepts any ring whose view count is a multiple of 4; a number also requires it
+    views_per_ring: int | None = None
+    # "resampled": every (rank, worker) draws shards with replacement from its own seeded RNG, so
+    # no rank starves; "epoch": a seeded permutation per epoch, split across ranks and workers
+    sampling: str = "resampled"
+    shuffle_buffer: int = 256  # samples
+    shuffle_initial: int = 64
+    prompt_dropout: float = 0.1  # SPEC 5: prompt replaced by a random uniform-colour image
+    text_dropout: float = 0.0  # not stated by the paper: caption replaced by ""
+    caption_suffix: str = ", 3d asset"
+    # background grey level (0 black, 1 white), one uniform draw per sample (SPEC 5)
+    grey_min: float = 0.0
+    grey_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.views_per_ring is not None and (
+            self.views_per_ring <= 0 or self.views_per_ring % 4
+        ):
+            raise ValueError(
+                f"data.views_per_ring={self.views_per_ring}: the targets are the views at azimuth "
+                "0/90/180/270, so a ring's view count must be a positive multiple of 4"
+            )
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"data.sampling={self.sampling!r}; expected one of {SAMPLINGS}")
+        for name in ("prompt_dropout", "text_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name}={getattr(self, name)} must lie in [0, 1]")
+        if not 0.0 <= self.grey_min <= self.grey_max <= 1.0:
+            raise ValueError(
+                f"data.grey_min={self.grey_min}, grey_max={self.grey_max}: need 0 <= min <= max <= 1"
+            )
+        if self.batch_size < 1 or self.num_workers < 0 or self.image_size < 8:
+            raise ValueError("data.batch_size >= 1, data.num_workers >= 0, data.image_size >= 8")
+        if self.shuffle_initial > self.shuffle_buffer:
+            raise ValueError("data.shuffle_initial must not exceed data.shuffle_buffer")
+
+
+@dataclass
+class EngineConfig:
+    """Optimisation and distribution; turned into a DeepSpeed config by training.engine."""
+
+    zero_stage: int = 2
+    precision: str = "bf16"
+    offload_optimizer: bool = False  # ZeRO-Offload of optimiser states to CPU memory (stage >= 1)
+    grad_accum: int = 1
+    # If set, must equal data.batch_size x grad_accum x world size (checked at start-up)
+    global_batch_size: int | None = None
+    grad_clip: float = 1.0  # 0 disables
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 1000  # optimiser steps of linear warm-up from 0
+    lr_schedule: str = "constant"  # after warm-up: "constant" or "cosine" (to 0 at max_steps)
+    ema_decay: float = 0.0  # 0 disables the EMA of the trainable weights
+    backend: str | None = None  # torch.distributed backend; None = nccl on GPU, gloo on CPU
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"engine.zero_stage={self.zero_stage}; DeepSpeed has stages 0-3")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"engine.precision={self.precision!r}; expected one of {PRECISIONS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"engine.lr_schedule={self.lr_schedule!r}; expected {LR_SCHEDULES}")
+        if self.grad_accum < 1 or self.warmup_steps < 0 or self.lr <= 0:
+            raise ValueError("engine.grad_accum >= 1, engine.warmup_steps >= 0, engine.lr > 0")
+        if len(self.betas) != 2:
+            raise ValueError(f"engine.betas={self.betas} needs two values")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"engine.ema_decay={self.ema_decay} must lie in [0, 1)")
+        if self.ema_decay > 0 and self.zero_stage == 3:
+            raise ValueError(
+                "engine.ema_decay > 0 needs whole parameters on every rank; ZeRO-3 partitions "
+                "them: use zero_stage <= 2 with EMA"
+            )
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("engine.offload_optimizer needs zero_stage >= 1")
+
+
+@dataclass
+class TrainerConfig:
+    """The loop: length, cadence of logs, checkpoints and samples, resume."""
+
+    max_steps: int = 60_000  # optimiser steps (SPEC 5)
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 1000  # 0 = only at the end
+    keep_checkpoints: int = 3
+    sample_every: int = 0  # 0 = no sample grids
+    sample_steps: int = 10  # DDIM steps of the logged sample grids
+    sample_cfg_scale: float = 5.0  # SPEC 6
+    num_sample_prompts: int = 2
+    # "auto": continue from the run folder's newest checkpoint if there is one; "never": refuse a
+    # run folder that has checkpoints; otherwise a checkpoint folder to start from
+    resume: str = "auto"
+    export: bool = True  # write the final model (EMA weights if any) to <run_dir>/export
+    progress: bool = True  # tqdm bar on rank 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.log_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("trainer.max_steps, log_every and keep_checkpoints must be >= 1")
+        if self.ckpt_every < 0 or self.sample_every < 0:
+            raise ValueError("trainer.ckpt_every and sample_every must be >= 0 (0 = off)")
+
+
+@dataclass
+class WandbConfig:
+    # "auto": online when WANDB_API_KEY is set, else offline (sync later with `wandb sync`)
+    mode: str = "auto"
+    project: str = "imagedream"
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise ValueError(f"wandb.mode={self.mode!r}; expected one of {WANDB_MODES}")
+
+
+@dataclass
+class TrainConfig:
+    name: str = "imagedream"  # run name: the run folder and the W&B run name
+    run_dir: str = "runs/${name}"  # config.yaml, metrics.jsonl, checkpoints/, wandb/, export/
+    model: ModelConfig = field(default_factory=ModelConfig)
+    controller: Any = MISSING  # a training.model.config.ControllerConfig subclass
+    data: DataConfig = field(default_factory=DataConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        if self.engine.warmup_steps > self.trainer.max_steps and self.trainer.max_steps > 1:
+            raise ValueError(
+                f"engine.warmup_steps={self.engine.warmup_steps} exceeds trainer.max_steps="
+                f"{self.trainer.max_steps}: the run would never reach its learning rate"
+            )
+        if self.data.image_size != self.model.vae.sample_size:
+            raise ValueError(
+                f"data.image_size={self.data.image_size} differs from model.vae.sample_size="
+                f"{self.model.vae.sample_size}: the VAE would see another resolution than it was "
+                "configured for"
+            )
+
+    @property
+    def controller_config(self) -> ControllerConfig:
+        return to_controller_config(self.controller)
+
+
+def register_configs() -> None:
+    """Register every schema in Hydra's ConfigStore (call before composing)."""
+    from hydra.core.config_store import ConfigStore
+
+    register_model_configs()
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def load_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
+    """Typed, checked TrainConfig from a composed Hydra config (runs every __post_init__)."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    OmegaConf.resolve(merged)
+    typed: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    typed.controller = to_controller_config(typed.controller)
+    return typed
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (saved in the run folder and inside every checkpoint)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
+
+
+def from_yaml(text: str) -> TrainConfig:
+    return load_config(OmegaConf.create(text))

@@ -1,0 +1,368 @@
+"""The training stream: rings from WebDataset shards -> batches of targets, prompt, cameras, text.
+
+One ring gives one example (SPEC 3, 5): the 4 canonical target views (azimuth 0/90/180/270, i.e.
+indices 0, V/4, V/2, 3V/4), an image prompt drawn from the ring's front half (azimuth in
+[-90, 90), the V/2 candidates), the targets' network cameras, the caption + ", 3d asset", every
+RGBA view composited on one random grey level per example, and prompt / text dropout.
+
+Exact resume. Each training process (rank) reads through `num_workers` DataLoader workers; each
+worker plays one *role* r, an independent, seeded stream: shard order from an RNG seeded by
+(seed, rank, r), a seeded shuffle buffer, and every per-example random draw from an RNG seeded by
+(seed, rank, r, index of the raw sample in the stream). A role's stream is therefore a pure
+function of its position, and the loader's state is a few integers: how many raw samples each
+role has consumed and which role the DataLoader's round-robin serves next. Resuming rebuilds the
+stream, skips the consumed raw samples before decoding them, and rotates the worker-to-role map.
+
+Undecodable samples (`SchemaError`) are logged with their key and reason and counted
+(`Batch.bad_samples`, logged as data/bad_samples); they are never replaced by other data.
+
+Shapes: B examples, V views in a ring, H x W pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from data_pipeline.cameras import network_camera
+from data_pipeline.schema import META_EXT, RingMeta, RingRecord, SchemaError, decode_sample
+from training.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+NUM_TARGETS = 4  # azimuth 0, 90, 180, 270 (SPEC 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# One example from one ring
+
+
+def target_views(num_views: int) -> list[int]:
+    """Indices of the canonical targets, azimuth 0/90/180/270 (SPEC 3)."""
+    if num_views <= 0 or num_views % NUM_TARGETS:
+        raise SchemaError(
+            f"a ring of {num_views} views has no views at exactly 0/90/180/270 degrees: the view "
+            "count must be a multiple of 4"
+        )
+    return [k * num_views // NUM_TARGETS for k in range(NUM_TARGETS)]
+
+
+def prompt_candidates(azimuths_deg: Sequence[float]) -> list[int]:
+    """Views of the front half, azimuth in [-90, 90): V/2 candidates on an even ring."""
+    wrapped = (np.asarray(azimuths_deg, dtype=np.float64) + 180.0) % 360.0 - 180.0
+    return [i for i, a in enumerate(wrapped) if -90.0 - 1e-6 <= a < 90.0 - 1e-6]
+
+
+@dataclass
+class Example:
+    """One training example; images in [-1, 1], channels first."""
+
+    key: str
+    targets: np.ndarray  # (4, 3, H, W) float32
+    prompt: np.ndarray  # (3, H, W) float32
+    cameras: np.ndarray  # (4, 16) float32, data_pipeline.cameras.network_camera
+    caption: str
+    prompt_view: int  # ring index the prompt came from (-1 when dropped)
+    grey: float  # background level in [0, 1]
+    prompt_dropped: bool
+    text_dropped: bool
+
+
+def composite_on_grey(rgba: np.ndarray, grey: float) -> np.ndarray:
+    """Straight-alpha RGBA over a grey background, (..., H, W, 4) uint8 -> (..., H, W, 3) [0, 1]."""
+    rgb = rgba[..., :3].astype(np.float32) / 255.0
+    alpha = rgba[..., 3:].astype(np.float32) / 255.0
+    return rgb * alpha + np.float32(grey) * (1.0 - alpha)
+
+
+def _to_network(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) in [0, 1] -> (N, 3, size, size) in [-1, 1], antialiased resize if needed."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # (N, 3, H, W)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+    return (x.clamp(0.0, 1.0) * 2.0 - 1.0).numpy()
+
+
+def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConfig) -> Example:
+    """Decode one raw WebDataset sample into an Example; raises SchemaError on bad data.
+
+    The random draws happen in a fixed order (prompt view, grey, prompt dropout, dropout colour,
+    text dropout), so an example is a pure function of the sample and the RNG's seed.
+    """
+    key = str(sample.get("__key__", "?"))
+    if META_EXT not in sample:
+        raise SchemaError(f"sample {key}: no {META_EXT} member")
+    meta = RingMeta.from_json(sample[META_EXT], key)
+    num_views = len(meta.azimuths_deg)
+    if cfg.views_per_ring is not None and num_views != cfg.views_per_ring:
+        raise SchemaError(
+            f"sample {key}: ring has {num_views} views, data.views_per_ring={cfg.views_per_ring}"
+        )
+    targets = target_views(num_views)
+    candidates = prompt_candidates(meta.azimuths_deg)
+    if not candidates:
+        raise SchemaError(f"sample {key}: no view with azimuth in [-90, 90)")
+    prompt_view = candidates[int(rng.integers(len(candidates)))]
+    grey = float(rng.uniform(cfg.grey_min, cfg.grey_max))
+    prompt_dropped = bool(rng.random() < cfg.prompt_dropout)
+    drop_colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+    text_dropped = bool(rng.random() < cfg.text_dropout)
+
+    record: RingRecord = decode_sample(sample, views=[*targets, prompt_view])
+    wanted = np.asarray(meta.azimuths_deg, dtype=np.float64)[targets]
+    if not np.allclose((wanted - [0.0, 90.0, 180.0, 270.0] + 180.0) % 360.0 - 180.0, 0, atol=1e-3):
+        raise SchemaError(f"sample {key}: target azimuths {wanted.tolist()} are not 0/90/180/270")
+    rgb = composite_on_grey(record.images, grey)  # (5, H, W, 3)
+    if prompt_dropped:
+        rgb[-1] = drop_colour  # a random uniform-colour image (SPEC 5, for CFG)
+    pixels = _to_network(rgb, cfg.image_size)  # (5, 3, S, S)
+    caption = "" if text_dropped else meta.caption + cfg.caption_suffix
+    return Example(
+        key=key,
+        targets=pixels[:NUM_TARGETS],
+        prompt=pixels[NUM_TARGETS],
+        cameras=network_camera(record.c2w[:NUM_TARGETS]),
+        caption=caption,
+        prompt_view=-1 if prompt_dropped else prompt_view,
+        grey=grey,
+        prompt_dropped=prompt_dropped,
+        text_dropped=text_dropped,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+@dataclass
+class Batch:
+    """A micro-batch for one process, with the stream bookkeeping needed for exact resume."""
+
+    targets: Tensor  # (B, 4, 3, H, W) in [-1, 1]
+    prompt: Tensor  # (B, 3, H, W) in [-1, 1]
+    cameras: Tensor  # (B, 4, 16)
+    captions: list[str]
+    prompt_dropped: Tensor  # (B,) bool
+    text_dropped: Tensor  # (B,) bool
+    keys: list[str]
+    role: int = 0  # which stream produced it
+    consumed: int = 0  # raw samples that stream has consumed after this batch
+    bad_samples: int = 0  # undecodable samples that stream has met so far
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def collate(examples: Sequence[Example], role: int, consumed: int, bad: int) -> Batch:
+    return Batch(
+        targets=torch.from_numpy(np.stack([e.targets for e in examples])),
+        prompt=torch.from_numpy(np.stack([e.prompt for e in examples])),
+        cameras=torch.from_numpy(np.stack([e.cameras for e in examples])),
+        captions=[e.caption for e in examples],
+        prompt_dropped=torch.tensor([e.prompt_dropped for e in examples]),
+        text_dropped=torch.tensor([e.text_dropped for e in examples]),
+        keys=[e.key for e in examples],
+        role=role,
+        consumed=consumed,
+        bad_samples=bad,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The stream
+
+
+def expand_shards(spec: str) -> list[str]:
+    """Shard list from data.shards: "::"-separated paths, folders, globs, braces or URLs."""
+    from data_pipeline.reader import expand_urls
+
+    urls: list[str] = []
+    for item in expand_urls([s for s in spec.split("::") if s]):
+        urls.extend(wds.shardlists.expand_urls(item))
+    if not urls:
+        raise FileNotFoundError(f"data.shards={spec!r} names no shard")
+    return urls
+
+
+@dataclass
+class DataState:
+    """Where the stream of one rank stands; saved in every checkpoint (per rank)."""
+
+    rank: int
+    world_size: int
+    num_workers: int  # streams (roles) of this rank; max(1, data.num_workers)
+    next_role: int = 0  # the role whose batch the DataLoader yields next
+    consumed: list[int] = field(default_factory=list)  # raw samples consumed, per role
+    bad: list[int] = field(default_factory=list)  # undecodable samples met, per role
+    batches: int = 0
+
+    def __post_init__(self) -> None:
+        self.consumed = self.consumed or [0] * self.num_workers
+        self.bad = self.bad or [0] * self.num_workers
+
+    @property
+    def bad_samples(self) -> int:
+        return sum(self.bad)
+
+    def update(self, batch: Batch) -> None:
+        if batch.role != self.next_role:
+            raise RuntimeError(
+                f"data stream out of order: got role {batch.role}, expected {self.next_role}"
+            )
+        self.consumed[batch.role] = batch.consumed
+        self.bad[batch.role] = batch.bad_samples
+        self.next_role = (self.next_role + 1) % self.num_workers
+        self.batches += 1
+
+    def check_compatible(self, rank: int, world_size: int, num_workers: int) -> None:
+        if (self.rank, self.world_size, self.num_workers) != (rank, world_size, num_workers):
+            raise ValueError(
+                "exact resume needs the same layout of data streams: the checkpoint was written "
+                f"by rank {self.rank} of {self.world_size} with {self.num_workers} workers, this "
+                f"is rank {rank} of {world_size} with {num_workers}"
+            )
+
+
+class RingStream(IterableDataset):
+    """Infinite, seeded stream of Batches for one rank; each DataLoader worker plays one role."""
+
+    def __init__(
+        self, cfg: DataConfig, urls: list[str], seed: int, state: DataState, sampling_seed: int
+    ) -> None:
+        super().__init__()
+        self.cfg, self.urls, self.seed, self.state = cfg, urls, seed, state
+        self.sampling_seed = sampling_seed
+
+    def _shard_source(self, role: int) -> Iterator[dict[str, str]]:
+        """Infinite shard order of one role (a pure function of seed, rank and role)."""
+        st = self.state
+        if self.cfg.sampling == "resampled":
+            rng = np.random.default_rng([self.sampling_seed, st.rank, role, 0])
+            while True:
+                yield {"url": self.urls[int(rng.integers(len(self.urls)))]}
+        streams = st.world_size * st.num_workers
+        if len(self.urls) < streams:
+            raise ValueError(
+                f"data.sampling=epoch splits {len(self.urls)} shards over {streams} streams "
+                f"({st.world_size} ranks x {st.num_workers} workers): some would get none; use "
+                "more shards, fewer workers, or data.sampling=resampled"
+            )
+        epoch = 0
+        while True:
+            order = np.random.default_rng([self.sampling_seed, epoch, 1]).permutation(
+                len(self.urls)
+            )
+            for i in order[st.rank * st.num_workers + role :: streams]:
+                yield {"url": self.urls[int(i)]}
+            epoch += 1
+
+    def role_batches(self, role: int) -> Iterator[Batch]:
+        cfg, st = self.cfg, self.state
+        raw = wds.DataPipeline(
+            lambda: self._shard_source(role),
+            wds.tarfile_to_samples(),
+            wds.shuffle(
+                cfg.shuffle_buffer,
+                initial=cfg.shuffle_initial,
+                seed=int(
+                    np.random.default_rng([self.sampling_seed, st.rank, role, 2]).integers(2**62)
+                ),
+            ),
+        )
+        consumed, bad = st.consumed[role], st.bad[role]
+        stream = iter(raw)
+        for _ in range(consumed):  # skip what the checkpointed run already used, undecoded
+            next(stream)
+        examples: list[Example] = []
+        for sample in stream:
+            rng = np.random.default_rng([self.seed, st.rank, role, consumed])
+            consumed += 1
+            try:
+                examples.append(make_example(sample, rng, cfg))
+            except SchemaError as exc:
+                bad += 1
+                log.warning(
+                    "undecodable sample %s from %s skipped (%d so far in this stream): %s",
+                    sample.get("__key__"),
+                    sample.get("__url__"),
+                    bad,
+                    exc,
+                )
+                continue
+            if len(examples) == cfg.batch_size:
+                yield collate(examples, role, consumed, bad)
+                examples = []
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        return self.role_batches((worker + self.state.next_role) % self.state.num_workers)
+
+
+class Loader:
+    """Iterates micro-batches of one rank and tracks its DataState (exactly restorable)."""
+
+    def __init__(self, cfg: DataConfig, state: DataState, seed: int) -> None:
+        self.cfg, self.state, self.seed = cfg, state, seed
+        self.urls = expand_shards(cfg.shards)
+        self._iter: Iterator[Batch] | None = None
+
+    def _start(self) -> Iterator[Batch]:
+        dataset = RingStream(self.cfg, self.urls, self.seed, self.state, sampling_seed=self.seed)
+        if self.cfg.num_workers == 0:
+            return iter(dataset)
+        loader = DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.cfg.num_workers,
+            prefetch_factor=2,
+            persistent_workers=False,
+            multiprocessing_context="fork" if os.name == "posix" else None,
+        )
+        return iter(loader)
+
+    def __iter__(self) -> Loader:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._iter is None:
+            self._iter = self._start()
+        batch = next(self._iter)
+        self.state.update(batch)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "rank": s.rank,
+            "world_size": s.world_size,
+            "num_workers": s.num_workers,
+            "next_role": s.next_role,
+            "consumed": list(s.consumed),
+            "bad": list(s.bad),
+            "batches": s.batches,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        restored = DataState(**state)
+        restored.check_compatible(self.state.rank, self.state.world_size, self.state.num_workers)
+        if self._iter is not None:
+            raise RuntimeError("load the data state before iterating")
+        self.state = restored
+
+
+def build_loader(cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1) -> Loader:
+    state = DataState(rank=rank, world_size=world_size, num_workers=max(1, cfg.num_workers))
+    return Loader(cfg, state, seed)

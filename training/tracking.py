@@ -1,0 +1,221 @@
+"""Experiment tracking on rank 0: W&B, a metrics.jsonl in the run folder, and the progress bar.
+
+W&B mode "auto" is online when WANDB_API_KEY is set and offline otherwise (files land in
+<run_dir>/wandb/offline-run-*; `wandb sync` uploads them later). The W&B run id is stored in
+<run_dir>/wandb_run_id.txt, so a resumed run continues the same W&B run (resume="allow").
+Named `tracking` rather than `logging` so it never shadows the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from training.config import TrainConfig, WandbConfig
+
+RUN_ID_FILE = "wandb_run_id.txt"
+METRICS_FILE = "metrics.jsonl"
+
+
+def wandb_mode(cfg: WandbConfig) -> str:
+    if cfg.mode != "auto":
+        return cfg.mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def run_id(run_dir: Path) -> str:
+    """The run's W&B id, created once and kept in the run folder."""
+    path = run_dir / RUN_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    new_id = "".join(secrets.choice(alphabet) for _ in range(8))
+    tmp = path.with_name(f".{RUN_ID_FILE}.tmp")
+    tmp.write_text(new_id + "\n")
+    os.replace(tmp, path)
+    return new_id
+
+
+class Tracker:
+    """Logs on rank 0; on other ranks every method is a no-op."""
+
+    def __init__(
+        self,
+        cfg: WandbConfig,
+        run_dir: Path,
+        name: str,
+        config: dict[str, Any],
+        is_main: bool,
+        total_steps: int,
+        start_step: int,
+        progress: bool,
+    ) -> None:
+        self.is_main = is_main
+        self.run_dir = run_dir
+        self.wandb: Any = None
+        self.bar: Any = None
+        self._last_time = time.perf_counter()
+        if not is_main:
+            return
+        mode = wandb_mode(cfg)
+        if mode != "disabled":
+            import wandb
+
+            self.wandb = wandb.init(
+                project=cfg.project,
+                entity=cfg.entity,
+                name=name,
+                id=run_id(run_dir),
+                resume="allow",
+                dir=str(run_dir),
+                config=config,
+                tags=list(cfg.tags),
+                mode=mode,
+            )
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=name, dynamic_ncols=True)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if not self.is_main:
+            return
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{metrics.get('train/loss', float('nan')):.4f}")
+
+    def advance(self, steps: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def log_image(self, key: str, image: np.ndarray, step: int, caption: str) -> None:
+        """(H, W, 3) uint8; also saved as PNG under <run_dir>/samples/."""
+        if not self.is_main:
+            return
+        from PIL import Image
+
+        folder = self.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{key.replace('/', '_')}_{step:08d}.png")
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({key: wandb.Image(image, caption=caption)}, step=step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def build_tracker(cfg: TrainConfig, run_dir: Path, is_main: bool, start_step: int) -> Tracker:
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    return Tracker(
+        cfg.wandb,
+        run_dir,
+        name=cfg.name,
+        config=config,  # type: ignore[arg-type]
+        is_main=is_main,
+        total_steps=cfg.trainer.max_steps,
+        start_step=start_step,
+        progress=cfg.trainer.progress,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample grids
+
+
+@torch.no_grad()
+def sample_views(
+    model: Any,
+    prompt: Tensor,  # (B, 3, H, W) in [-1, 1]
+    cameras: Tensor,  # (B, V, 16)
+    captions: list[str],
+    steps: int,
+    cfg_scale: float,
+    generator: torch.Generator,
+) -> Tensor:
+    """DDIM with one CFG scale over text and image (SPEC 6) -> (B, V, 3, H, W) in [-1, 1]."""
+    from training.diffusion import build_sampling_scheduler
+
+    dtype = next(model.unet.parameters()).dtype
+    device = model.device
+    scheduler = build_sampling_scheduler()
+    scheduler.set_timesteps(steps)
+    b, v = cameras.shape[:2]
+    prompt01 = ((prompt + 1) / 2).to(device, dtype)
+    text = model.encode_text(captions)  # (B, T, D)
+    text_uncond = model.encode_text([""] * b)
+    features = model.encode_image_prompt(prompt01)
+    cond, uncond = model.condition(features), model.unconditional(features)
+    latent_shape = model.encode_latents(prompt.to(device, dtype), sample=False).shape[1:]
+    x = torch.randn((b, v, *latent_shape), generator=generator, device=device)  # (B, V, C, h, w)
+    cams = cameras.to(device, dtype)
+    for t in scheduler.timesteps:
+        tt = torch.full((b,), int(t), device=device, dtype=torch.long)
+        eps_c = model(x.to(dtype), tt, text, cams, cond).float()
+        eps_u = model(x.to(dtype), tt, text_uncond, cams, uncond).float()
+        eps = eps_u + cfg_scale * (eps_c - eps_u)
+        x = scheduler.step(eps, t, x).prev_sample
+    return model.decode_latents(x.to(dtype)).float()
+
+
+def _to_uint8(images: Tensor) -> np.ndarray:
+    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str]:
+    """For a few rings of the training data: row 1 = prompt image, then the generated views;
+    row 2 = the true target views. Returns an (rows x H, 5 x W, 3) uint8 image and a caption."""
+    import dataclasses
+    from contextlib import nullcontext
+
+    from training.data import build_loader
+
+    data_cfg = dataclasses.replace(
+        cfg.data,
+        batch_size=cfg.trainer.num_sample_prompts,
+        num_workers=0,
+        prompt_dropout=0.0,
+        text_dropout=0.0,
+    )
+    batch = next(build_loader(data_cfg, seed=cfg.trainer.seed + 7919))
+    generator = torch.Generator(device=model.device).manual_seed(cfg.trainer.seed)
+    was_training = model.training
+    model.eval()
+    with ema.applied() if ema is not None else nullcontext():
+        views = sample_views(
+            model,
+            batch.prompt,
+            batch.cameras,
+            batch.captions,
+            cfg.trainer.sample_steps,
+            cfg.trainer.sample_cfg_scale,
+            generator,
+        )
+    model.train(was_training)
+    generated, truth, prompt = _to_uint8(views), _to_uint8(batch.targets), _to_uint8(batch.prompt)
+    rows = []
+    for i in range(len(batch)):
+        rows.append(np.concatenate([prompt[i], *generated[i]], axis=1))
+        rows.append(np.concatenate([np.zeros_like(prompt[i]), *truth[i]], axis=1))
+    return np.concatenate(rows, axis=0), " | ".join(batch.captions)

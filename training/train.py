@@ -1,0 +1,146 @@
+"""Train one ImageDream variant: `python -m training.train controller=pixel data.shards=...`.
+
+Also `torchrun --nproc_per_node N -m training.train ...` and
+`deepspeed --num_gpus N --module training.train ...` (see docs/TRAINING.md). Build, loop, close.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from training.checkpoint import (
+    export_model,
+    prepare_run_dir,
+    restore_training_state,
+    save_checkpoint,
+)
+from training.config import TrainConfig, load_config, register_configs
+from training.data import Loader, build_loader
+from training.ema import EMA
+from training.engine import DistInfo, Engine, barrier, build_engine, init_distributed
+from training.tracking import Tracker, build_tracker, sample_grid
+
+log = logging.getLogger("training")
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or continue) the training run described by `cfg`; returns its run folder."""
+    from training.model import build_imagedream
+
+    dist = init_distributed(cfg.engine.backend)
+    run_dir = prepare_run_dir(cfg, dist.is_main)
+    seed_everything(cfg.trainer.seed, dist.rank)
+    engine = build_engine(build_imagedream(cfg.model, cfg.controller), cfg, dist)
+    ema = build_ema(engine, cfg.engine.ema_decay)
+    loader = build_loader(cfg.data, cfg.trainer.seed, dist.rank, dist.world_size)
+    step = restore_training_state(cfg, run_dir, engine, loader, ema, dist.rank)
+    tracker = build_tracker(cfg, run_dir, dist.is_main, start_step=step)
+    saved_at = step
+
+    while step < cfg.trainer.max_steps:
+        metrics = train_step(engine, loader, cfg)
+        step += 1
+        if ema is not None:
+            ema.update()
+        log_metrics(tracker, engine, loader, metrics, step, cfg)
+        if cfg.trainer.ckpt_every and step % cfg.trainer.ckpt_every == 0:
+            save_checkpoint(cfg, run_dir, engine, loader, ema, step)
+            saved_at = step
+        if cfg.trainer.sample_every and step % cfg.trainer.sample_every == 0:
+            log_samples(tracker, engine, ema, cfg, step, dist)
+
+    if saved_at != step:
+        save_checkpoint(cfg, run_dir, engine, loader, ema, step)
+    if cfg.trainer.export:
+        export_model(engine.model, ema, run_dir / "export", dist.is_main)
+    tracker.close()
+    engine.close()
+    return run_dir
+
+
+def build_ema(engine: Engine, decay: float) -> EMA | None:
+    return EMA(engine.trainable_named_parameters(), decay) if decay > 0 else None
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+
+
+def train_step(engine: Engine, loader: Loader, cfg: TrainConfig) -> dict[str, float]:
+    """One optimiser step: `engine.grad_accum` micro-batches from the stream."""
+    start = time.perf_counter()
+    micro_batches = [next(loader) for _ in range(cfg.engine.grad_accum)]
+    loaded = time.perf_counter()
+    out = engine.train_step(micro_batches)
+    done = time.perf_counter()
+    return {
+        "train/loss": out.loss,
+        "train/lr": out.lr,
+        "train/grad_norm": out.grad_norm,
+        "perf/samples_per_s": out.samples / (done - start),
+        "perf/data_wait_s": loaded - start,
+        "perf/step_s": done - start,
+    }
+
+
+def log_metrics(
+    tracker: Tracker,
+    engine: Engine,
+    loader: Loader,
+    metrics: dict[str, float],
+    step: int,
+    cfg: TrainConfig,
+) -> None:
+    """Every rank takes part (the loss and bad-sample count are reduced over ranks)."""
+    tracker.advance()
+    if step % cfg.trainer.log_every and step != cfg.trainer.max_steps:
+        return
+    metrics = dict(metrics)
+    metrics["train/loss"] = engine.mean_over_ranks(metrics["train/loss"])
+    world = engine.dist.world_size
+    metrics["data/bad_samples"] = engine.mean_over_ranks(loader.state.bad_samples) * world
+    metrics["perf/peak_memory_gib"] = engine.peak_memory_gib()
+    metrics["train/samples_seen"] = float(
+        step * cfg.data.batch_size * cfg.engine.grad_accum * world
+    )
+    tracker.log(metrics, step)
+
+
+def log_samples(
+    tracker: Tracker, engine: Engine, ema: EMA | None, cfg: TrainConfig, step: int, dist: DistInfo
+) -> None:
+    """A grid per prompt (prompt image beside the generated views), from rank 0."""
+    if dist.is_main:
+        grid, caption = sample_grid(engine.model, ema, cfg)
+        tracker.log_image("samples/grid", grid, step, caption)
+    barrier()
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def _hydra_main(dictconfig: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    train(load_config(dictconfig))
+
+
+def main() -> None:
+    # The deepspeed launcher appends --local_rank=N (also in LOCAL_RANK); Hydra would reject it.
+    sys.argv = [a for a in sys.argv if not a.startswith("--local_rank")]
+    register_configs()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
