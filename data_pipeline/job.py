@@ -1,0 +1,440 @@
+"""The render job behind `make render`: source -> Ray actors -> staged objects -> shards.
+
+    python -m data_pipeline.job source=local source.root=DIR output_dir=OUT [render=demo] ...
+
+Reads top to bottom in `run_job`: list the source, skip what a previous run finished, fan the
+rest out to Ray actors (each owns a killable render process, see data_pipeline.worker), stage
+every rendered object and quarantine every refused one as results arrive, then (re)write the
+shards from the staged objects and write OUT/summary.json. This is the only module that imports
+`ray`. Layout of OUT: see docs/RENDERING.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from data_pipeline.config import RenderJobConfig, register_configs, to_job_config
+from data_pipeline.errors import TRANSIENT, Reason
+from data_pipeline.ledger import (
+    LedgerEntry,
+    append_ledger,
+    read_ledger,
+    rewrite_ledger,
+    stage_object,
+    staged_objects,
+    write_json,
+)
+from data_pipeline.shards import write_shards_from_staging
+from data_pipeline.sources import ObjectSpec, SourceError, build_source
+from data_pipeline.worker import DEFAULT_RENDERER, ObjectResult, RenderWorker
+
+JOB_FILE = "job.json"
+SUMMARY_FILE = "summary.json"
+
+
+class JobError(RuntimeError):
+    """The job cannot start (e.g. OUT holds renders made with other settings)."""
+
+
+# -- preparation (no Ray) -----------------------------------------------------------------------
+
+
+def find_duplicates(specs: list[ObjectSpec]) -> tuple[list[ObjectSpec], list[dict[str, Any]]]:
+    """First spec per uid, and a report of every uid the source listed more than once."""
+    first: dict[str, ObjectSpec] = {}
+    dropped: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.uid in first:
+            dropped.setdefault(spec.uid, []).append(spec.path)
+        else:
+            first[spec.uid] = spec
+    report = [
+        {"uid": uid, "kept": first[uid].path, "dropped": paths} for uid, paths in dropped.items()
+    ]
+    return list(first.values()), report
+
+
+def check_settings(out: Path, cfg: RenderJobConfig) -> None:
+    """Refuse to mix renders made with different settings in one output folder."""
+    settings = dataclasses.asdict(cfg.render)
+    settings = OmegaConf.to_container(OmegaConf.create(settings))  # tuples -> lists, like JSON
+    path = out / JOB_FILE
+    if path.exists():
+        import json
+
+        previous = json.loads(path.read_text())["render"]
+        if previous != settings:
+            keys = sorted(
+                k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k)
+            )
+            raise JobError(
+                f"{out} already holds objects rendered with other render settings ({keys} differ); "
+                "use another output_dir, or the same settings to resume"
+            )
+    else:
+        write_json(path, {"render": settings})
+
+
+# -- Ray ----------------------------------------------------------------------------------------
+
+
+def start_ray(cfg: RenderJobConfig) -> bool:
+    """Connect to (address=auto/host:port) or start (address=null) a cluster; True if we own it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if cfg.ray.address is None:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, logging_level="WARNING")
+    else:
+        ray.init(address=cfg.ray.address, logging_level="WARNING")
+    return True
+
+
+def actor_factory(cfg: RenderJobConfig, source: Any, out: Path, renderer: str) -> Callable[[], Any]:
+    """A function that starts one render actor (1 GPU each when the cluster has GPUs)."""
+    import ray
+
+    gpus = cfg.ray.gpus_per_worker
+    if gpus is None:  # SPEC 3: Cycles on the GPU when there is one
+        has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+        gpus = 1.0 if has_gpu and cfg.render.device != "cpu" else 0.0
+    actor_cls = ray.remote(RenderWorker).options(
+        num_cpus=cfg.ray.cpus_per_worker, num_gpus=gpus, max_restarts=0
+    )
+
+    def new_actor() -> Any:
+        return actor_cls.remote(
+            source,
+            cfg.render,
+            time_limit_s=cfg.time_limit_s,
+            max_attempts=cfg.max_attempts,
+            work_dir=str(out / "tmp"),
+            renderer=renderer,
+            recycle_after=cfg.recycle_after,
+        )
+
+    return new_actor
+
+
+def worker_count(cfg: RenderJobConfig, pending: int) -> int:
+    import ray
+
+    if cfg.ray.workers is not None:
+        return max(1, min(cfg.ray.workers, pending))
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return max(1, min(int(cpus // cfg.ray.cpus_per_worker), pending))
+
+
+def render_all(
+    new_actor: Callable[[], Any], workers: int, specs: list[ObjectSpec], max_attempts: int
+) -> Iterator[ObjectResult]:
+    """Keep `workers` actors busy with one object each; yield results as they finish.
+
+    Each actor retries transient failures itself; an actor that dies (the Ray worker, not its
+    render process) costs its object one attempt (WORKER_CRASHED) and is replaced. Actors are
+    closed (their render processes killed) when the generator ends, however it ends.
+    """
+    import ray
+    from ray.exceptions import RayActorError
+
+    actors = [new_actor() for _ in range(workers)]
+    try:
+        ray.get([a.warm_up.remote() for a in actors])  # Blender's import is no object's time
+        queue = [(spec, 0) for spec in reversed(specs)]
+        in_flight: dict[Any, tuple[Any, ObjectSpec, int]] = {}
+        idle = list(actors)
+        while queue or in_flight:
+            while queue and idle:
+                actor = idle.pop()
+                spec, earlier = queue.pop()
+                in_flight[actor.process_object.remote(spec)] = (actor, spec, earlier)
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            actor, spec, earlier = in_flight.pop(ref)
+            try:
+                result: ObjectResult = ray.get(ref)
+            except RayActorError as exc:
+                result = ObjectResult(
+                    uid=spec.uid,
+                    path=spec.path,
+                    attempts=1,
+                    reason=Reason.WORKER_CRASHED.value,
+                    detail=f"render actor died: {exc}",
+                )
+                ray.kill(actor, no_restart=True)
+                actors.remove(actor)
+                actor = new_actor()
+                actors.append(actor)
+            result.attempts += earlier
+            retry = not result.ok and Reason(result.reason) in TRANSIENT
+            if retry and result.attempts < max_attempts:
+                queue.append((spec, result.attempts))
+            else:
+                yield result
+            idle.append(actor)
+    finally:
+        stop_actors(actors)
+
+
+def stop_actors(actors: list) -> None:
+    import ray
+
+    try:
+        ray.get([a.close.remote() for a in actors], timeout=30)
+    except Exception as exc:  # an actor already gone: nothing left to close
+        print(f"warning: closing render actors: {exc}", file=sys.stderr)
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+
+
+# -- the job ------------------------------------------------------------------------------------
+
+
+def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str, Any]:
+    """Render every object of the source that is not done yet; returns the summary."""
+    job_start = time.monotonic()
+    out = Path(cfg.output_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, cfg)
+
+    source = build_source(cfg.source, out)
+    specs, duplicates = find_duplicates(list(source.list_objects()))
+    for dup in duplicates:
+        print(f"warning: uid {dup['uid']} listed again by {dup['dropped']}; kept {dup['kept']}")
+
+    staged = staged_objects(out)
+    ledger = read_ledger(out)
+    if cfg.retry_quarantined:
+        ledger = {u: e for u, e in ledger.items() if Reason(e.reason) not in TRANSIENT}
+    rewrite_ledger(out, ledger.values())  # drops a torn line left by a killed run
+    pending = [s for s in specs if s.uid not in staged and s.uid not in ledger]
+    resumed = {
+        "already_staged": sum(s.uid in staged for s in specs),
+        "already_quarantined": sum(s.uid in ledger and s.uid not in staged for s in specs),
+    }
+    print(
+        f"{len(specs)} objects in source {source.name}: {resumed['already_staged']} already staged, "
+        f"{resumed['already_quarantined']} already quarantined, {len(pending)} to render"
+    )
+
+    results: list[ObjectResult] = []
+    workers = 0
+    render_start = time.monotonic()
+    if pending:
+        if hasattr(source, "prefetch"):
+            source.prefetch(pending)
+        owns_ray = start_ray(cfg)
+        stream = None
+        try:
+            workers = worker_count(cfg, len(pending))
+            new_actor = actor_factory(cfg, source, out, renderer)
+            stream = render_all(new_actor, workers, pending, cfg.max_attempts)
+            for result in _progress(stream, len(pending), cfg.progress):
+                record(out, result, source.name, staged, ledger)
+                results.append(result)
+        finally:
+            if stream is not None:
+                stream.close()  # stops the actors (and their render processes) first
+            if owns_ray:
+                import ray
+
+                ray.shutdown()
+    render_seconds = time.monotonic() - render_start
+
+    manifests = write_shards_from_staging(staged, out / "shards", cfg.num_shards)
+    rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
+    summary = make_summary(
+        cfg, out, specs, duplicates, resumed, results, staged, ledger, manifests, workers,
+        render_seconds, time.monotonic() - job_start,
+    )  # fmt: skip
+    write_json(out / SUMMARY_FILE, summary)
+    print_summary(summary)
+    log_wandb(cfg, summary)
+    return summary
+
+
+def record(
+    out: Path,
+    result: ObjectResult,
+    source_name: str,
+    staged: dict[str, Path],
+    ledger: dict[str, LedgerEntry],
+) -> None:
+    """Make one finished object durable: staged tar, or a ledger line (never neither)."""
+    if result.ok:
+        assert result.staged is not None
+        staged[result.uid] = stage_object(out, result.uid, result.staged)
+        result.staged = b""  # the bytes are on disk now; keep memory flat
+        ledger.pop(result.uid, None)
+        return
+    entry = LedgerEntry(
+        uid=result.uid,
+        path=result.path,
+        reason=str(result.reason),
+        detail=result.detail,
+        attempts=result.attempts,
+        source=source_name,
+        history=result.history,
+    )
+    append_ledger(out, entry)
+    ledger[result.uid] = entry
+
+
+def _progress(results: Iterator[ObjectResult], total: int, enabled: bool) -> Iterator[ObjectResult]:
+    from tqdm import tqdm
+
+    counts: Counter[str] = Counter()
+    with tqdm(total=total, desc="render", unit="obj", disable=not enabled, file=sys.stdout) as bar:
+        for result in results:
+            counts["ok" if result.ok else str(result.reason)] += 1
+            bar.set_postfix(dict(counts), refresh=False)
+            bar.update(1)
+            yield result
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+
+def make_summary(
+    cfg: RenderJobConfig,
+    out: Path,
+    specs: list[ObjectSpec],
+    duplicates: list[dict[str, Any]],
+    resumed: dict[str, int],
+    results: list[ObjectResult],
+    staged: dict[str, Path],
+    ledger: dict[str, LedgerEntry],
+    manifests: list,
+    workers: int,
+    render_seconds: float,
+    job_seconds: float,
+) -> dict[str, Any]:
+    rendered = [r for r in results if r.ok]
+    refused = [r for r in results if not r.ok]
+    blender = sum(r.blender_seconds for r in rendered)
+    per_object = [r.wall_seconds for r in rendered]
+    views = sum(r.rings for r in rendered) * cfg.render.num_views
+    quarantined = {u: e for u, e in ledger.items() if u not in staged}
+    return {
+        "output_dir": str(out),
+        "source": getattr(cfg.source, "kind", "?"),
+        "objects_in_source": len(specs),
+        "duplicates": duplicates,
+        "resumed": resumed,
+        "this_run": {
+            "rendered": len(rendered),
+            "quarantined": len(refused),
+            "quarantined_by_reason": dict(Counter(str(r.reason) for r in refused)),
+            "retried": sum(r.attempts > 1 for r in results),
+        },
+        "total": {
+            "staged": len(staged),
+            "quarantined": len(quarantined),
+            "quarantined_by_reason": dict(Counter(e.reason for e in quarantined.values())),
+            "shards": len(manifests),
+            "rings": sum(len(m.entries) for m in manifests),
+        },
+        "timing": {
+            "job_seconds": job_seconds,
+            "render_phase_seconds": render_seconds,
+            "workers": workers,
+            "blender_seconds": blender,
+            "seconds_per_object": statistics.fmean(per_object) if per_object else None,
+            "seconds_per_view": (blender / views) if views else None,
+            # worker-seconds the job spent per second Blender spent rendering (1.0 = no overhead)
+            "overhead_ratio": (job_seconds * max(workers, 1) / blender) if blender else None,
+        },
+        "render_settings": OmegaConf.to_container(OmegaConf.structured(cfg.render)),
+        "num_shards": cfg.num_shards,
+        "shards": [m.shard for m in manifests],
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    run, total, timing = summary["this_run"], summary["total"], summary["timing"]
+    lines = [
+        f"rendered {run['rendered']}, quarantined {run['quarantined']} "
+        f"{run['quarantined_by_reason'] or ''} this run",
+        f"total: {total['staged']} objects in {total['shards']} shards ({total['rings']} rings), "
+        f"{total['quarantined']} quarantined {total['quarantined_by_reason'] or ''}",
+        f"job {timing['job_seconds']:.1f} s, Blender {timing['blender_seconds']:.1f} s, "
+        f"workers {timing['workers']}, overhead ratio {_fmt(timing['overhead_ratio'])}, "
+        f"{_fmt(timing['seconds_per_object'])} s/object",
+    ]
+    if summary["duplicates"]:
+        lines.append(f"duplicate uids in the source: {[d['uid'] for d in summary['duplicates']]}")
+    lines.append(f"summary: {Path(summary['output_dir']) / SUMMARY_FILE}")
+    print("\n".join(lines))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def log_wandb(cfg: RenderJobConfig, summary: dict[str, Any]) -> None:
+    """Optional: the summary to W&B. Online without a key falls back to offline; never fatal."""
+    mode = cfg.wandb.mode
+    if mode == "disabled":
+        return
+    if mode == "online" and not _have_wandb_key():
+        print("warning: wandb.mode=online but no W&B API key; logging offline instead")
+        mode = "offline"
+    try:
+        import wandb
+
+        run = wandb.init(
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            name=cfg.wandb.name,
+            mode=mode,
+            dir=summary["output_dir"],
+            config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+            job_type="render",
+        )
+        flat = {
+            "rendered": summary["this_run"]["rendered"],
+            "quarantined": summary["this_run"]["quarantined"],
+            "staged_total": summary["total"]["staged"],
+            **{f"timing/{k}": v for k, v in summary["timing"].items() if v is not None},
+            **{f"quarantine/{k}": v for k, v in summary["total"]["quarantined_by_reason"].items()},
+        }
+        run.log(flat)
+        run.summary.update(flat)
+        run.finish()
+    except Exception as exc:  # logging must never lose a finished render
+        print(f"warning: W&B logging failed: {exc}", file=sys.stderr)
+
+
+def _have_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path.home() / ".netrc"
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+
+@hydra.main(config_path="../conf", config_name="render", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        run_job(to_job_config(cfg))
+    except (SourceError, JobError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    register_configs()
+    main()

@@ -1,0 +1,329 @@
+"""Rendering one object under a hard time limit, with bounded retries. No Ray in here.
+
+Two halves:
+- the render process (`python -m data_pipeline.worker`): a long-lived child that imports Blender
+  once, then renders one request at a time, validates every ring and writes the object's samples
+  as one tar. It answers on a private pipe, one JSON line per request; Blender's own chatter goes
+  to the log file, never into the protocol.
+- `RenderWorker`, the parent side: fetches the asset, sends the request, and waits at most
+  `time_limit_s`. A child that overruns is killed (its whole process group) -> Reason.TIMEOUT; a
+  child that dies -> Reason.WORKER_CRASHED with the exit status and the log tail; either way a fresh
+  child is started for the next request. Transient reasons (errors.TRANSIENT) are retried up to
+  `max_attempts`; the result is always an `ObjectResult`, never an exception.
+
+The job wraps `RenderWorker` in a Ray actor (job.py); tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_pipeline.errors import Reason, Refusal
+from data_pipeline.schema import encode_sample
+from data_pipeline.shards import atomic_write_bytes, tar_bytes
+from data_pipeline.sources.base import ObjectSpec, Source
+
+DEFAULT_RENDERER = "data_pipeline.render:render_object"
+STARTUP_TIMEOUT_S = 300.0  # importing bpy on a cold disk can take a while; not an object's fault
+_REPO_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+@dataclass
+class ObjectResult:
+    """What happened to one object. `staged` holds the object's tar bytes when it rendered."""
+
+    uid: str
+    path: str
+    attempts: int
+    staged: bytes | None = None
+    reason: str | None = None  # errors.Reason value when refused
+    detail: str = ""
+    rings: int = 0
+    blender_seconds: float = 0.0  # sum over rings, as reported by the renderer
+    wall_seconds: float = 0.0  # fetch + all attempts, in the worker
+    history: list[str] = field(default_factory=list)  # "attempt 1: timeout: ..." per failure
+
+    @property
+    def ok(self) -> bool:
+        return self.staged is not None
+
+
+# -- parent side --------------------------------------------------------------------------------
+
+
+class RenderProcess:
+    """One child render process; restarted after a timeout, a crash or `recycle_after` objects."""
+
+    def __init__(self, renderer: str, log_path: str | Path, recycle_after: int = 100):
+        self.renderer = renderer
+        self.log_path = Path(log_path)
+        self.recycle_after = recycle_after
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.served = 0
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [_REPO_ROOT, env.get("PYTHONPATH")] if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "data_pipeline.worker", "--renderer", self.renderer],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # own process group: a timeout kills Blender's helpers too
+            )
+        self.proc, self.served = proc, 0
+        line = self._read_line(STARTUP_TIMEOUT_S)
+        if not line or json.loads(line).get("ready") is not True:
+            status = self.kill()
+            raise Refusal(
+                Reason.WORKER_CRASHED,
+                self.renderer,
+                f"render process did not start (exit {status}): {self.log_tail()}",
+            )
+        return proc
+
+    def _read_line(self, timeout: float) -> bytes | None:
+        """One protocol line; b"" at EOF (the child is gone); None on timeout."""
+        assert self.proc is not None and self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], max(timeout, 0.0))
+        if not ready:
+            return None
+        return self.proc.stdout.readline()
+
+    def kill(self) -> int | None:
+        """Kill the child's whole process group; returns its exit status."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        status = proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+        return status
+
+    def log_tail(self, chars: int = 800) -> str:
+        try:
+            text = self.log_path.read_bytes()[-chars:].decode("utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-chars:]
+
+    def request(self, payload: dict[str, Any], timeout: float, name: str) -> dict[str, Any]:
+        """Send one request and wait for its answer; raises Refusal(TIMEOUT/WORKER_CRASHED)."""
+        if self.proc is None or self.proc.poll() is not None or self.served >= self.recycle_after:
+            self.kill()
+            self._start()
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(payload).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            status = self.kill()
+            raise Refusal(
+                Reason.WORKER_CRASHED, name, f"render process gone (exit {status})"
+            ) from None
+        line = self._read_line(timeout)
+        if line is None:
+            self.kill()
+            raise Refusal(Reason.TIMEOUT, name, f"render exceeded {timeout:g} s; killed")
+        if not line:
+            status = self.kill()
+            raise Refusal(
+                Reason.WORKER_CRASHED,
+                name,
+                f"render process died (exit {status}): {self.log_tail()}",
+            )
+        self.served += 1
+        return json.loads(line)
+
+
+class RenderWorker:
+    """Fetch, render under a time limit, retry transient failures; Ray-free."""
+
+    def __init__(
+        self,
+        source: Source,
+        settings: Any,
+        *,
+        time_limit_s: float,
+        max_attempts: int,
+        work_dir: str | Path,
+        renderer: str = DEFAULT_RENDERER,
+        recycle_after: int = 100,
+    ):
+        self.source = source
+        self.settings = settings
+        self.time_limit_s = time_limit_s
+        self.max_attempts = max_attempts
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix="render-", dir=self.work_dir))
+        self.process = RenderProcess(renderer, self.tmp / "render.log", recycle_after)
+
+    def warm_up(self) -> None:
+        """Start the render process now, so Blender's import is not charged to the first object."""
+        if self.process.proc is None:
+            self.process._start()
+
+    def close(self) -> None:
+        self.process.kill()
+
+    def process_object(self, spec: ObjectSpec) -> ObjectResult:
+        start = time.monotonic()
+        result = ObjectResult(uid=spec.uid, path=spec.path, attempts=0)
+        while result.attempts < self.max_attempts:
+            result.attempts += 1
+            try:
+                self._attempt(spec, result)
+                break
+            except Refusal as refusal:
+                result.reason, result.detail = refusal.reason.value, refusal.detail
+                result.history.append(f"attempt {result.attempts}: {refusal}")
+                if not refusal.transient:
+                    break
+            except Exception as exc:  # a bug in fetch or the protocol: record it, keep the job
+                result.reason, result.detail = Reason.RENDER_ERROR.value, repr(exc)
+                result.history.append(f"attempt {result.attempts}: {exc!r}")
+                break
+        result.wall_seconds = time.monotonic() - start
+        return result
+
+    def _attempt(self, spec: ObjectSpec, result: ObjectResult) -> None:
+        asset = self.source.fetch(spec)
+        out = self.tmp / f"{spec.uid}.tar"
+        payload = {
+            "uid": spec.uid,
+            "asset_path": str(asset),
+            "caption": spec.caption,
+            "source": spec.source,
+            "sha256": spec.sha256,
+            "settings": _settings_dict(self.settings),
+            "out": str(out),
+        }
+        answer = self.process.request(payload, self.time_limit_s, spec.path)
+        if not answer.get("ok"):
+            raise Refusal(Reason(answer["reason"]), spec.path, answer.get("detail", ""))
+        result.staged = out.read_bytes()
+        out.unlink()
+        result.reason, result.detail = None, ""
+        result.rings = int(answer["rings"])
+        result.blender_seconds = float(answer["blender_seconds"])
+
+
+def _settings_dict(settings: Any) -> dict[str, Any]:
+    import dataclasses
+
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return dataclasses.asdict(settings)
+    return dict(settings)
+
+
+# -- child side ---------------------------------------------------------------------------------
+
+
+def _load(spec: str) -> Callable[..., Any]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _build_settings(raw: dict[str, Any]) -> Any:
+    from data_pipeline.render import RenderSettings
+
+    return RenderSettings(**raw)  # JSON lists stand in for tuples; __post_init__ accepts both
+
+
+def render_to_tar(renderer: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
+    """Render, validate and stage one object; the answer for the protocol."""
+    from data_pipeline.render import object_seed
+    from data_pipeline.validate import validate_ring
+
+    settings = _build_settings(request["settings"])
+    rings = renderer(
+        request["asset_path"],
+        request["uid"],
+        request["caption"],
+        request["source"],
+        settings,
+        object_seed(settings.seed, request["uid"]),  # same object, same rings, in any order
+        sha256=request.get("sha256"),
+    )
+    if not rings:
+        raise Refusal(Reason.RENDER_ERROR, request["asset_path"], "renderer returned no rings")
+    samples = []
+    for ring in rings:
+        validate_ring(ring)
+        samples.append(encode_sample(ring.meta, ring.views_png))
+    atomic_write_bytes(request["out"], tar_bytes(samples))
+    return {
+        "ok": True,
+        "rings": len(rings),
+        "blender_seconds": float(sum(r.blender_seconds for r in rings)),
+    }
+
+
+def _exit_with_parent() -> None:
+    """The render process never outlives its parent (a killed job leaves no Blender behind)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--renderer", default=DEFAULT_RENDERER, help="module:function")
+    args = parser.parse_args(argv)
+    _exit_with_parent()
+    # The protocol gets a private copy of stdout; fd 1 then points at stderr (the log), so
+    # whatever Blender or a library prints cannot corrupt an answer.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    renderer = _load(args.renderer)  # imports bpy once, before the first object's clock starts
+    proto.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        try:
+            answer = render_to_tar(renderer, request)
+        except Refusal as refusal:
+            answer = {"ok": False, "reason": refusal.reason.value, "detail": refusal.detail}
+        except Exception as exc:  # Blender raised: keep the message for the ledger
+            tb = traceback.format_exc(limit=3)
+            print(tb, file=sys.stderr)
+            answer = {"ok": False, "reason": Reason.RENDER_ERROR.value, "detail": f"{exc!r}"}
+        proto.write(json.dumps(answer) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The render job: worker time limits and retries, the Ray job end to end, kill and resume,
+quarantine of broken assets. `fake_render` stands in for Blender where the logic, not the
+pixels, is under test; the slow tests run the real renderer at tiny settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from data_pipeline.config import RayConfig, RenderJobConfig
+from data_pipeline.errors import Reason, Refusal
+from data_pipeline.job import JobError, run_job
+from data_pipeline.ledger import read_ledger
+from data_pipeline.reader import read_manifests, read_rings, verify_shard
+from data_pipeline.render import RenderedRing, RenderSettings
+from data_pipeline.sources import LocalSource, LocalSourceConfig
+from data_pipeline.worker import RenderWorker
+from tests.data_pipeline.test_schema import synthetic_ring
+
+FAKE = "tests.data_pipeline.test_job:fake_render"
+TINY = dict(num_views=4, rings=2, resolution=16, samples=1)
+
+
+def fake_render(asset_path, uid, caption, source, settings, seed, sha256=None):
+    """Behaves as the asset's bytes say: hang, crash, refuse, flaky (crash once), or render
+    (after `sleep=SECONDS` if given). The bytes decide, not the environment: Ray actors inherit
+    the cluster's environment, not the driver's."""
+    data = Path(asset_path).read_bytes()
+    if b"hang" in data:
+        time.sleep(3600)
+    if b"crash" in data:
+        os._exit(3)
+    if b"refuse" in data:
+        raise Refusal(Reason.NO_FACES, str(asset_path), "fake: no faces")
+    if b"flaky" in data:
+        marker = Path(f"{asset_path}.tried")
+        if not marker.exists():
+            marker.touch()
+            os._exit(4)
+    delay = float(data.split(b"sleep=")[1]) if b"sleep=" in data else 0.0
+    time.sleep(delay)
+    rings = []
+    for r in range(settings.rings):
+        meta, views = synthetic_ring(uid, r, settings.num_views, settings.resolution, seed % 1000)
+        meta.caption, meta.source, meta.asset_path = caption, source, str(asset_path)
+        rings.append(RenderedRing(meta, views, blender_seconds=delay / settings.rings + 0.001))
+    return rings
+
+
+def make_assets(root: Path, kinds: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in kinds.items():
+        (root / f"{name}.glb").write_text(content)
+    return root
+
+
+def job_config(out: Path, root: Path, **kw) -> RenderJobConfig:
+    settings = RenderSettings(**{**TINY, **kw.pop("render", {})})
+    kw.setdefault("ray", RayConfig(workers=2))
+    return RenderJobConfig(
+        source=LocalSourceConfig(root=str(root)),
+        render=settings,
+        output_dir=str(out),
+        num_shards=3,
+        progress=False,
+        **kw,
+    )
+
+
+def shard_keys(out: Path) -> list[str]:
+    return [rec.key for rec in read_rings(str(out / "shards"), views=[0])]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+# -- the worker alone (no Ray) ------------------------------------------------------------------
+
+
+def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_path):
+    root = make_assets(
+        tmp_path / "a",
+        {"ok": "fine", "hang": "hang", "crash": "crash", "refuse": "refuse", "flaky": "flaky"},
+    )
+    source = LocalSource(LocalSourceConfig(root=str(root)))
+    worker = RenderWorker(
+        source,
+        RenderSettings(**TINY),
+        time_limit_s=2.0,
+        max_attempts=2,
+        work_dir=tmp_path / "work",
+        renderer=FAKE,
+    )
+    worker.warm_up()
+    try:
+        results = {Path(s.path).stem: (s, worker.process_object(s)) for s in source.list_objects()}
+    finally:
+        worker.close()
+    by_name = {name: r for name, (_, r) in results.items()}
+    assert by_name["ok"].ok and by_name["ok"].rings == 2 and by_name["ok"].attempts == 1
+    assert by_name["flaky"].ok and by_name["flaky"].attempts == 2
+    hang = by_name["hang"]
+    assert (hang.reason, hang.attempts) == (Reason.TIMEOUT.value, 2)
+    assert 4.0 <= hang.wall_seconds < 20.0  # two attempts of 2 s each, then given up
+    assert (by_name["crash"].reason, by_name["crash"].attempts) == (Reason.WORKER_CRASHED.value, 2)
+    assert "exit 3" in by_name["crash"].detail
+    assert (by_name["refuse"].reason, by_name["refuse"].attempts) == (Reason.NO_FACES.value, 1)
+
+
+# -- the Ray job --------------------------------------------------------------------------------
+
+
+def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path, ray_cluster):
+    root = make_assets(
+        tmp_path / "a",
+        {
+            "a": "fine",
+            "b": "fine",
+            "c": "fine",
+            "hang": "hang",
+            "refuse": "refuse",
+            "crash": "crash",
+        },
+    )
+    out = tmp_path / "out"
+    start = time.monotonic()
+    summary = run_job(job_config(out, root, time_limit_s=2.0, max_attempts=1), renderer=FAKE)
+    assert time.monotonic() - start < 60
+    assert summary["this_run"]["rendered"] == 3
+    assert summary["this_run"]["quarantined_by_reason"] == {
+        "timeout": 1,
+        "no_faces": 1,
+        "worker_crashed": 1,
+    }
+    ledger = read_ledger(out)
+    assert {Path(e.path).stem: e.reason for e in ledger.values()} == {
+        "hang": "timeout",
+        "refuse": "no_faces",
+        "crash": "worker_crashed",
+    }
+    line = json.loads((out / "quarantine.jsonl").read_text().splitlines()[0])
+    assert {"uid", "path", "reason", "detail", "attempts"} <= set(line)
+    keys = shard_keys(out)
+    assert len(keys) == 6 and len(set(keys)) == 6  # 3 objects x 2 rings, once each
+    for m in read_manifests(out):
+        verify_shard(out / "shards" / m.shard)
+    assert json.loads((out / "summary.json").read_text())["total"]["staged"] == 3
+
+    # a second run renders nothing: every object is staged or finally quarantined
+    again = run_job(job_config(out, root, time_limit_s=2.0, max_attempts=1), renderer=FAKE)
+    assert again["this_run"] == {
+        "rendered": 0,
+        "quarantined": 0,
+        "quarantined_by_reason": {},
+        "retried": 0,
+    }
+    assert again["resumed"] == {"already_staged": 3, "already_quarantined": 3}
+    assert sorted(shard_keys(out)) == sorted(keys)
+
+
+def test_duplicate_uids_are_reported_and_rendered_once(tmp_path, ray_cluster):
+    root = make_assets(tmp_path / "a", {"one": "fine", "two": "fine"})
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path,uid\na/one.glb,same\na/two.glb,same\n")
+    cfg = job_config(tmp_path / "out", root)
+    cfg.source = LocalSourceConfig(manifest=str(manifest))
+    summary = run_job(cfg, renderer=FAKE)
+    assert summary["duplicates"] == [
+        {
+            "uid": "same",
+            "kept": str((root / "one.glb").resolve()),
+            "dropped": [str((root / "two.glb").resolve())],
+        }
+    ]
+    assert shard_keys(tmp_path / "out") == ["same_r0", "same_r1"]
+
+
+def test_other_render_settings_in_same_output_are_refused(tmp_path, ray_cluster):
+    root = make_assets(tmp_path / "a", {"one": "fine"})
+    run_job(job_config(tmp_path / "out", root), renderer=FAKE)
+    with pytest.raises(JobError, match="num_views"):
+        run_job(job_config(tmp_path / "out", root, render={"num_views": 8}), renderer=FAKE)
+
+
+_KILLABLE_JOB = """
+import sys
+from data_pipeline.config import RayConfig
+from tests.data_pipeline.test_job import FAKE, job_config
+from data_pipeline.job import run_job
+from pathlib import Path
+run_job(job_config(Path(sys.argv[1]), Path(sys.argv[2]), ray=RayConfig(address=sys.argv[3], workers=1)), renderer=FAKE)
+"""
+
+
+def test_job_killed_midway_resumes_without_loss_or_duplicates(tmp_path, ray_cluster):
+    names = [f"obj{i}" for i in range(8)]
+    root = make_assets(tmp_path / "a", dict.fromkeys(names, "fine sleep=0.5"))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_JOB, str(out), str(root), ray_cluster],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((out / "staging").glob("*.tar"))) < 3:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "job never staged 3 objects"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    staged_before = len(list((out / "staging").glob("*.tar")))
+    assert 3 <= staged_before < len(names), "the kill came too late to test resumption"
+    assert not (out / "summary.json").exists()
+
+    summary = run_job(job_config(out, root), renderer=FAKE)
+    assert summary["resumed"]["already_staged"] == staged_before
+    assert summary["this_run"]["rendered"] == len(names) - staged_before
+    keys = Counter(shard_keys(out))
+    assert set(keys.values()) == {1}
+    assert sorted(keys) == sorted(f"{u}_r{r}" for u in {k[:-3] for k in keys} for r in range(2))
+    assert len(keys) == 2 * len(names)

@@ -1,0 +1,216 @@
+"""Sources: local folders and manifests, captions, and objaverse against a cache-shaped folder."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from data_pipeline.errors import Reason, Refusal
+from data_pipeline.schema import validate_uid
+from data_pipeline.sources import (
+    LocalSource,
+    LocalSourceConfig,
+    ObjaverseSource,
+    ObjaverseSourceConfig,
+    SourceError,
+)
+from data_pipeline.sources.captions import load_captions_csv
+from data_pipeline.sources.local import local_uid
+
+
+def sample_glbs(folder: Path) -> list[Path]:
+    """The built-in sample GLBs (data_pipeline.samples), or trimesh boxes before it exists."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        from data_pipeline.samples import write_builtin_samples
+    except ImportError:
+        import trimesh
+
+        paths = []
+        for i, extents in enumerate([(1, 2, 3), (2, 1, 1), (1, 1, 3)]):
+            path = folder / f"box{i}.glb"
+            trimesh.creation.box(extents=extents).export(path)
+            paths.append(path)
+        return paths
+    return sorted(p for p in map(Path, write_builtin_samples(folder)) if p.suffix == ".glb")
+
+
+# -- local --------------------------------------------------------------------------------------
+
+
+def test_local_folder_uids_captions_and_extensions(tmp_path):
+    root = tmp_path / "assets"
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "b").mkdir()
+    for rel in ["a/chair.glb", "b/chair.glb", "a/deep/My Mesh.v2.OBJ", "b/notes.md", "b/x.ply"]:
+        (root / rel).write_bytes(b"x")
+    (root / "a" / "chair.txt").write_text("  a wooden\nchair \n")
+    captions = tmp_path / "captions.csv"
+    x_uid = local_uid("b/x.ply")
+    captions.write_text(f'uid,caption\n{x_uid},"a red, shiny ply"\n')
+
+    specs = list(
+        LocalSource(LocalSourceConfig(root=str(root), captions_file=str(captions))).list_objects()
+    )
+    by_path = {Path(s.path).relative_to(root.resolve()).as_posix(): s for s in specs}
+    assert sorted(by_path) == ["a/chair.glb", "a/deep/My Mesh.v2.OBJ", "b/chair.glb", "b/x.ply"]
+    uids = [s.uid for s in specs]
+    assert len(set(uids)) == len(uids)  # same stem in two folders: still unique
+    assert all(validate_uid(u) for u in uids)
+    assert by_path["a/deep/My Mesh.v2.OBJ"].uid.startswith("My-Mesh-v2-")
+    assert by_path["a/chair.glb"].caption == "a wooden chair"  # sidecar
+    assert by_path["b/chair.glb"].caption == "chair"  # file name
+    assert by_path["b/x.ply"].caption == "a red, shiny ply"  # captions file wins
+    assert {s.source for s in specs} == {"local"}
+
+    # uids do not depend on where the folder is mounted
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(root, moved)
+    assert sorted(
+        s.uid for s in LocalSource(LocalSourceConfig(root=str(moved))).list_objects()
+    ) == sorted(uids)
+
+
+def test_local_manifest_forms_and_fetch_failure(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "one.glb").write_bytes(b"x")
+    csv_manifest = tmp_path / "m" / "list.csv"
+    csv_manifest.write_text(
+        "path,uid,caption\none.glb,custom_uid,a custom caption\nmissing.stl,,\n"
+    )
+    specs = list(LocalSource(LocalSourceConfig(manifest=str(csv_manifest))).list_objects())
+    assert [(s.uid, s.caption) for s in specs][0] == ("custom_uid", "a custom caption")
+    source = LocalSource(LocalSourceConfig(manifest=str(csv_manifest)))
+    assert source.fetch(specs[0]) == (tmp_path / "m" / "one.glb").resolve()
+    with pytest.raises(Refusal) as info:
+        source.fetch(specs[1])
+    assert info.value.reason is Reason.FETCH_FAILED
+
+    jsonl = tmp_path / "m" / "list.jsonl"
+    jsonl.write_text(json.dumps({"path": "one.glb", "caption": "c"}) + "\n")
+    (spec,) = LocalSource(LocalSourceConfig(manifest=str(jsonl))).list_objects()
+    assert spec.caption == "c" and spec.uid == local_uid("one.glb")
+
+    plain = tmp_path / "m" / "list.txt"
+    plain.write_text("# comment\none.glb\n")
+    assert len(list(LocalSource(LocalSourceConfig(manifest=str(plain))).list_objects())) == 1
+
+    bad = tmp_path / "m" / "bad.csv"
+    bad.write_text("path,uid\none.glb,has.dot\n")
+    with pytest.raises(SourceError, match="has.dot"):
+        list(LocalSource(LocalSourceConfig(manifest=str(bad))).list_objects())
+
+
+def test_local_config_needs_root_or_manifest():
+    with pytest.raises(ValueError, match="exactly one"):
+        LocalSourceConfig()
+    with pytest.raises(SourceError, match="not a folder"):
+        list(LocalSource(LocalSourceConfig(root="/nonexistent/folder")).list_objects())
+
+
+def test_captions_csv(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('u1,"a cat, sitting"\nu2,plain\n\n')
+    assert load_captions_csv(path) == {"u1": "a cat, sitting", "u2": "plain"}
+
+
+# -- objaverse ----------------------------------------------------------------------------------
+
+
+def _gz_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        json.dump(data, f)
+
+
+@pytest.fixture
+def objaverse_cache(tmp_path) -> tuple[Path, list[str]]:
+    """A folder laid out like objaverse's ~/.objaverse/hf-objaverse-v1, from the sample GLBs."""
+    cache = tmp_path / "hf-objaverse-v1"
+    glbs = sample_glbs(tmp_path / "samples")
+    uids = [f"{i:032x}" for i in range(len(glbs))]
+    object_paths, metadata = {}, {"000-000": {}, "000-001": {}}
+    for i, (uid, glb) in enumerate(zip(uids, glbs, strict=True)):
+        group = f"000-00{i % 2}"
+        rel = f"glbs/{group}/{uid}.glb"
+        (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(glb, cache / rel)
+        object_paths[uid] = rel
+        metadata[group][uid] = {"name": glb.stem, "tags": [{"name": "sample"}, {"name": glb.stem}]}
+    object_paths["f" * 32] = "glbs/000-001/" + "f" * 32 + ".glb"  # listed but never downloaded
+    _gz_json(cache / "object-paths.json.gz", object_paths)
+    for group, data in metadata.items():
+        _gz_json(cache / "metadata" / f"{group}.json.gz", data)
+    _gz_json(cache / "lvis-annotations.json.gz", {"thing": uids[:2], "other": [uids[-1]]})
+    return cache, uids
+
+
+def test_objaverse_lists_and_fetches_from_local_cache(objaverse_cache, tmp_path):
+    cache, uids = objaverse_cache
+    source = ObjaverseSource(ObjaverseSourceConfig(lvis_categories=["thing"], cache_dir=str(cache)))
+    specs = list(source.list_objects())
+    assert [s.uid for s in specs] == sorted(uids[:2])
+    assert all(s.source == "objaverse" for s in specs)
+    assert specs[0].caption.endswith(", sample")  # "name, tag" from the metadata
+    assert (
+        source.fetch(specs[0]).read_bytes() == (cache / f"glbs/000-000/{uids[0]}.glb").read_bytes()
+    )
+
+    captions = tmp_path / "cap3d.csv"
+    captions.write_text(f"{uids[0]},a Cap3D caption\n")
+    uid_file = tmp_path / "uids.txt"
+    uid_file.write_text(f"{uids[0]}\n{uids[-1]}.glb\n")
+    source = ObjaverseSource(
+        ObjaverseSourceConfig(
+            uids=[uids[1]],
+            uid_file=str(uid_file),
+            captions_file=str(captions),
+            cache_dir=str(cache),
+            limit=2,
+        )
+    )
+    specs = list(source.list_objects())
+    assert [s.uid for s in specs] == sorted(uids)[:2]
+    assert specs[0].caption == "a Cap3D caption"
+
+    everything = ObjaverseSource(ObjaverseSourceConfig(cache_dir=str(cache)))
+    assert len(list(everything.list_objects())) == len(uids) + 1
+
+
+def test_objaverse_object_missing_from_cache_is_a_refusal_not_a_crash(objaverse_cache, monkeypatch):
+    cache, _ = objaverse_cache
+    source = ObjaverseSource(ObjaverseSourceConfig(uids=["f" * 32, "e" * 32], cache_dir=str(cache)))
+    specs = list(source.list_objects())
+
+    def no_network(*_a, **_k):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr("urllib.request.urlretrieve", no_network)
+    for spec in specs:  # "f..." is listed but not downloaded; "e..." is unknown
+        with pytest.raises(Refusal) as info:
+            source.fetch(spec)
+        assert info.value.reason is Reason.FETCH_FAILED
+
+
+def test_objaverse_offline_without_cache_fails_fast_and_clearly(tmp_path, monkeypatch):
+    def no_network(url, *_a, **_k):
+        raise OSError(f"<urlopen error [Errno -3] Temporary failure in name resolution> {url}")
+
+    # The machine is offline anyway; the patch keeps the test fast and honest elsewhere.
+    monkeypatch.setattr("urllib.request.urlretrieve", no_network)
+    source = ObjaverseSource(
+        ObjaverseSourceConfig(uids=["a" * 32], cache_dir=str(tmp_path / "empty"))
+    )
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=r"object-paths\.json\.gz.*source\.cache_dir"):
+        list(source.list_objects())
+    assert time.monotonic() - start < 5
+    with pytest.raises(SourceError, match="lvis-annotations"):
+        ObjaverseSource(
+            ObjaverseSourceConfig(lvis_categories=["chair"], cache_dir=str(tmp_path / "e2"))
+        ).select_uids()
