@@ -280,6 +280,7 @@ def _import_and_normalise(bproc, path: str) -> dict[str, Any]:
         if obj.type in ("CAMERA", "LIGHT", "LIGHT_PROBE", "SPEAKER"):
             removed.append(obj.type.lower())
             bpy.data.objects.remove(obj, do_unlink=True)
+    bpy.context.view_layer.update()
     # Only what the render sees: the glTF importer parks bone shapes in an excluded collection.
     meshes = [
         obj
