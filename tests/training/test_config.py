@@ -1,0 +1,94 @@
+"""Every experiment and debug config composes with Hydra into a checked, typed TrainConfig, and
+the DeepSpeed config generated from it carries the paper's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from training.config import TrainConfig, from_yaml, load_config, register_configs, to_yaml
+from training.engine import deepspeed_config
+from training.model.config import CONTROLLER_CONFIGS
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+PAPER = {
+    "imagedream_global": ("global", 1e-4),
+    "imagedream_local": ("local", 1e-4),
+    "imagedream_pixel": ("pixel", 1e-5),
+    "imagedream_local_pixel": ("local_pixel", 1e-5),
+}
+
+
+def compose_train(overrides: list[str]) -> TrainConfig:
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["data.shards=unused", *overrides])
+    return load_config(cfg)
+
+
+def test_experiments_exist():
+    assert set(PAPER) <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes(experiment):
+    cfg = compose_train([f"experiment={experiment}"])
+    assert isinstance(cfg, TrainConfig)
+    assert cfg.name and cfg.run_dir.endswith(cfg.name)
+    if experiment in PAPER:
+        controller, lr = PAPER[experiment]
+        assert cfg.controller.name == controller
+        assert cfg.engine.lr == lr
+        assert cfg.trainer.max_steps == 60_000
+        assert cfg.data.prompt_dropout == 0.1
+        ds = deepspeed_config(cfg, world_size=8)  # batch 256 with accumulation 2 on 8 GPUs
+        assert ds["train_batch_size"] == 256 and ds["gradient_accumulation_steps"] == 2
+        assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["lr"] == lr
+        assert ds["zero_optimization"]["stage"] == 2 and ds["bf16"]["enabled"]
+
+
+@pytest.mark.parametrize("controller", sorted(CONTROLLER_CONFIGS))
+def test_debug_tiny_composes_for_every_controller(controller):
+    cfg = compose_train(["debug=tiny", f"controller={controller}"])
+    assert cfg.controller.name == controller
+    assert cfg.model.unet.block_out_channels[0] < 320, "tiny model"
+    assert cfg.engine.precision == "fp32" and cfg.engine.backend == "gloo"
+    assert cfg.data.image_size == cfg.model.vae.sample_size
+    assert from_yaml(to_yaml(cfg)) == cfg, "the saved config reloads to the same values"
+
+
+def test_global_batch_mismatch_is_a_clear_error():
+    cfg = compose_train(["experiment=imagedream_pixel"])
+    with pytest.raises(ValueError, match="global_batch_size=256"):
+        deepspeed_config(cfg, world_size=2)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.views_per_ring=30", "multiple of 4"),
+        ("data.prompt_dropout=1.5", "prompt_dropout"),
+        ("engine.zero_stage=3", "ZeRO-3"),  # with ema_decay below
+        ("engine.precision=fp8", "precision"),
+        ("data.image_size=64", "vae.sample_size"),
+        ("engine.warmup_steps=100", "never reach"),
+    ],
+)
+def test_cross_field_checks(override, message):
+    extra = ["engine.ema_decay=0.999"] if "zero_stage" in override else []
+    with pytest.raises(Exception, match=message):
+        compose_train(["debug=tiny", override, *extra])
+
+
+def test_deepspeed_config_only_from_typed_config():
+    cfg = compose_train(["debug=tiny", "engine.grad_accum=3", "engine.grad_clip=0.5"])
+    ds = deepspeed_config(cfg, world_size=2)
+    assert ds["train_batch_size"] == cfg.data.batch_size * 3 * 2
+    assert ds["gradient_clipping"] == 0.5
+    assert ds["optimizer"]["params"]["torch_adam"] is True
+    assert ds["zero_allow_untested_optimizer"] is True
