@@ -192,6 +192,16 @@ class OpenCLIPImageEncoder(ImageEncoder):
         return F.normalize(embed, dim=-1), tokens if want_tokens else None
 
 
+def _load_hf_vision(path: str) -> CLIPVisionModelWithProjection:
+    """A CLIPVisionModelWithProjection folder, or the vision half of a CLIPModel folder (the
+    released ViT-H-14), whose projection width is stored at the top level of its config."""
+    config = CLIPVisionConfig.from_pretrained(path, local_files_only=True)
+    raw = json.loads((Path(path) / "config.json").read_text())
+    if raw.get("model_type") == "clip" and "projection_dim" in raw:
+        config.projection_dim = raw["projection_dim"]
+    return CLIPVisionModelWithProjection.from_pretrained(path, config=config, local_files_only=True)
+
+
 def build_image_encoder(
     cfg: ImageEncoderConfig, hf_path: str | None, open_clip_checkpoint: str | None
 ) -> ImageEncoder:
@@ -201,9 +211,7 @@ def build_image_encoder(
         clip = open_clip.create_model("ViT-H-14", pretrained=open_clip_checkpoint)
         encoder: ImageEncoder = OpenCLIPImageEncoder(clip.visual)
     elif hf_path is not None:
-        encoder = HFImageEncoder(
-            CLIPVisionModelWithProjection.from_pretrained(hf_path, local_files_only=True)
-        )
+        encoder = HFImageEncoder(_load_hf_vision(hf_path))
     else:
         config = CLIPVisionConfig(
             hidden_size=cfg.hidden_size,

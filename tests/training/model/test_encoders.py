@@ -29,7 +29,9 @@ def test_clip_preprocess_resizes_crops_and_normalises() -> None:
 
 def test_text_encoding_is_the_last_hidden_state_of_77_tokens() -> None:
     model = tiny_model("none")
-    ids = model.tokenizer(["a cat"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ids = model.tokenizer(
+        ["a cat"], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
     assert ids.shape == (1, 77) and ids[0, 0] == model.tokenizer.bos_token_id
     ctx = model.encode_text(["a cat", "a dog"])
     assert ctx.shape == (2, 77, model.cfg.unet.cross_attention_dim)
@@ -46,7 +48,9 @@ def test_image_features_global_normalised_local_penultimate() -> None:
     assert tokens.shape == (2, cfg.num_tokens, cfg.hidden_size)
     hf = model.image_encoder.model
     seen = {}
-    hf.vision_model.encoder.layers[-2].register_forward_hook(lambda m, a, o: seen.setdefault("h", o))
+    hf.vision_model.encoder.layers[-2].register_forward_hook(
+        lambda m, a, o: seen.setdefault("h", o)
+    )
     hf(pixel_values=clip_preprocess(images, cfg.image_size))
     h = seen["h"][0] if isinstance(seen["h"], tuple) else seen["h"]
     torch.testing.assert_close(tokens, h)
@@ -66,7 +70,9 @@ def test_open_clip_backend_matches_open_clip() -> None:
     g, tokens = encoder(images)
     pixels = clip_preprocess(images, 32)
     seen = {}
-    clip.visual.transformer.resblocks[-2].register_forward_hook(lambda m, a, o: seen.setdefault("h", o))
+    clip.visual.transformer.resblocks[-2].register_forward_hook(
+        lambda m, a, o: seen.setdefault("h", o)
+    )
     torch.testing.assert_close(g, F.normalize(clip.encode_image(pixels), dim=-1))
     torch.testing.assert_close(tokens, seen["h"])
     assert tokens.shape == (2, 17, 48)
@@ -76,13 +82,17 @@ def test_loads_every_part_from_local_folders(tmp_path) -> None:
     """A diffusers SD 2.1-style folder (plain UNet without camera MLP) + an HF CLIP folder."""
     src = tiny_model("local", seed=11)
     model_cfg, ctrl_cfg = compose_configs("tiny", "local")
-    plain = UNet2DConditionModel(**(diffusers_unet_kwargs(model_cfg.unet) | {"class_embed_type": None}))
+    plain = UNet2DConditionModel(
+        **(diffusers_unet_kwargs(model_cfg.unet) | {"class_embed_type": None})
+    )
     plain.save_pretrained(tmp_path / "sd21" / "unet")
     src.vae.save_pretrained(tmp_path / "sd21" / "vae")
     src.text_encoder.save_pretrained(tmp_path / "sd21" / "text_encoder")
     src.tokenizer.save_pretrained(tmp_path / "sd21" / "tokenizer")
     src.image_encoder.model.save_pretrained(tmp_path / "clip")
-    model_cfg.weights = WeightsConfig(sd21_path=str(tmp_path / "sd21"), image_encoder_path=str(tmp_path / "clip"))
+    model_cfg.weights = WeightsConfig(
+        sd21_path=str(tmp_path / "sd21"), image_encoder_path=str(tmp_path / "clip")
+    )
     model = build_imagedream(model_cfg, ctrl_cfg)
     for k, v in plain.state_dict().items():
         assert torch.equal(v, model.unet.state_dict()[k]), k
@@ -98,3 +108,37 @@ def test_missing_weight_path_is_a_clear_error(tmp_path) -> None:
     model_cfg, _ = compose_configs("tiny", "none")
     with pytest.raises(FileNotFoundError, match="sd21_path"):
         dataclasses.replace(model_cfg.weights, sd21_path=str(tmp_path / "nope"))
+
+
+def test_hf_clipmodel_folder_loads_as_image_encoder(tmp_path) -> None:
+    """The released ViT-H-14 HF folder is a whole CLIPModel; its vision half is what we load."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from training.model.encoders import build_image_encoder
+
+    model_cfg, _ = compose_configs("tiny", "local")
+    ic = model_cfg.image_encoder
+    torch.manual_seed(0)
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=dict(
+                hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+            ),
+            vision_config=dict(
+                hidden_size=ic.hidden_size,
+                intermediate_size=ic.intermediate_size,
+                num_hidden_layers=ic.num_hidden_layers,
+                num_attention_heads=ic.num_attention_heads,
+                patch_size=ic.patch_size,
+                image_size=ic.image_size,
+            ),
+            projection_dim=ic.projection_dim,
+        )
+    ).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    encoder = build_image_encoder(ic, str(tmp_path / "clip"), None)
+    images = torch.rand(2, 3, 32, 32)
+    g, _ = encoder(images, want_global=True, want_tokens=False)
+    with torch.no_grad():
+        ref = clip.get_image_features(pixel_values=clip_preprocess(images, ic.image_size))
+    torch.testing.assert_close(g, F.normalize(ref, dim=-1))
