@@ -120,7 +120,7 @@ def actor_factory(cfg: RenderJobConfig, source: Any, out: Path, renderer: str) -
             cfg.render,
             time_limit_s=cfg.time_limit_s,
             max_attempts=cfg.max_attempts,
-            work_dir=str(out / "tmp"),
+            work_dir=str(out / "work"),
             renderer=renderer,
             recycle_after=cfg.recycle_after,
         )

@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,7 +181,8 @@ class RenderWorker:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix="render-", dir=self.work_dir))
-        self.process = RenderProcess(renderer, self.tmp / "render.log", recycle_after)
+        log = self.work_dir / "logs" / f"render-{os.getpid()}-{self.tmp.name[7:]}.log"
+        self.process = RenderProcess(renderer, log, recycle_after)
 
     def warm_up(self) -> None:
         """Start the render process now, so Blender's import is not charged to the first object."""
@@ -188,7 +190,9 @@ class RenderWorker:
             self.process._start()
 
     def close(self) -> None:
+        """Stop the render process and remove temporaries (the log stays, for post-mortems)."""
         self.process.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def process_object(self, spec: ObjectSpec) -> ObjectResult:
         start = time.monotonic()
