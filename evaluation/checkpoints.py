@@ -1,0 +1,80 @@
+"""Loading the model to evaluate from what `checkpoint=` points at (local paths only):
+
+- an exported folder (`training.model.export`: config.json + denoiser.safetensors + encoders);
+- a training run folder: its final export, `<run_dir>/export`;
+- a released checkpoint file (.pt / .ckpt / .safetensors, converted by training.model.convert),
+  built around the `original.*` model/controller configs and encoder folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evaluation.config import OriginalCheckpointConfig
+from training.model import ImageDream
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".safetensors", ".pth")
+
+
+def load_model(checkpoint: str | Path, original: OriginalCheckpointConfig) -> ImageDream:
+    from training.model.export import CONFIG_NAME, load_pretrained
+
+    path = Path(checkpoint).expanduser()
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        return load_pretrained(path)
+    if path.is_dir() and (path / "export" / CONFIG_NAME).is_file():
+        return load_pretrained(path / "export")
+    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        return _load_original(path, original)
+    if path.is_dir() and (path / "trainer.pt").is_file():
+        raise ValueError(
+            f"{path} is a DeepSpeed training checkpoint (optimiser state included); evaluate the "
+            f"run's export instead (<run_dir>/export, written at the end of training)"
+        )
+    raise FileNotFoundError(
+        f"checkpoint {path}: expected an exported model folder (with {CONFIG_NAME}), a run folder "
+        f"holding export/, or a released checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)})"
+    )
+
+
+def _load_original(path: Path, cfg: OriginalCheckpointConfig) -> ImageDream:
+    from omegaconf import OmegaConf
+
+    from training.model import build_imagedream
+
+    def group_file(group: str, name: str):  # conf/<group>/<name>.yaml without its defaults list
+        node = OmegaConf.load(REPO / "conf" / group / f"{name}.yaml")
+        node.pop("defaults", None)
+        return node
+
+    model_cfg = group_file("model", cfg.model)
+    model_cfg.weights = {
+        "sd21_path": cfg.sd21_path,
+        "image_encoder_path": cfg.image_encoder_path,
+        "open_clip_checkpoint": cfg.open_clip_checkpoint,
+        "original_checkpoint": str(path),
+    }
+    return build_imagedream(model_cfg, group_file("controller", cfg.controller))
+
+
+def checkpoint_label(checkpoint: str | Path) -> str:
+    """A short name for tables and plots: the run folder's name for <run>/export."""
+    path = Path(checkpoint)
+    if path.name == "export" and path.parent.name:
+        return path.parent.name
+    return path.stem if path.is_file() else path.name
+
+
+def training_shards_of(checkpoint: str | Path) -> list[str]:
+    """The `data.shards` a run was trained on, read from its config.yaml (<run_dir>/config.yaml
+    beside export/); empty when the checkpoint is not inside a run folder."""
+    from omegaconf import OmegaConf
+
+    path = Path(checkpoint).expanduser()
+    for run_dir in (path, path.parent):
+        config = run_dir / "config.yaml"
+        if path.is_dir() and config.is_file():
+            shards = OmegaConf.select(OmegaConf.load(config), "data.shards", default=None)
+            return [str(shards)] if shards else []
+    return []

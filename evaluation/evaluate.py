@@ -1,0 +1,211 @@
+"""`make eval`: sample a model on held-out prompts, score it, write the HTML report.
+
+    python -m evaluation.evaluate checkpoint=runs/NAME/export [prompts=DIR]
+        [heldout_shards=OUT/shards] [leakage.training_shards=[TRAIN/shards]]
+        [sampler.num_steps=50] [metrics=local] [compare=[runs/OTHER/export]]
+
+Reads top to bottom: prompts, leakage check, metric networks, then per checkpoint: load,
+sample, score; finally the report (and W&B).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from evaluation.checkpoints import checkpoint_label, load_model, training_shards_of
+from evaluation.config import EvalConfig, register_configs, to_eval_config
+from evaluation.leakage import check_leakage
+from evaluation.metrics import (
+    LPIPS,
+    QIS,
+    ClipScorer,
+    ModelInfo,
+    load_clip,
+    load_inception,
+    load_lpips,
+    psnr,
+    ssim,
+    summarize,
+)
+from evaluation.prompts import EvalPrompt, load_heldout_rings, load_prompt_folder
+from evaluation.report import log_wandb, write_report
+from evaluation.results import PromptResult, RunResult
+from evaluation.sampler import MultiViewSampler
+
+log = logging.getLogger("evaluation")
+
+DEFAULT_PROMPTS = Path(__file__).resolve().parent / "default_prompts"
+
+
+class Scorers:
+    """The metric networks, loaded once for every checkpoint."""
+
+    def __init__(self, cfg: EvalConfig) -> None:
+        m = cfg.metrics
+        clip_model, processor, clip_info = load_clip(m.clip.path, m.clip.name)
+        classifier, inception_info = load_inception(m.inception.path)
+        lpips_net, lpips_info = load_lpips(m.lpips.backbone_path, m.lpips.net)
+        self.clip = ClipScorer(clip_model, processor, m.batch_size)
+        self.qis = QIS(classifier, m.batch_size)
+        self.lpips = LPIPS(lpips_net, m.batch_size)
+        self.infos: list[ModelInfo] = [clip_info, inception_info, lpips_info]
+
+    def score(self, prompt: EvalPrompt, views: np.ndarray) -> dict[str, list[float]]:
+        """Per-view scores of one prompt's generated views (V, H, W, 3)."""
+        scores = {
+            "qis": self.qis(views),
+            "clip_im": self.clip.image_scores(views[None], prompt.image[None])[0],
+        }
+        if prompt.text:
+            scores["clip_tx"] = self.clip.text_scores(views[None], [prompt.text])[0]
+        if prompt.gt_views is not None:
+            gt = resize_views(prompt.gt_views, views.shape[1])
+            scores |= {
+                "psnr": psnr(views, gt),
+                "ssim": ssim(views, gt),
+                "lpips": self.lpips(views, gt),
+            }
+        return {k: [float(x) for x in v] for k, v in scores.items()}
+
+
+def collect_prompts(cfg: EvalConfig) -> list[EvalPrompt]:
+    prompts: list[EvalPrompt] = []
+    if cfg.prompts is not None:
+        prompts += load_prompt_folder(cfg.prompts, cfg.prompt)
+    elif cfg.default_prompts:
+        prompts += load_prompt_folder(DEFAULT_PROMPTS, cfg.prompt)
+    if cfg.heldout_shards is not None:
+        prompts += load_heldout_rings(
+            cfg.heldout_shards, cfg.prompt, cfg.sampler.azimuths_deg, cfg.heldout_limit
+        )
+    names = [p.name for p in prompts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"prompt names must be unique, got {names}")
+    return prompts
+
+
+def evaluate_checkpoint(
+    checkpoint: str, prompts: list[EvalPrompt], scorers: Scorers, cfg: EvalConfig, leaked: set[str]
+) -> RunResult:
+    model = load_model(checkpoint, cfg.original).to(cfg.device)
+    sampler = MultiViewSampler(model, cfg.sampler)
+    log.info("sampling %d prompts with %s (%s)", len(prompts), checkpoint, model.controller_name)
+    start = time.perf_counter()
+    samples = sampler.sample(
+        np.stack([_fit(p.image, cfg.prompt.size) for p in prompts]),
+        [p.text or "" for p in prompts],
+        elevations_deg=[
+            p.elevation_deg if p.elevation_deg is not None else cfg.sampler.elevation_deg
+            for p in prompts
+        ],
+        fovs_deg=[p.fov_deg if p.fov_deg is not None else cfg.sampler.fov_deg for p in prompts],
+    )
+    seconds = (time.perf_counter() - start) / max(len(prompts), 1)
+    results = []
+    for i, p in enumerate(prompts):
+        views = samples.views[i]
+        results.append(
+            PromptResult(
+                name=p.name,
+                text=p.text,
+                source=p.source,
+                prompt_image=p.image,
+                views=views,
+                gt_views=None if p.gt_views is None else resize_views(p.gt_views, views.shape[1]),
+                scores=scorers.score(p, views),
+                seed=samples.seeds[i],
+                elevation_deg=float(samples.elevation_deg[i]),
+                fov_deg=float(samples.fov_deg[i]),
+                leaked=p.name in leaked,
+            )
+        )
+    keys = sorted({k for r in results for k in r.scores})
+    summary = {
+        k: summarize([r.scores[k] for r in results if k in r.scores], cfg.metrics.bootstrap_seed)
+        for k in keys
+    }
+    return RunResult(
+        label=checkpoint_label(checkpoint),
+        checkpoint=str(checkpoint),
+        controller=model.controller_name,
+        prompts=results,
+        summary=summary,
+        seconds_per_prompt=seconds,
+        azimuths_deg=list(cfg.sampler.azimuths_deg),
+        info={"sampler": asdict(cfg.sampler), "resolution": sampler.resolution},
+    )
+
+
+def run(cfg: EvalConfig) -> Path:
+    torch.set_grad_enabled(False)
+    prompts = collect_prompts(cfg)
+    checkpoints = [c for c in [cfg.checkpoint, *cfg.compare] if c is not None]
+    training_shards = list(cfg.leakage.training_shards)
+    if cfg.leakage.from_run:
+        training_shards += [s for c in checkpoints for s in training_shards_of(c)]
+    leakage = check_leakage(prompts, sorted(set(training_shards)), cfg.leakage.mode)
+    leaked = {leak.prompt for leak in leakage.leaks}
+    for name in sorted(leaked):
+        log.warning("prompt %s is in the training shards (leakage.mode=flag)", name)
+    scorers = Scorers(cfg)
+    for info in scorers.infos:
+        if info.random:
+            log.warning(
+                "%s metric uses a RANDOM stand-in (%s): its numbers mean nothing",
+                info.role,
+                info.name,
+            )
+    runs = [evaluate_checkpoint(c, prompts, scorers, cfg, leaked) for c in checkpoints]
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    index = write_report(cfg.output_dir, runs, scorers.infos, leakage.to_dict(), config)
+    if cfg.wandb.mode != "disabled":
+        log_wandb(runs, scorers.infos, cfg.wandb, config, cfg.output_dir)
+    for r in runs:
+        line = ", ".join(f"{k} {s.format()}" for k, s in r.summary.items())
+        log.info("%s: %s", r.label, line)
+    log.info("report: %s", index)
+    return index
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="eval")
+def _hydra_main(cfg: DictConfig) -> None:
+    run(to_eval_config(cfg))
+
+
+def main() -> None:
+    register_configs()
+    # `make demo` passes experiment=NAME to training and evaluation alike; conf/experiment/ holds
+    # training presets, so for evaluation the name selects evaluation/conf/eval_experiment/NAME.
+    sys.argv = [
+        "eval_experiment=" + a.split("=", 1)[1] if a.startswith("experiment=") else a
+        for a in sys.argv
+    ]
+    _hydra_main()
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def resize_views(views: np.ndarray, size: int) -> np.ndarray:
+    """(V, H, W, 3) uint8 -> (V, size, size, 3)"""
+    return np.stack([_fit(v, size) for v in views])
+
+
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+
+
+if __name__ == "__main__":
+    main()
