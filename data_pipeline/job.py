@@ -29,6 +29,7 @@ from data_pipeline.errors import TRANSIENT, Reason
 from data_pipeline.ledger import (
     LedgerEntry,
     append_ledger,
+    append_rendered,
     read_ledger,
     rewrite_ledger,
     stage_object,
@@ -137,54 +138,61 @@ def worker_count(cfg: RenderJobConfig, pending: int) -> int:
     return max(1, min(int(cpus // cfg.ray.cpus_per_worker), pending))
 
 
+def start_actors(new_actor: Callable[[], Any], workers: int) -> list:
+    """Start the actors and their render processes (Blender's import is no object's time)."""
+    import ray
+
+    actors = [new_actor() for _ in range(workers)]
+    try:
+        ray.get([a.warm_up.remote() for a in actors])
+    except BaseException:
+        stop_actors(actors)
+        raise
+    return actors
+
+
 def render_all(
-    new_actor: Callable[[], Any], workers: int, specs: list[ObjectSpec], max_attempts: int
+    actors: list, new_actor: Callable[[], Any], specs: list[ObjectSpec], max_attempts: int
 ) -> Iterator[ObjectResult]:
-    """Keep `workers` actors busy with one object each; yield results as they finish.
+    """Keep every actor busy with one object; yield results as they finish (any order).
 
     Each actor retries transient failures itself; an actor that dies (the Ray worker, not its
-    render process) costs its object one attempt (WORKER_CRASHED) and is replaced. Actors are
-    closed (their render processes killed) when the generator ends, however it ends.
+    render process) costs its object one attempt (WORKER_CRASHED) and is replaced in `actors`.
     """
     import ray
     from ray.exceptions import RayActorError
 
-    actors = [new_actor() for _ in range(workers)]
-    try:
-        ray.get([a.warm_up.remote() for a in actors])  # Blender's import is no object's time
-        queue = [(spec, 0) for spec in reversed(specs)]
-        in_flight: dict[Any, tuple[Any, ObjectSpec, int]] = {}
-        idle = list(actors)
-        while queue or in_flight:
-            while queue and idle:
-                actor = idle.pop()
-                spec, earlier = queue.pop()
-                in_flight[actor.process_object.remote(spec)] = (actor, spec, earlier)
-            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
-            actor, spec, earlier = in_flight.pop(ref)
-            try:
-                result: ObjectResult = ray.get(ref)
-            except RayActorError as exc:
-                result = ObjectResult(
-                    uid=spec.uid,
-                    path=spec.path,
-                    attempts=1,
-                    reason=Reason.WORKER_CRASHED.value,
-                    detail=f"render actor died: {exc}",
-                )
-                ray.kill(actor, no_restart=True)
-                actors.remove(actor)
-                actor = new_actor()
-                actors.append(actor)
-            result.attempts += earlier
-            retry = not result.ok and Reason(result.reason) in TRANSIENT
-            if retry and result.attempts < max_attempts:
-                queue.append((spec, result.attempts))
-            else:
-                yield result
-            idle.append(actor)
-    finally:
-        stop_actors(actors)
+    queue = [(spec, 0) for spec in reversed(specs)]
+    in_flight: dict[Any, tuple[Any, ObjectSpec, int]] = {}
+    idle = list(actors)
+    while queue or in_flight:
+        while queue and idle:
+            actor = idle.pop()
+            spec, earlier = queue.pop()
+            in_flight[actor.process_object.remote(spec)] = (actor, spec, earlier)
+        (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+        actor, spec, earlier = in_flight.pop(ref)
+        try:
+            result: ObjectResult = ray.get(ref)
+        except RayActorError as exc:
+            result = ObjectResult(
+                uid=spec.uid,
+                path=spec.path,
+                attempts=1,
+                reason=Reason.WORKER_CRASHED.value,
+                detail=f"render actor died: {exc}",
+            )
+            ray.kill(actor, no_restart=True)
+            actors.remove(actor)
+            actor = new_actor()
+            actors.append(actor)
+        result.attempts += earlier
+        retry = not result.ok and Reason(result.reason) in TRANSIENT
+        if retry and result.attempts < max_attempts:
+            queue.append((spec, result.attempts))
+        else:
+            yield result
+        idle.append(actor)
 
 
 def stop_actors(actors: list) -> None:
@@ -230,34 +238,39 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
 
     results: list[ObjectResult] = []
     workers = 0
-    render_start = time.monotonic()
+    phases = {"prepare": time.monotonic() - job_start, "startup": 0.0, "render": 0.0}
     if pending:
+        start = time.monotonic()
         if hasattr(source, "prefetch"):
             source.prefetch(pending)
         owns_ray = start_ray(cfg)
-        stream = None
+        actors: list = []
         try:
             workers = worker_count(cfg, len(pending))
             new_actor = actor_factory(cfg, source, out, renderer)
-            stream = render_all(new_actor, workers, pending, cfg.max_attempts)
+            actors = start_actors(new_actor, workers)
+            phases["startup"] = time.monotonic() - start
+            start = time.monotonic()
+            stream = render_all(actors, new_actor, pending, cfg.max_attempts)
             for result in _progress(stream, len(pending), cfg.progress):
                 record(out, result, source.name, staged, ledger)
                 results.append(result)
+            phases["render"] = time.monotonic() - start
         finally:
-            if stream is not None:
-                stream.close()  # stops the actors (and their render processes) first
+            stop_actors(actors)  # kills the render processes too
             if owns_ray:
                 import ray
 
                 ray.shutdown()
-    render_seconds = time.monotonic() - render_start
 
+    start = time.monotonic()
     manifests = write_shards_from_staging(staged, out / "shards", cfg.num_shards)
     rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
+    phases["shards"] = time.monotonic() - start
+    phases["total"] = time.monotonic() - job_start
     summary = make_summary(
-        cfg, out, specs, duplicates, resumed, results, staged, ledger, manifests, workers,
-        render_seconds, time.monotonic() - job_start,
-    )  # fmt: skip
+        cfg, out, specs, duplicates, resumed, results, staged, ledger, manifests, workers, phases
+    )
     write_json(out / SUMMARY_FILE, summary)
     print_summary(summary)
     log_wandb(cfg, summary)
@@ -277,6 +290,17 @@ def record(
         staged[result.uid] = stage_object(out, result.uid, result.staged)
         result.staged = b""  # the bytes are on disk now; keep memory flat
         ledger.pop(result.uid, None)
+        append_rendered(
+            out,
+            {
+                "uid": result.uid,
+                "path": result.path,
+                "rings": result.rings,
+                "attempts": result.attempts,
+                "wall_seconds": round(result.wall_seconds, 4),
+                "blender_seconds": round(result.blender_seconds, 4),
+            },
+        )
         return
     entry = LedgerEntry(
         uid=result.uid,
@@ -317,8 +341,7 @@ def make_summary(
     ledger: dict[str, LedgerEntry],
     manifests: list,
     workers: int,
-    render_seconds: float,
-    job_seconds: float,
+    phases: dict[str, float],
 ) -> dict[str, Any]:
     rendered = [r for r in results if r.ok]
     refused = [r for r in results if not r.ok]
@@ -326,6 +349,7 @@ def make_summary(
     per_object = [r.wall_seconds for r in rendered]
     views = sum(r.rings for r in rendered) * cfg.render.num_views
     quarantined = {u: e for u, e in ledger.items() if u not in staged}
+    job_seconds = phases["total"]
     return {
         "output_dir": str(out),
         "source": getattr(cfg.source, "kind", "?"),
@@ -347,13 +371,17 @@ def make_summary(
         },
         "timing": {
             "job_seconds": job_seconds,
-            "render_phase_seconds": render_seconds,
+            "phases_seconds": phases,  # prepare, startup (Ray + Blender import), render, shards
             "workers": workers,
             "blender_seconds": blender,
+            "worker_seconds_rendered": sum(per_object),  # fetch + render + stage, in the workers
+            "worker_seconds_refused": sum(r.wall_seconds for r in refused),
             "seconds_per_object": statistics.fmean(per_object) if per_object else None,
             "seconds_per_view": (blender / views) if views else None,
             # worker-seconds the job spent per second Blender spent rendering (1.0 = no overhead)
             "overhead_ratio": (job_seconds * max(workers, 1) / blender) if blender else None,
+            # the same without the job's fixed costs (start-up, shards): what a long job tends to
+            "per_object_overhead_ratio": (sum(per_object) / blender) if blender else None,
         },
         "render_settings": OmegaConf.to_container(OmegaConf.structured(cfg.render)),
         "num_shards": cfg.num_shards,

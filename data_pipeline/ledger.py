@@ -5,6 +5,9 @@
     OUT/quarantine.jsonl     one JSON line per refused object: uid, path, reason, detail,
                              attempts (+ source, history); a line is written only once the
                              object's reason is final (non-transient, or attempts exhausted)
+    OUT/rendered.jsonl       one JSON line per staged object: uid, path, rings, attempts,
+                             wall and Blender seconds (for humans and the benchmark; resume
+                             trusts staging/ only)
 
 An object is done when it is staged or quarantined; a killed job loses at most the objects that
 were in flight. Nothing here knows about Ray.
@@ -24,6 +27,7 @@ from data_pipeline.shards import atomic_write_bytes
 
 STAGING_DIR = "staging"
 LEDGER_FILE = "quarantine.jsonl"
+RENDERED_FILE = "rendered.jsonl"  # per-object timings of staged objects (informational)
 
 
 @dataclass
@@ -89,6 +93,24 @@ def append_ledger(out: Path, entry: LedgerEntry) -> None:
         f.write(entry.to_line())
         f.flush()
         os.fsync(f.fileno())
+
+
+def append_rendered(out: Path, record: dict[str, Any]) -> None:
+    with open(out / RENDERED_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_rendered(out: Path) -> list[dict[str, Any]]:
+    path = out / RENDERED_FILE
+    if not path.exists():
+        return []
+    out_list = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out_list.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # torn by a kill: informational only
+    return out_list
 
 
 def rewrite_ledger(out: Path, entries: Iterable[LedgerEntry]) -> None:

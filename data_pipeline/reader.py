@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import webdataset as wds
 from braceexpand import braceexpand
 
 from data_pipeline.schema import (
@@ -65,6 +64,8 @@ def read_rings(
     views: Sequence[int] | None = None,
 ) -> Iterator[RingRecord]:
     """Every ring of the given shards, in order, decoding only `views` (all if None)."""
+    import webdataset as wds  # imports torch (seconds): only when rings are actually read
+
     dataset = wds.WebDataset(expand_urls(urls), shardshuffle=False, empty_check=False)
     iterator = iter(dataset)
     while True:

@@ -40,6 +40,9 @@ from data_pipeline.shards import atomic_write_bytes, tar_bytes
 from data_pipeline.sources.base import ObjectSpec, Source
 
 DEFAULT_RENDERER = "data_pipeline.render:render_object"
+# Called once when a render process starts, before its "ready": BlenderProc's start-up (bpy
+# import, scene init) then counts as start-up, not as the first object's render time or limit.
+WARM_UP = {DEFAULT_RENDERER: "data_pipeline.blenderproc_env:ensure_blenderproc"}
 STARTUP_TIMEOUT_S = 300.0  # importing bpy on a cold disk can take a while; not an object's fault
 _REPO_ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -312,7 +315,9 @@ def main(argv: list[str] | None = None) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    renderer = _load(args.renderer)  # imports bpy once, before the first object's clock starts
+    renderer = _load(args.renderer)
+    if args.renderer in WARM_UP:
+        _load(WARM_UP[args.renderer])()
     proto.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     for line in sys.stdin:
         if not line.strip():
