@@ -287,20 +287,20 @@ def restore_training_state(
     return int(trainer_state["step"])
 
 
-def export_model(model: Any, ema: EMA | None, folder: Path, is_main: bool) -> None:
-    """The final model in training.model.export's folder format (EMA weights when enabled)."""
+def export_model(engine: Engine, ema: EMA | None, folder: Path) -> None:
+    """The final model in training.model.export's folder format (EMA weights when enabled).
+    Every rank calls it (ZeRO-3 gathers the weights); rank 0 writes, atomically."""
+    from contextlib import nullcontext
+
     from training.engine import barrier
     from training.model.export import save_pretrained
 
-    if is_main:
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        if ema is None:
-            save_pretrained(model, tmp)
-        else:
-            with ema.applied():
-                save_pretrained(model, tmp)
-        if folder.exists():
-            _remove(folder)
-        os.replace(tmp, folder)
+    with engine.full_parameters(), ema.applied() if ema is not None else nullcontext():
+        if engine.dist.is_main:
+            tmp = folder.with_name(f".{folder.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_pretrained(engine.model, tmp)
+            if folder.exists():
+                _remove(folder)
+            os.replace(tmp, folder)
     barrier()

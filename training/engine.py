@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,6 +297,18 @@ class Engine:
 
     def load_rng_state(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+
+    @contextmanager
+    def full_parameters(self) -> Iterator[None]:
+        """Whole parameters on every rank inside the block (ZeRO-3 partitions them; lower stages
+        keep them whole anyway). Every rank must enter it."""
+        if self.ds.zero_optimization_stage() < 3:
+            yield
+            return
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+            yield
 
     def peak_memory_gib(self) -> float:
         if self.dist.device.type == "cuda":

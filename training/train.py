@@ -23,7 +23,7 @@ from training.checkpoint import (
 from training.config import TrainConfig, load_config, register_configs
 from training.data import Loader, build_loader
 from training.ema import EMA
-from training.engine import DistInfo, Engine, barrier, build_engine, init_distributed
+from training.engine import Engine, barrier, build_engine, init_distributed
 from training.tracking import Tracker, build_tracker, sample_grid
 
 log = logging.getLogger("training")
@@ -53,12 +53,12 @@ def train(cfg: TrainConfig) -> Path:
             save_checkpoint(cfg, run_dir, engine, loader, ema, step)
             saved_at = step
         if cfg.trainer.sample_every and step % cfg.trainer.sample_every == 0:
-            log_samples(tracker, engine, ema, cfg, step, dist)
+            log_samples(tracker, engine, ema, cfg, step)
 
     if saved_at != step:
         save_checkpoint(cfg, run_dir, engine, loader, ema, step)
     if cfg.trainer.export:
-        export_model(engine.model, ema, run_dir / "export", dist.is_main)
+        export_model(engine, ema, run_dir / "export")
     tracker.close()
     engine.close()
     return run_dir
@@ -120,12 +120,12 @@ def log_metrics(
 
 
 def log_samples(
-    tracker: Tracker, engine: Engine, ema: EMA | None, cfg: TrainConfig, step: int, dist: DistInfo
+    tracker: Tracker, engine: Engine, ema: EMA | None, cfg: TrainConfig, step: int
 ) -> None:
-    """A grid per prompt (prompt image beside the generated views), from rank 0."""
-    if dist.is_main:
-        grid, caption = sample_grid(engine.model, ema, cfg)
-        tracker.log_image("samples/grid", grid, step, caption)
+    """A grid per prompt (prompt image beside the generated views). Every rank samples the
+    same grid (ZeRO-3 needs all ranks in the forward); rank 0 logs it."""
+    grid, caption = sample_grid(engine.model, ema, cfg)
+    tracker.log_image("samples/grid", grid, step, caption)
     barrier()
 
 
