@@ -91,6 +91,7 @@ class EvalConfig:
     heldout_limit: int | None = None
     output_dir: str = "outputs/eval"
     device: str = "cpu"
+    num_threads: int | None = None  # torch CPU threads; null -> torch's default
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

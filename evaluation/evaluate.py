@@ -148,6 +148,8 @@ def evaluate_checkpoint(
 
 def run(cfg: EvalConfig) -> Path:
     torch.set_grad_enabled(False)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
     prompts = collect_prompts(cfg)
     checkpoints = [c for c in [cfg.checkpoint, *cfg.compare] if c is not None]
     training_shards = list(cfg.leakage.training_shards)

@@ -50,6 +50,11 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return values.numpy().astype(np.float64)
 
 
+# AlexNet's pooling stack needs about 64 px; smaller views (the tiny model's 16 px) are upsampled,
+# both sides alike, before LPIPS. Full-size views (256 px) are used as they are.
+LPIPS_MIN_SIZE = 64
+
+
 class LPIPS:
     """Per-image LPIPS distance with an `lpips.LPIPS` network (see `models.load_lpips`)."""
 
@@ -63,7 +68,17 @@ class LPIPS:
         out = []
         for start in range(0, len(pred), self.batch_size):
             sl = slice(start, start + self.batch_size)
-            p = _to_float(pred[sl]).float() * 2.0 - 1.0  # LPIPS expects [-1, 1]
-            t = _to_float(target[sl]).float() * 2.0 - 1.0
+            p = _upsample(_to_float(pred[sl]).float()) * 2.0 - 1.0  # LPIPS expects [-1, 1]
+            t = _upsample(_to_float(target[sl]).float()) * 2.0 - 1.0
             out.append(self.net(p, t).flatten().double())
         return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def _upsample(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> at least LPIPS_MIN_SIZE on the short side (bilinear)."""
+    short = min(x.shape[-2:])
+    if short >= LPIPS_MIN_SIZE:
+        return x
+    scale = LPIPS_MIN_SIZE / short
+    size = (round(x.shape[-2] * scale), round(x.shape[-1] * scale))
+    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -57,8 +57,8 @@ def summarize(per_prompt: Sequence[Sequence[float]], seed: int = 0) -> Summary:
         sums = np.array([g.sum() for g in groups])
         counts = np.array([g.size for g in groups])
         picks = rng.integers(0, len(groups), size=(BOOTSTRAP_RESAMPLES, len(groups)))
+        alpha = (1.0 - CONFIDENCE) / 2.0
         with np.errstate(invalid="ignore"):
             means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
-        alpha = (1.0 - CONFIDENCE) / 2.0
-        low, high = (float(q) for q in np.quantile(means, [alpha, 1.0 - alpha]))
+            low, high = (float(q) for q in np.quantile(means, [alpha, 1.0 - alpha]))
     return Summary(mean, std, low, high, int(values.size), len(groups))

@@ -1,0 +1,123 @@
+"""`make eval` end to end on the tiny model: conf/eval.yaml composed as Hydra does, default
+prompts plus held-out rings, leakage read from the run's config, report written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from evaluation.checkpoints import checkpoint_label, load_model
+from evaluation.config import OriginalCheckpointConfig, register_configs, to_eval_config
+from evaluation.evaluate import run
+from tests.evaluation.conftest import CONF, write_ring_shard
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def trained_run(tmp_path, tiny_export) -> Path:
+    """A run folder as training leaves it: config.yaml (data.shards) and export/."""
+    run_dir = tmp_path / "runs" / "demo"
+    train = write_ring_shard(tmp_path / "train" / "shards" / "shard-00000.tar", ["duck", "fox"])
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(f"name: demo\ndata:\n  shards: {train.parent}\n")
+    (run_dir / "export").symlink_to(tiny_export, target_is_directory=True)
+    return run_dir
+
+
+def _compose(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return to_eval_config(compose("eval", overrides=overrides))
+
+
+def test_eval_on_the_tiny_model_writes_the_report(tmp_path, trained_run) -> None:
+    heldout = write_ring_shard(
+        tmp_path / "heldout" / "shards" / "shard-00000.tar", ["lamp", "duck"]
+    )
+    out = tmp_path / "eval"
+    cfg = _compose(
+        [
+            f"checkpoint={trained_run / 'export'}",
+            f"heldout_shards={heldout.parent}",
+            "leakage.mode=flag",
+            "sampler.num_steps=2",
+            "sampler.batch_size=4",
+            "wandb.mode=disabled",
+            f"output_dir={out}",
+        ]
+    )
+    index = run(cfg)
+    results = json.loads((out / "results.json").read_text())
+    (r,) = results["runs"]
+    assert r["label"] == "demo" and r["controller"] == "local_pixel"
+    names = [p["name"] for p in r["prompts"]]
+    assert names[:4] == ["blue_gem", "pine_tree", "red_mug", "rubber_duck"]
+    assert sorted(names[4:]) == ["duck_r0", "lamp_r0"]
+    assert set(r["summary"]) == {"qis", "clip_tx", "clip_im", "psnr", "ssim", "lpips"}
+    assert r["summary"]["psnr"]["n_images"] == 8 and r["summary"]["qis"]["n_images"] == 24
+    # duck is in the run's training shards (read from its config.yaml), lamp is not
+    assert [leak["prompt"] for leak in results["leakage"]["leaks"]] == ["duck_r0"]
+    assert "IN TRAINING SET" in index.read_text()
+    with pytest.raises(Exception, match="training shards"):
+        run(
+            _compose(
+                [
+                    f"checkpoint={trained_run}",
+                    f"heldout_shards={heldout.parent}",
+                    "default_prompts=false",
+                    "sampler.num_steps=1",
+                    f"output_dir={out}2",
+                ]
+            )
+        )
+
+
+def test_checkpoint_forms(trained_run, tiny_export, tmp_path) -> None:
+    original = OriginalCheckpointConfig(model="tiny")
+    assert load_model(trained_run, original).controller_name == "local_pixel"  # run folder
+    assert checkpoint_label(trained_run / "export") == "demo"
+    (tmp_path / "ckpt" / "step_00000010").mkdir(parents=True)
+    (tmp_path / "ckpt" / "step_00000010" / "trainer.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="export"):
+        load_model(tmp_path / "ckpt" / "step_00000010", original)
+    with pytest.raises(FileNotFoundError, match="expected an exported model folder"):
+        load_model(tmp_path / "nothing", original)
+
+
+def test_released_checkpoint_file_is_converted(tmp_path, tiny_local_pixel) -> None:
+    from training.model.convert import save_original_checkpoint
+
+    path = tmp_path / "sd-v2.1-base-4view-ipmv.pt"
+    save_original_checkpoint(tiny_local_pixel, path)
+    model = load_model(path, OriginalCheckpointConfig(model="tiny", controller="local_pixel"))
+    for key, value in tiny_local_pixel.denoiser_state_dict().items():
+        assert (model.denoiser_state_dict()[key] == value).all(), key
+
+
+@pytest.mark.slow
+def test_cli_with_the_demo_experiment(tmp_path, trained_run) -> None:
+    """What `make demo` runs: `experiment=demo` selects the evaluation preset."""
+    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    out = tmp_path / "eval"
+    cmd = [
+        sys.executable,
+        "-m",
+        "evaluation.evaluate",
+        "experiment=demo",
+        f"checkpoint={trained_run / 'export'}",
+        "sampler.num_steps=2",
+        "wandb.mode=disabled",
+        f"output_dir={out}",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["num_threads"] == 1  # set by eval_experiment/demo.yaml
+    assert (out / "index.html").is_file()
