@@ -247,6 +247,18 @@ def test_a_rotated_or_mirrored_camera_would_be_caught(samples_dir, robot_ring):
 
 
 @pytest.mark.slow
+def test_alpha_is_straight_not_premultiplied(robot_ring):
+    """Anti-aliased edge pixels keep the object's colour; premultiplied alpha would darken them
+    in proportion to their alpha (about 4x here)."""
+    views = np.stack([_decode(png) for png in robot_ring.views_png]).astype(np.float64)
+    alpha = views[..., 3]
+    edge = (alpha > 20) & (alpha < 120)
+    inside = alpha == 255
+    assert edge.sum() > 100
+    assert views[edge][:, :3].mean() > 0.7 * views[inside][:, :3].mean()
+
+
+@pytest.mark.slow
 def test_ring_metadata_is_complete(robot_ring):
     meta = robot_ring.meta
     assert len(robot_ring.views_png) == len(meta.c2w) == len(meta.border_fraction) == 8
