@@ -197,7 +197,7 @@ class DiffusionObjective(nn.Module):
         latents = model.encode_latents(targets.to(device, dtype), generator=generator)
         latents = latents.float()  # (B, V, C, h, w)
         text = model.encode_text(captions)  # (B, T, D)
-        features = model.encode_image_prompt(((prompt + 1) / 2).to(device, dtype))
+        features = encode_image_prompt(model, prompt)
         cond = model.condition(features)  # trainable controllers run with grad
         noise = torch.randn(latents.shape, generator=generator, device=device)
         t = torch.randint(
@@ -206,6 +206,16 @@ class DiffusionObjective(nn.Module):
         noisy = self.schedule.add_noise(latents, noise, t)  # (B, V, C, h, w)
         eps = model(noisy.to(dtype), t, text, cameras.to(device, dtype), cond)
         return F.mse_loss(eps.float(), noise)
+
+
+def encode_image_prompt(model: nn.Module, prompt: Tensor) -> Any:
+    """The model's prompt features from (B, 3, H, W) images in [-1, 1]. Under bf16/fp16 the image
+    goes in as fp32 inside autocast: CLIP's antialiased bicubic resize has no bf16 kernel on the
+    CPU, and autocast casts the image for the (half-precision) encoder layers."""
+    dtype = next(model.unet.parameters()).dtype
+    images = ((prompt.float() + 1) / 2).to(model.device)
+    with torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return model.encode_image_prompt(images)
 
 
 # ---------------------------------------------------------------------------------------------

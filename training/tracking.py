@@ -160,10 +160,11 @@ def sample_views(
     scheduler = build_sampling_scheduler()
     scheduler.set_timesteps(steps)
     b, v = cameras.shape[:2]
-    prompt01 = ((prompt + 1) / 2).to(device, dtype)
+    from training.engine import encode_image_prompt
+
     text = model.encode_text(captions)  # (B, T, D)
     text_uncond = model.encode_text([""] * b)
-    features = model.encode_image_prompt(prompt01)
+    features = encode_image_prompt(model, prompt)
     cond, uncond = model.condition(features), model.unconditional(features)
     latent_shape = model.encode_latents(prompt.to(device, dtype), sample=False).shape[1:]
     x = torch.randn((b, v, *latent_shape), generator=generator, device=device)  # (B, V, C, h, w)
