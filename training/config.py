@@ -96,6 +96,10 @@ class EngineConfig:
     eps: float = 1e-8
     warmup_steps: int = 1000  # optimiser steps of linear warm-up from 0
     lr_schedule: str = "constant"  # after warm-up: "constant" or "cosine" (to 0 at max_steps)
+    # bf16 master weights, gradients and AdamW states (DeepSpeed ZeRO >= 1): about half the
+    # optimiser memory of mixed precision, at the cost of less exact small updates
+    bf16_master_weights: bool = False
+    gradient_checkpointing: bool = False  # recompute UNet activations in the backward pass
     ema_decay: float = 0.0  # 0 disables the EMA of the trainable weights
     backend: str | None = None  # torch.distributed backend; None = nccl on GPU, gloo on CPU
 
@@ -117,6 +121,8 @@ class EngineConfig:
                 "engine.ema_decay > 0 needs whole parameters on every rank; ZeRO-3 partitions "
                 "them: use zero_stage <= 2 with EMA"
             )
+        if self.bf16_master_weights and (self.precision != "bf16" or self.zero_stage == 0):
+            raise ValueError("engine.bf16_master_weights needs precision=bf16 and zero_stage >= 1")
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("engine.offload_optimizer needs zero_stage >= 1")
 

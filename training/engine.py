@@ -139,7 +139,11 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         "scheduler": scheduler,
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": e.precision == "bf16"},
+        "bf16": {
+            "enabled": e.precision == "bf16",
+            "bf16_master_weights_and_grads": e.bf16_master_weights,
+            "bf16_optimizer_states": e.bf16_master_weights,
+        },
         "fp16": {"enabled": e.precision == "fp16", "initial_scale_power": 16},
         "steps_per_print": 1 << 30,  # our own logging reports progress
         "wall_clock_breakdown": False,
@@ -336,6 +340,8 @@ def build_engine(model: nn.Module, cfg: TrainConfig, dist: DistInfo) -> Engine:
     import deepspeed
 
     model.to(dist.device)
+    if cfg.engine.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
     objective = DiffusionObjective(model, build_noise_schedule())
     trainable = [p for p in objective.parameters() if p.requires_grad]
     if not trainable:
