@@ -16,6 +16,7 @@ Both read a `FrameInfo` passed as `cross_attention_kwargs={"frames": FrameInfo(.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +96,8 @@ class DecoupledCrossAttention:
         if tokens is not None:
             if not hasattr(attn, "to_k_ip"):
                 raise ValueError("image tokens given but this UNet has no to_k_ip/to_v_ip")
-            out_ip = _attend(attn, query, attn.to_k_ip(tokens), attn.to_v_ip(tokens))
+            to_k_ip, to_v_ip = cast(nn.Linear, attn.to_k_ip), cast(nn.Linear, attn.to_v_ip)
+            out_ip = _attend(attn, query, to_k_ip(tokens), to_v_ip(tokens))
             out = out + frames.ip_scale * out_ip  # type: ignore[union-attr]
         return attn.to_out[1](attn.to_out[0](out))  # (B*F, L, C)
 
@@ -107,17 +109,17 @@ def install_multiview_processors(unet: nn.Module) -> None:
             continue
         _check_plain(module)
         if name.endswith("attn1"):
-            module.set_processor(MultiViewSelfAttention())
+            module.set_processor(cast(Any, MultiViewSelfAttention()))
         elif name.endswith("attn2"):
-            module.set_processor(DecoupledCrossAttention())
+            module.set_processor(cast(Any, DecoupledCrossAttention()))
         else:
             raise ValueError(f"unexpected attention layer {name}")
 
 
-def add_image_projections(unet: nn.Module, image_context_dim: int) -> list[nn.Parameter]:
+def add_image_projections(unet: nn.Module, image_context_dim: int) -> list[Tensor]:
     """Add bias-free `to_k_ip` / `to_v_ip` (image context -> layer width) to every attn2.
     Returns the new parameters."""
-    params: list[nn.Parameter] = []
+    params: list[Tensor] = []
     for name, module in unet.named_modules():
         if not (isinstance(module, Attention) and name.endswith("attn2")):
             continue
@@ -136,6 +138,7 @@ def init_image_projections_from_text(unet: nn.Module) -> None:
     for module in unet.modules():
         if not (isinstance(module, Attention) and hasattr(module, "to_k_ip")):
             continue
-        if module.to_k_ip.weight.shape == module.to_k.weight.shape:
-            module.to_k_ip.weight.copy_(module.to_k.weight)
-            module.to_v_ip.weight.copy_(module.to_v.weight)
+        m: Any = module
+        if m.to_k_ip.weight.shape == m.to_k.weight.shape:
+            m.to_k_ip.weight.copy_(m.to_k.weight)
+            m.to_v_ip.weight.copy_(m.to_v.weight)

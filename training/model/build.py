@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusers import UNet2DConditionModel
+from torch import nn
 
 from training.model.attention import init_image_projections_from_text
 from training.model.config import (
@@ -27,7 +27,7 @@ from training.model.unet import build_multiview_unet, load_sd21_unet
 
 def build_denoiser(
     model_cfg: ModelConfig, controller_cfg: ControllerConfig
-) -> tuple[UNet2DConditionModel, Controller]:
+) -> tuple[nn.Module, Controller]:
     """Random-init multi-view UNet + controller (works under `torch.device("meta")`)."""
     context_dim = model_cfg.unet.cross_attention_dim
     image = model_cfg.image_encoder

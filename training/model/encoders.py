@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ from training.model.config import (
 # --------------------------------------------------------------------------------------- VAE
 
 
-def build_vae(cfg: VAEConfig, sd21_path: str | None) -> AutoencoderKL:
+def build_vae(cfg: VAEConfig, sd21_path: str | None) -> Any:  # AutoencoderKL
     if sd21_path is not None:
         vae = AutoencoderKL.from_pretrained(
             Path(sd21_path) / "vae", local_files_only=True, low_cpu_mem_usage=False
@@ -162,9 +163,9 @@ class HFImageEncoder(ImageEncoder):
 class OpenCLIPImageEncoder(ImageEncoder):
     """open_clip VisionTransformer (e.g. ViT-H-14 from a local open_clip checkpoint file)."""
 
-    def __init__(self, visual: nn.Module) -> None:
+    def __init__(self, visual: Any) -> None:  # open_clip VisionTransformer
         super().__init__()
-        self.visual = visual
+        self.visual: Any = visual
         size = visual.image_size
         self.image_size = size[0] if isinstance(size, tuple | list) else size
         self.embed_dim = visual.output_dim

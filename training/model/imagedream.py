@@ -9,10 +9,11 @@ of cameras beyond their (B, V, 16) network form (data_pipeline.cameras.network_c
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import Tensor, nn
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTokenizer
 
 from training.model.config import CAMERA_DIM, ModelConfig
 from training.model.controllers import Conditioning, Controller, ImagePromptFeatures
@@ -24,10 +25,10 @@ class ImageDream(nn.Module):
     def __init__(
         self,
         cfg: ModelConfig,
-        unet: UNet2DConditionModel,
+        unet: nn.Module,  # diffusers UNet2DConditionModel, made multi-view
         controller: Controller,
-        vae: AutoencoderKL,
-        text_encoder: CLIPTextModel,
+        vae: Any,  # diffusers AutoencoderKL
+        text_encoder: Any,  # transformers CLIPTextModel
         tokenizer: CLIPTokenizer,
         image_encoder: ImageEncoder | None,
     ) -> None:
@@ -35,8 +36,8 @@ class ImageDream(nn.Module):
         self.cfg = cfg
         self.unet = unet
         self.controller = controller
-        self.vae = vae
-        self.text_encoder = text_encoder
+        self.vae: Any = vae
+        self.text_encoder: Any = text_encoder
         self.tokenizer = tokenizer
         self.image_encoder = image_encoder
         self.set_trainable()

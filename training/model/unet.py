@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
-from torch import Tensor
+from torch import Tensor, nn
 
 from training.model.attention import (
     FrameInfo,
@@ -54,18 +54,16 @@ def diffusers_unet_kwargs(cfg: UNetConfig) -> dict[str, Any]:
     )
 
 
-def build_multiview_unet(cfg: UNetConfig, image_context_dim: int | None) -> UNet2DConditionModel:
+def build_multiview_unet(cfg: UNetConfig, image_context_dim: int | None) -> nn.Module:
     """Random-init multi-view UNet; `image_context_dim` adds to_k_ip/to_v_ip of that input width."""
-    unet = UNet2DConditionModel(**diffusers_unet_kwargs(cfg))
+    unet: Any = UNet2DConditionModel(**diffusers_unet_kwargs(cfg))
     if image_context_dim is not None:
         add_image_projections(unet, image_context_dim)
     install_multiview_processors(unet)
     return unet
 
 
-def load_sd21_unet(
-    unet: UNet2DConditionModel, sd21_path: str | Path, zero_init_camera: bool
-) -> None:
+def load_sd21_unet(unet: Any, sd21_path: str | Path, zero_init_camera: bool) -> None:
     """Load SD 2.1-base UNet weights (diffusers folder) into the multi-view UNet. Only the new
     parts (camera MLP, image K/V) may be missing; anything else is an error."""
     state = load_state_file(Path(sd21_path) / "unet", "diffusion_pytorch_model")
@@ -84,7 +82,7 @@ def load_sd21_unet(
 
 
 def multiview_forward(
-    unet: UNet2DConditionModel,
+    unet: nn.Module,  # built by build_multiview_unet
     sample: Tensor,  # (B, F, C, h, w)
     timesteps: Tensor,  # (B,)
     text_context: Tensor,  # (B, T, D)
