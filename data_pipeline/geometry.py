@@ -211,6 +211,8 @@ def _load_world_vertices(path: Path, fmt: str):
 
 # ----------------------------------------------------------------------------- format checks
 
+# Mesh compression that neither trimesh nor the bpy wheel can decode (the wheel ships no Draco).
+_UNDECODABLE_EXTENSIONS = frozenset({"KHR_draco_mesh_compression", "EXT_meshopt_compression"})
 _GLB_MAGIC = b"glTF"
 _CHUNK_JSON = 0x4E4F534A
 _CHUNK_BIN = 0x004E4942
@@ -262,10 +264,12 @@ def _parse_json(raw: bytes, name: str) -> dict:
 def _check_gltf_document(doc: dict, path: Path, glb_bin_len: int | None) -> None:
     """Every buffer and image the document references must exist (external files next to it)."""
     name = str(path)
-    required = set(doc.get("extensionsRequired", []))
-    if "KHR_draco_mesh_compression" in required:
+    unsupported = sorted(set(doc.get("extensionsRequired", [])) & _UNDECODABLE_EXTENSIONS)
+    if unsupported:
         raise Refusal(
-            Reason.UNDECODABLE, name, "Draco-compressed meshes cannot be inspected before Blender"
+            Reason.UNDECODABLE,
+            name,
+            f"requires {', '.join(unsupported)}: neither trimesh nor the bpy wheel decodes it",
         )
     for i, buffer in enumerate(doc.get("buffers", [])):
         uri = buffer.get("uri")

@@ -140,6 +140,14 @@ def test_gltf_with_missing_texture_image(tmp_path):
     assert info.value.reason is Reason.MISSING_BUFFER
 
 
+def test_draco_compressed_gltf_is_undecodable(tmp_path):
+    doc = {"asset": {"version": "2.0"}, "extensionsRequired": ["KHR_draco_mesh_compression"]}
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "draco.gltf", json.dumps(doc)))
+    assert info.value.reason is Reason.UNDECODABLE
+    assert "draco" in info.value.detail
+
+
 def test_gltf_that_is_not_json(tmp_path):
     with pytest.raises(Refusal) as info:
         inspect_asset(_write(tmp_path, "scene.gltf", "{ not json"))
