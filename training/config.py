@@ -220,4 +220,7 @@ def to_yaml(cfg: TrainConfig) -> str:
 
 
 def from_yaml(text: str) -> TrainConfig:
-    return load_config(OmegaConf.create(text))
+    cfg = OmegaConf.create(text)
+    if not isinstance(cfg, DictConfig):
+        raise ValueError("a training config is a mapping, not a list")
+    return load_config(cfg)

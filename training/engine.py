@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,9 @@ from torch import Tensor, nn
 
 from training.config import TrainConfig
 from training.data import Batch
+
+if TYPE_CHECKING:
+    from training.model import ImageDream
 
 
 @dataclass(frozen=True)
@@ -174,16 +177,17 @@ class NoiseSchedule:
 def build_noise_schedule() -> NoiseSchedule:
     from training.diffusion import build_training_scheduler
 
-    return NoiseSchedule(build_training_scheduler().alphas_cumprod)
+    scheduler: Any = build_training_scheduler()
+    return NoiseSchedule(scheduler.alphas_cumprod)
 
 
 class DiffusionObjective(nn.Module):
     """Epsilon MSE on the V target frames (SPEC 5); what DeepSpeed wraps. The pixel controller's
     prompt frame is excluded by the model, which returns eps for the targets only."""
 
-    def __init__(self, model: nn.Module, schedule: NoiseSchedule) -> None:
+    def __init__(self, model: ImageDream, schedule: NoiseSchedule) -> None:
         super().__init__()
-        self.model = model
+        self.model: ImageDream = model
         self.schedule = schedule
 
     def forward(
@@ -212,7 +216,7 @@ class DiffusionObjective(nn.Module):
         return F.mse_loss(eps.float(), noise)
 
 
-def encode_image_prompt(model: nn.Module, prompt: Tensor) -> Any:
+def encode_image_prompt(model: ImageDream, prompt: Tensor) -> Any:
     """The model's prompt features from (B, 3, H, W) images in [-1, 1]. Under bf16/fp16 the image
     goes in as fp32 inside autocast: CLIP's antialiased bicubic resize has no bf16 kernel on the
     CPU, and autocast casts the image for the (half-precision) encoder layers."""
@@ -244,7 +248,7 @@ class Engine:
         self.generator = torch.Generator(device=dist.device)
 
     @property
-    def model(self) -> nn.Module:
+    def model(self) -> ImageDream:
         """The unwrapped ImageDream (its weights are the trained ones)."""
         return self.objective.model
 
@@ -335,13 +339,13 @@ class Engine:
         barrier()
 
 
-def build_engine(model: nn.Module, cfg: TrainConfig, dist: DistInfo) -> Engine:
+def build_engine(model: ImageDream, cfg: TrainConfig, dist: DistInfo) -> Engine:
     """Wrap the model's objective in DeepSpeed; only trainable parameters reach AdamW."""
     import deepspeed
 
     model.to(dist.device)
     if cfg.engine.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
+        model.unet.enable_gradient_checkpointing()  # type: ignore[operator]
     objective = DiffusionObjective(model, build_noise_schedule())
     trainable = [p for p in objective.parameters() if p.requires_grad]
     if not trainable:

@@ -80,7 +80,7 @@ class Tracker:
                 dir=str(run_dir),
                 config=config,
                 tags=list(cfg.tags),
-                mode=mode,
+                mode=mode,  # type: ignore[arg-type]
             )
         if progress:
             from tqdm import tqdm
@@ -157,7 +157,7 @@ def sample_views(
 
     dtype = next(model.unet.parameters()).dtype
     device = model.device
-    scheduler = build_sampling_scheduler()
+    scheduler: Any = build_sampling_scheduler()
     scheduler.set_timesteps(steps)
     b, v = cameras.shape[:2]
     from training.engine import encode_image_prompt

@@ -41,6 +41,8 @@ def train(cfg: TrainConfig) -> Path:
     loader = build_loader(cfg.data, cfg.trainer.seed, dist.rank, dist.world_size)
     step = restore_training_state(cfg, run_dir, engine, loader, ema, dist.rank)
     tracker = build_tracker(cfg, run_dir, dist.is_main, start_step=step)
+    if step and dist.is_main:
+        log.info("resumed %s at step %d of %d", run_dir, step, cfg.trainer.max_steps)
     saved_at = step
 
     while step < cfg.trainer.max_steps:
