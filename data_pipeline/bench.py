@@ -3,7 +3,7 @@
 Measures, on the built-in samples plus the real assets in ../shared/assets/meshes:
 - seconds per object and per view at 256x256 (render settings recorded beside the numbers);
 - pipeline overhead = total job wall time x workers / Blender render time (goal < 1.15), with
-  the job's phases (prepare, startup = Ray + Blender import, render, shards) so the gap is
+  the job's phases (prepare, ray_start, actor_start = Blender import, render, shards) so the gap is
   attributable;
 - scaling from 1 to 2 Ray workers (render-phase speed-up at the same objects);
 - shard read throughput through `read_rings` (all views decoded) against the raw PNG decode rate
@@ -151,15 +151,16 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         "## Jobs",
         "",
-        "| workers | job s | prepare | startup | render | shards | Blender s | s/object | "
-        "s/view | overhead ratio | per-object ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workers | job s | prepare | Ray start | actors start | render | shards | Blender s | "
+        "s/object | s/view | overhead ratio | per-object ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
         t, p = run["timing"], run["timing"]["phases_seconds"]
         lines.append(
             f"| {run['workers']} | {t['job_seconds']:.1f} | {p['prepare']:.1f} | "
-            f"{p['startup']:.1f} | {p['render']:.1f} | {p['shards']:.2f} | "
+            f"{p['ray_start']:.1f} | {p['actor_start']:.1f} | {p['render']:.1f} | "
+            f"{p['shards']:.2f} | "
             f"{t['blender_seconds']:.1f} | {t['seconds_per_object']:.1f} | "
             f"{t['seconds_per_view']:.2f} | {t['overhead_ratio']:.3f} | "
             f"{t['per_object_overhead_ratio']:.3f} |"
@@ -176,8 +177,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "## Scaling",
         "",
         f"Render phase 1 -> {sc['workers']} workers: speed-up {sc['render_speedup']:.2f}x, "
-        f"whole job {sc['job_speedup']:.2f}x (on {result['machine']['cpus']} cores; Blender "
-        "uses every core in each worker, so on one small machine more workers mostly compete).",
+        f"whole job {sc['job_speedup']:.2f}x, on {result['machine']['cpus']} cores (load "
+        f"average {result['machine']['load_avg_start'][0]} at start: on a shared machine two "
+        "render processes also get a larger share of the contended cores).",
         "",
         "## Shard reading",
         "",

@@ -11,7 +11,8 @@ shards from the staged objects and write OUT/summary.json. This is the only modu
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import logging
 import os
 import statistics
 import sys
@@ -68,23 +69,17 @@ def find_duplicates(specs: list[ObjectSpec]) -> tuple[list[ObjectSpec], list[dic
 
 def check_settings(out: Path, cfg: RenderJobConfig) -> None:
     """Refuse to mix renders made with different settings in one output folder."""
-    settings = dataclasses.asdict(cfg.render)
-    settings = OmegaConf.to_container(OmegaConf.create(settings))  # tuples -> lists, like JSON
+    settings = _plain(cfg.render)
     path = out / JOB_FILE
-    if path.exists():
-        import json
-
+    if path.exists() and staged_objects(out):
         previous = json.loads(path.read_text())["render"]
         if previous != settings:
-            keys = sorted(
-                k for k in settings.keys() | previous.keys() if previous.get(k) != settings.get(k)
-            )
+            keys = sorted(k for k in settings | previous if previous.get(k) != settings.get(k))
             raise JobError(
-                f"{out} already holds objects rendered with other render settings ({keys} differ); "
-                "use another output_dir, or the same settings to resume"
+                f"{out} already holds objects rendered with other render settings ({keys} "
+                "differ); use another output_dir, or the same settings to resume"
             )
-    else:
-        write_json(path, {"render": settings})
+    write_json(path, {"render": settings})
 
 
 # -- Ray ----------------------------------------------------------------------------------------
@@ -97,9 +92,9 @@ def start_ray(cfg: RenderJobConfig) -> bool:
     if ray.is_initialized():
         return False
     if cfg.ray.address is None:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, logging_level="WARNING")
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     else:
-        ray.init(address=cfg.ray.address, logging_level="WARNING")
+        ray.init(address=cfg.ray.address, logging_level=logging.WARNING)
     return True
 
 
@@ -187,7 +182,7 @@ def render_all(
             actor = new_actor()
             actors.append(actor)
         result.attempts += earlier
-        retry = not result.ok and Reason(result.reason) in TRANSIENT
+        retry = not result.ok and Reason(str(result.reason)) in TRANSIENT
         if retry and result.attempts < max_attempts:
             queue.append((spec, result.attempts))
         else:
@@ -238,18 +233,21 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
 
     results: list[ObjectResult] = []
     workers = 0
-    phases = {"prepare": time.monotonic() - job_start, "startup": 0.0, "render": 0.0}
+    phases = {"prepare": 0.0, "ray_start": 0.0, "actor_start": 0.0, "render": 0.0}
     if pending:
-        start = time.monotonic()
         if hasattr(source, "prefetch"):
             source.prefetch(pending)
+        phases["prepare"] = time.monotonic() - job_start
+        start = time.monotonic()
         owns_ray = start_ray(cfg)
+        phases["ray_start"] = time.monotonic() - start
         actors: list = []
         try:
+            start = time.monotonic()
             workers = worker_count(cfg, len(pending))
             new_actor = actor_factory(cfg, source, out, renderer)
             actors = start_actors(new_actor, workers)
-            phases["startup"] = time.monotonic() - start
+            phases["actor_start"] = time.monotonic() - start
             start = time.monotonic()
             stream = render_all(actors, new_actor, pending, cfg.max_attempts)
             for result in _progress(stream, len(pending), cfg.progress):
@@ -371,7 +369,9 @@ def make_summary(
         },
         "timing": {
             "job_seconds": job_seconds,
-            "phases_seconds": phases,  # prepare, startup (Ray + Blender import), render, shards
+            # prepare (list source, read state), ray_start, actor_start (Ray workers + Blender
+            # import in their render processes), render, shards
+            "phases_seconds": phases,
             "workers": workers,
             "blender_seconds": blender,
             "worker_seconds_rendered": sum(per_object),  # fetch + render + stage, in the workers
@@ -383,7 +383,7 @@ def make_summary(
             # the same without the job's fixed costs (start-up, shards): what a long job tends to
             "per_object_overhead_ratio": (sum(per_object) / blender) if blender else None,
         },
-        "render_settings": OmegaConf.to_container(OmegaConf.structured(cfg.render)),
+        "render_settings": _plain(cfg.render),
         "num_shards": cfg.num_shards,
         "shards": [m.shard for m in manifests],
     }
@@ -406,6 +406,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
+def _plain(config: Any) -> dict[str, Any]:
+    """A typed config as plain JSON-able containers (tuples become lists, like in JSON)."""
+    data = OmegaConf.to_container(OmegaConf.structured(config))
+    assert isinstance(data, dict)
+    return {str(k): v for k, v in data.items()}
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -425,9 +432,9 @@ def log_wandb(cfg: RenderJobConfig, summary: dict[str, Any]) -> None:
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
             name=cfg.wandb.name,
-            mode=mode,
+            mode="online" if mode == "online" else "offline",
             dir=summary["output_dir"],
-            config=OmegaConf.to_container(OmegaConf.structured(cfg)),
+            config=_plain(cfg),
             job_type="render",
         )
         flat = {
@@ -458,7 +465,7 @@ def _have_wandb_key() -> bool:
 def main(cfg: DictConfig) -> None:
     try:
         run_job(to_job_config(cfg))
-    except (SourceError, JobError) as exc:
+    except (SourceError, JobError, ValueError) as exc:  # ValueError: a config check failed
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

@@ -304,3 +304,58 @@ def test_real_assets_render_or_are_quarantined_with_a_reason(tmp_path, ray_clust
     valid_reasons = {r.value for r in Reason}
     assert all(e.reason in valid_reasons and e.detail for e in ledger.values())
     assert summary["objects_in_source"] == len(meshes | broken)
+
+
+# -- config and state files (no Ray) ------------------------------------------------------------
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SOURCE_OVERRIDES = {"builtin": [], "local": ["source.root=/data"], "objaverse": ["source.limit=3"]}
+
+
+@pytest.mark.parametrize("source", sorted(p.stem for p in (CONF / "source").glob("*.yaml")))
+@pytest.mark.parametrize("render", sorted(p.stem for p in (CONF / "render").glob("*.yaml")))
+def test_every_source_and_render_config_composes_to_typed_config(source, render):
+    from hydra import compose, initialize_config_dir
+
+    from data_pipeline.config import register_configs, to_job_config
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        overrides = [f"source={source}", f"render={render}", *SOURCE_OVERRIDES[source]]
+        cfg = to_job_config(compose("render", overrides=overrides))
+    assert cfg.source.kind == source
+    assert isinstance(cfg.render, RenderSettings) and cfg.render.num_views % 4 == 0
+    if render == "default":  # SPEC 3 defaults stay the defaults
+        assert (cfg.render.num_views, cfg.render.rings, cfg.render.resolution) == (32, 2, 256)
+
+
+def test_config_checks_refuse_bad_values():
+    with pytest.raises(ValueError, match="max_attempts"):
+        RenderJobConfig(source=LocalSourceConfig(root="/x"), max_attempts=0)
+    with pytest.raises(ValueError, match="num_shards"):
+        RenderJobConfig(source=LocalSourceConfig(root="/x"), num_shards=0)
+
+
+def test_torn_ledger_line_is_dropped_and_not_glued_to_new_entries(tmp_path, capsys):
+    from data_pipeline.ledger import LedgerEntry, append_ledger, rewrite_ledger
+
+    good = LedgerEntry(uid="a", path="/a", reason="no_faces", detail="d", attempts=1)
+    (tmp_path / "quarantine.jsonl").write_text(good.to_line() + '{"uid": "b", "pa')
+    ledger = read_ledger(tmp_path)
+    assert list(ledger) == ["a"] and "torn" in capsys.readouterr().err
+    rewrite_ledger(tmp_path, ledger.values())
+    append_ledger(
+        tmp_path, LedgerEntry(uid="c", path="/c", reason="timeout", detail="", attempts=2)
+    )
+    assert sorted(read_ledger(tmp_path)) == ["a", "c"]
+
+
+def test_wandb_offline_run_is_written(tmp_path, ray_cluster, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    root = make_assets(tmp_path / "a", {"one": "fine"})
+    cfg = job_config(tmp_path / "out", root)
+    cfg.wandb.mode = "offline"
+    run_job(cfg, renderer=FAKE)
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
