@@ -25,6 +25,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -147,8 +148,8 @@ def inspect_asset(path: str | Path) -> AssetReport:
         format=fmt,
         num_vertices=len(vertices),
         num_faces=num_faces,
-        bbox_min=tuple(float(v) for v in lo),
-        bbox_max=tuple(float(v) for v in hi),
+        bbox_min=(float(lo[0]), float(lo[1]), float(lo[2])),
+        bbox_max=(float(hi[0]), float(hi[1]), float(hi[2])),
     )
 
 
@@ -161,13 +162,12 @@ def load_normalised_mesh(path: str | Path):
 
     report = inspect_asset(path)
     scene = _load_scene(Path(path))
-    mesh = scene.dump(concatenate=True) if isinstance(scene, trimesh.Scene) else scene
-    mesh = trimesh.Trimesh(
-        vertices=report.normalise(to_blender_frame(mesh.vertices, report.format)),
-        faces=np.asarray(mesh.faces),
+    merged: Any = scene.dump(concatenate=True) if isinstance(scene, trimesh.Scene) else scene
+    return trimesh.Trimesh(
+        vertices=report.normalise(to_blender_frame(merged.vertices, report.format)),
+        faces=np.asarray(merged.faces),
         process=False,
     )
-    return mesh
 
 
 # ----------------------------------------------------------------------------- loading

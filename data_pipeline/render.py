@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             args.asset, uid, args.caption, args.source, settings, seed, args.sha256
         )
     except Refusal as refusal:
-        result = {"ok": False, "reason": refusal.reason.value, "path": refusal.path,
+        result: dict[str, Any] = {"ok": False, "reason": refusal.reason.value, "path": refusal.path,
                   "detail": refusal.detail}  # fmt: skip
         (args.out / "result.json").write_text(json.dumps(result, indent=1))
         print(f"refused: {refusal}", file=sys.stderr)
