@@ -315,7 +315,7 @@ def _import_and_normalise(bproc, path: str) -> dict[str, Any]:
     centre, scale = (lo + hi) / 2.0, 1.0 / float(extent.max())
     normalise = Matrix.Diagonal((scale, scale, scale, 1.0)) @ Matrix.Translation(-centre)
     for obj in bpy.context.scene.objects:
-        if obj.parent is None and obj.name != "Camera" and obj.type not in ("LIGHT",):
+        if obj.parent is None and obj != bpy.context.scene.camera:
             obj.matrix_world = normalise @ obj.matrix_world
     bpy.context.view_layer.update()
     lo2, hi2, _ = _mesh_world_bounds(meshes)
