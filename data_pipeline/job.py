@@ -98,14 +98,46 @@ def start_ray(cfg: RenderJobConfig) -> bool:
     return True
 
 
-def actor_factory(cfg: RenderJobConfig, source: Any, out: Path, renderer: str) -> Callable[[], Any]:
-    """A function that starts one render actor (1 GPU each when the cluster has GPUs)."""
+def gpus_per_worker(cfg: RenderJobConfig) -> float:
+    """GPUs each actor asks Ray for: the configured value, else 1 when the cluster has GPUs."""
     import ray
 
-    gpus = cfg.ray.gpus_per_worker
-    if gpus is None:  # SPEC 3: Cycles on the GPU when there is one
-        has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-        gpus = 1.0 if has_gpu and cfg.render.device != "cpu" else 0.0
+    if cfg.ray.gpus_per_worker is not None:
+        return cfg.ray.gpus_per_worker
+    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    return 1.0 if has_gpu and cfg.render.device != "cpu" else 0.0  # SPEC 3: Cycles on GPU
+
+
+def worker_count(cfg: RenderJobConfig, pending: int, gpus: float) -> int:
+    """Actors to start: as configured, or as many as the cluster's CPUs (and GPUs) fit.
+
+    Never more than the cluster can place now, else the surplus actors would wait forever.
+    """
+    import ray
+
+    resources = ray.cluster_resources()
+    fit = int(resources.get("CPU", 1) // cfg.ray.cpus_per_worker)
+    if gpus > 0:
+        fit = min(fit, int(resources.get("GPU", 0) // gpus))
+    if fit < 1:
+        raise JobError(
+            f"the Ray cluster ({resources.get('CPU', 0)} CPUs, {resources.get('GPU', 0)} GPUs) "
+            f"cannot place one render actor ({cfg.ray.cpus_per_worker} CPUs, {gpus} GPUs)"
+        )
+    wanted = cfg.ray.workers if cfg.ray.workers is not None else fit
+    if wanted > fit:
+        print(
+            f"warning: ray.workers={wanted} but the cluster fits {fit} render actors; using {fit}"
+        )
+    return max(1, min(wanted, fit, pending))
+
+
+def actor_factory(
+    cfg: RenderJobConfig, source: Any, out: Path, renderer: str, gpus: float
+) -> Callable[[], Any]:
+    """A function that starts one render actor."""
+    import ray
+
     actor_cls = ray.remote(RenderWorker).options(
         num_cpus=cfg.ray.cpus_per_worker, num_gpus=gpus, max_restarts=0
     )
@@ -122,15 +154,6 @@ def actor_factory(cfg: RenderJobConfig, source: Any, out: Path, renderer: str) -
         )
 
     return new_actor
-
-
-def worker_count(cfg: RenderJobConfig, pending: int) -> int:
-    import ray
-
-    if cfg.ray.workers is not None:
-        return max(1, min(cfg.ray.workers, pending))
-    cpus = ray.cluster_resources().get("CPU", 1)
-    return max(1, min(int(cpus // cfg.ray.cpus_per_worker), pending))
 
 
 def start_actors(new_actor: Callable[[], Any], workers: int) -> list:
@@ -244,8 +267,9 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
         actors: list = []
         try:
             start = time.monotonic()
-            workers = worker_count(cfg, len(pending))
-            new_actor = actor_factory(cfg, source, out, renderer)
+            gpus = gpus_per_worker(cfg)
+            workers = worker_count(cfg, len(pending), gpus)
+            new_actor = actor_factory(cfg, source, out, renderer, gpus)
             actors = start_actors(new_actor, workers)
             phases["actor_start"] = time.monotonic() - start
             start = time.monotonic()

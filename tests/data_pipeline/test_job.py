@@ -21,9 +21,10 @@ from data_pipeline.job import JobError, run_job
 from data_pipeline.ledger import read_ledger
 from data_pipeline.reader import read_manifests, read_rings, verify_shard
 from data_pipeline.render import RenderedRing, RenderSettings
-from data_pipeline.sources import LocalSource, LocalSourceConfig
+from data_pipeline.sources import LocalSource, LocalSourceConfig, ObjaverseSourceConfig
 from data_pipeline.worker import RenderWorker
 from tests.data_pipeline.test_schema import synthetic_ring
+from tests.data_pipeline.test_sources import make_objaverse_cache
 
 FAKE = "tests.data_pipeline.test_job:fake_render"
 TINY = dict(num_views=4, rings=2, resolution=16, samples=1)
@@ -193,6 +194,20 @@ def test_other_render_settings_in_same_output_are_refused(tmp_path, ray_cluster)
     run_job(job_config(tmp_path / "out", root), renderer=FAKE)
     with pytest.raises(JobError, match="num_views"):
         run_job(job_config(tmp_path / "out", root, render={"num_views": 8}), renderer=FAKE)
+
+
+def test_objaverse_job_from_local_cache_quarantines_failed_download(tmp_path, ray_cluster):
+    cache, uids = make_objaverse_cache(tmp_path)
+    missing = "f" * 32  # listed in the index, not in the cache; the machine is offline
+    cfg = job_config(tmp_path / "out", tmp_path, max_attempts=2)
+    cfg.source = ObjaverseSourceConfig(uids=[*uids[:2], missing], cache_dir=str(cache))
+    summary = run_job(cfg, renderer=FAKE)
+    assert summary["this_run"]["rendered"] == 2
+    entry = read_ledger(tmp_path / "out")[missing]
+    assert (entry.reason, entry.attempts) == (Reason.FETCH_FAILED.value, 2)
+    records = list(read_rings(str(tmp_path / "out" / "shards"), views=[0]))
+    assert sorted({r.meta.uid for r in records}) == sorted(uids[:2])
+    assert {r.meta.source for r in records} == {"objaverse"}
 
 
 _KILLABLE_JOB = """

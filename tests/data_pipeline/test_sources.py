@@ -130,7 +130,15 @@ def _gz_json(path: Path, data) -> None:
 
 @pytest.fixture
 def objaverse_cache(tmp_path) -> tuple[Path, list[str]]:
-    """A folder laid out like objaverse's ~/.objaverse/hf-objaverse-v1, from the sample GLBs."""
+    return make_objaverse_cache(tmp_path)
+
+
+def make_objaverse_cache(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A folder laid out like objaverse's ~/.objaverse/hf-objaverse-v1, from the sample GLBs.
+
+    Returns the folder and the uids of its downloaded objects; uid "f" * 32 is listed in
+    object-paths.json.gz but its GLB is absent (a download the offline machine cannot make).
+    """
     cache = tmp_path / "hf-objaverse-v1"
     glbs = sample_glbs(tmp_path / "samples")
     uids = [f"{i:032x}" for i in range(len(glbs))]
