@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.model.conftest import CONF, compose_configs
+from tests.training.model.helpers import CONF, compose_configs
 from training.model import CONTROLLER_CONFIGS
 from training.model.config import ModelConfig, UNetConfig, to_controller_config, to_model_config
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training.model.conftest import compose_configs, tiny_batch, tiny_model
+from tests.training.model.helpers import compose_configs, tiny_batch, tiny_model
 from training.model import CONTROLLER_CONFIGS, CONTROLLERS, build_denoiser, build_imagedream
 from training.model.config import ModelConfig
 from training.model.export import load_pretrained, save_pretrained

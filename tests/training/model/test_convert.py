@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from tests.training.model.conftest import tiny_model
+from tests.training.model.helpers import tiny_model
 from training.model import CONTROLLER_CONFIGS, build_denoiser
 from training.model.config import ModelConfig
 from training.model.convert import (

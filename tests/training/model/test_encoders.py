@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
-from tests.training.model.conftest import compose_configs, tiny_model
+from tests.training.model.helpers import compose_configs, tiny_model
 from training.model import build_imagedream
 from training.model.config import CLIP_IMAGE_MEAN, WeightsConfig
 from training.model.encoders import OpenCLIPImageEncoder, clip_preprocess

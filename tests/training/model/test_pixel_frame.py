@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.training.model.conftest import tiny_batch, tiny_model
+from tests.training.model.helpers import tiny_batch, tiny_model
 from training.model import Conditioning
 
 

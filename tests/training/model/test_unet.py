@@ -3,10 +3,12 @@ decoupled image cross-attention."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from tests.training.model.conftest import compose_configs
+from tests.training.model.helpers import compose_configs
+from training.model import CONTROLLER_CONFIGS, ImageDream, ImagePromptFeatures
 from training.model.build import build_denoiser
 from training.model.config import ModelConfig, NoneControllerConfig
 from training.model.unet import build_multiview_unet, diffusers_unet_kwargs, multiview_forward
@@ -101,3 +103,28 @@ def test_full_size_structure_on_meta() -> None:
     assert dims == {64} and heads == {5, 10, 20}
     n = sum(p.numel() for p in unet.parameters())
     assert 866e6 < n < 869e6, n  # SD 2.1-base UNet (865.9 M) + camera MLP (1.66 M)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CONTROLLER_CONFIGS))
+def test_full_size_forward_shapes_on_meta(name: str) -> None:
+    """The real-size model, every controller, 4 views (+1 pixel frame) of 32x32 latents, with
+    257 x 1280 CLIP tokens: shapes only (meta tensors, no memory, no FLOPs)."""
+    with torch.device("meta"):
+        unet, controller = build_denoiser(ModelConfig(), CONTROLLER_CONFIGS[name]())
+        model = ImageDream(ModelConfig(), unet, controller, None, None, None, None)
+        feats = ImagePromptFeatures(
+            global_embed=torch.randn(2, 1024),
+            local_tokens=torch.randn(2, 257, 1280),
+            latent=torch.randn(2, 4, 32, 32),
+        )
+        cond = model.condition(feats)
+        noisy = torch.randn(2, 4, 4, 32, 32)
+        eps = model(
+            noisy, torch.tensor([1, 999]), torch.randn(2, 77, 1024), torch.randn(2, 4, 16), cond
+        )
+    assert eps.shape == noisy.shape
+    n_tokens = {"global": 4, "local": 16, "local_pixel": 16}.get(name)
+    assert (cond.image_tokens is None) == (n_tokens is None)
+    if n_tokens is not None:
+        assert cond.image_tokens.shape == (2, n_tokens, 1024)
