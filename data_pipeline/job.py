@@ -256,11 +256,11 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
 
     results: list[ObjectResult] = []
     workers = 0
-    phases = {"prepare": 0.0, "ray_start": 0.0, "actor_start": 0.0, "render": 0.0}
+    if pending and hasattr(source, "prefetch"):
+        source.prefetch(pending)
+    phases = {"prepare": time.monotonic() - job_start, "ray_start": 0.0, "actor_start": 0.0}
+    phases["render"] = 0.0
     if pending:
-        if hasattr(source, "prefetch"):
-            source.prefetch(pending)
-        phases["prepare"] = time.monotonic() - job_start
         start = time.monotonic()
         owns_ray = start_ray(cfg)
         phases["ray_start"] = time.monotonic() - start

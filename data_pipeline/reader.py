@@ -66,22 +66,19 @@ def read_rings(
     """Every ring of the given shards, in order, decoding only `views` (all if None)."""
     import webdataset as wds  # imports torch (seconds): only when rings are actually read
 
-    dataset = wds.WebDataset(expand_urls(urls), shardshuffle=False, empty_check=False)
-    iterator = iter(dataset)
-    while True:
-        try:
-            sample = next(iterator)
-        except StopIteration:
-            return
-        except SchemaError:
-            raise
-        except Exception as exc:  # tar/IO errors surface from inside WebDataset
-            raise SchemaError(f"reading shards failed: {exc}") from exc
-        shard = sample.get("__url__", "?")
-        try:
-            yield decode_sample(sample, views)
-        except SchemaError as exc:
-            raise SchemaError(f"shard {shard}: {exc}") from exc
+    for url in expand_urls(urls):  # one shard at a time, so every error names its shard
+        iterator = iter(wds.WebDataset([url], shardshuffle=False, empty_check=False))
+        while True:
+            try:
+                sample = next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:  # tar/IO errors surface from inside WebDataset
+                raise SchemaError(f"shard {url}: unreadable ({exc})") from exc
+            try:
+                yield decode_sample(sample, views)
+            except SchemaError as exc:
+                raise SchemaError(f"shard {url}: {exc}") from exc
 
 
 def read_manifests(directory: str | os.PathLike[str]) -> list[ShardManifest]:

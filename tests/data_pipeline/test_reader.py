@@ -41,8 +41,8 @@ def test_missing_shard_is_an_error(tmp_path):
 def test_truncated_shard_raises_schema_error(shard_dir):
     path = shard_dir / "shard-00001.tar"
     path.write_bytes(path.read_bytes()[:3000])
-    with pytest.raises(SchemaError):
-        list(read_rings(str(path)))
+    with pytest.raises(SchemaError, match=r"shard .*shard-00001\.tar"):
+        list(read_rings(str(shard_dir)))
 
 
 def test_manifest_missing_is_reported(shard_dir):
