@@ -128,3 +128,20 @@ def test_full_size_forward_shapes_on_meta(name: str) -> None:
     assert (cond.image_tokens is None) == (n_tokens is None)
     if n_tokens is not None:
         assert cond.image_tokens.shape == (2, n_tokens, 1024)
+
+
+def test_gradient_checkpointing_keeps_the_multiview_path() -> None:
+    """diffusers' checkpointing re-runs blocks with our FrameInfo: same output, same grads."""
+    unet, cfg = _tiny_unet(image_context_dim=32)
+    x, t, ctx, cams = _inputs(cfg, batch=1, frames=3)
+    tokens = torch.randn(1, 16, 32)
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.zero_grad(set_to_none=True)
+        out = multiview_forward(unet, x, t, ctx, cams, tokens)
+        out.square().mean().backward()
+        grads.append((out.detach(), unet.conv_in.weight.grad.clone()))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
