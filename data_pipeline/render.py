@@ -306,7 +306,8 @@ def _import_and_normalise(bproc, path: str) -> dict[str, Any]:
         if obj.type == "MESH" and obj.visible_get() and not obj.hide_render
     ]
     if not meshes:
-        raise Refusal(Reason.NO_FACES, path, "Blender imported no renderable mesh")
+        # inspect_asset found faces, so this is Blender's importer failing (it may only log).
+        raise Refusal(Reason.RENDER_ERROR, path, "Blender's importer created no visible mesh")
     bpy.context.view_layer.update()
     lo, hi, count = _mesh_world_bounds(meshes)
     extent = hi - lo

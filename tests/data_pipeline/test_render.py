@@ -331,6 +331,18 @@ def test_blender_errors_become_render_error_refusals(samples_dir, monkeypatch):
     assert "out of GPU memory (simulated)" in info.value.detail
 
 
+@pytest.mark.slow
+def test_an_importer_that_silently_imports_nothing_is_a_render_error(samples_dir, monkeypatch):
+    from data_pipeline.blenderproc_env import ensure_blenderproc
+
+    bproc = ensure_blenderproc()
+    monkeypatch.setattr(bproc.loader, "load_obj", lambda *_args, **_kwargs: [])
+    with pytest.raises(Refusal) as info:
+        render_object(samples_dir / "mug.glb", "mug", "", "builtin", TINY, 0)
+    assert info.value.reason is Reason.RENDER_ERROR
+    assert "no visible mesh" in info.value.detail
+
+
 # ----------------------------------------------------------------------------- real assets
 
 TINY_REAL = RenderSettings(num_views=4, rings=1, resolution=48, samples=2, denoise=False)
