@@ -54,6 +54,19 @@ class Conditioning:
     extra_frame: Tensor | None = None  # (B, C, h, w) clean latent appended as the last frame
     ip_scale: float = 1.0  # lambda of the decoupled cross-attention
 
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        """Concatenate along the batch (e.g. [cond, uncond] for one CFG forward pass)."""
+        if len({p.ip_scale for p in parts}) != 1:
+            raise ValueError("cannot batch conditionings with different ip_scale")
+        fields = []
+        for name in ("image_tokens", "extra_frame"):
+            values = [getattr(p, name) for p in parts]
+            if any(v is None for v in values) and not all(v is None for v in values):
+                raise ValueError(f"{name} is set in some conditionings only")
+            fields.append(None if values[0] is None else torch.cat(values, dim=0))
+        return Conditioning(fields[0], fields[1], parts[0].ip_scale)
+
 
 @dataclass(frozen=True)
 class FeatureNeeds:

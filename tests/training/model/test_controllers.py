@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from tests.training.model.helpers import compose_configs, tiny_batch, tiny_model
-from training.model import CONTROLLER_CONFIGS, CONTROLLERS, build_denoiser, build_imagedream
+from training.model import (
+    CONTROLLER_CONFIGS,
+    CONTROLLERS,
+    Conditioning,
+    build_denoiser,
+    build_imagedream,
+)
 from training.model.config import ModelConfig
 from training.model.export import load_pretrained, save_pretrained
 
@@ -100,3 +106,21 @@ def test_unconditional_branch_uses_zero_features() -> None:
     zero_tokens = model.controller.resampler(torch.zeros_like(feats.local_tokens))
     assert torch.equal(uncond.image_tokens, zero_tokens)
     assert not torch.equal(uncond.image_tokens, model.condition(feats).image_tokens)
+
+
+def test_cfg_batch_equals_two_passes() -> None:
+    """Conditioning.cat([cond, uncond]) in one pass gives the two separate predictions."""
+    model = tiny_model("local_pixel")
+    b = tiny_batch(model, batch=1)
+    feats = model.encode_image_prompt(b["prompt"])
+    cond, uncond = model.condition(feats), model.unconditional(feats)
+    args = (b["timesteps"], b["text_context"], b["cameras"])
+    with torch.no_grad():
+        both = model(
+            b["noisy"].repeat(2, 1, 1, 1, 1),
+            *(a.repeat(2, *[1] * (a.dim() - 1)) for a in args),
+            Conditioning.cat([cond, uncond]),
+        )
+        one = model(b["noisy"], *args, cond)
+        two = model(b["noisy"], *args, uncond)
+    torch.testing.assert_close(both, torch.cat([one, two]), rtol=1e-4, atol=1e-5)
