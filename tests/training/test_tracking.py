@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,9 @@ def test_offline_run_holds_metrics_config_and_resumes_same_id(tmp_path, offline_
     tracker.close()
     run_id = (run_dir / RUN_ID_FILE).read_text().strip()
 
-    # a resumed run (same folder) continues the same W&B run
+    # a resumed run (same folder) continues the same W&B run. W&B names offline folders by the
+    # second they start (offline-run-YYYYmmdd_HHMMSS-<id>): wait so the two do not share one.
+    time.sleep(1.1)
     tracker = make_tracker(run_dir, start_step=2)
     tracker.log({"train/loss": 0.125, "train/lr": 1e-4, "train/grad_norm": 1.0}, step=3)
     tracker.close()
