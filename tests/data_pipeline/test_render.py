@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,8 @@ from data_pipeline.render import (
 )
 from data_pipeline.schema import RingMeta, encode_png
 from data_pipeline.validate import border_fraction, object_mask, validate_ring
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Tiny but real: 8 views (targets at 0, 2, 4, 6), 80 px, few samples.
 TINY = RenderSettings(num_views=8, rings=1, resolution=80, samples=4, denoise=False)
@@ -152,6 +158,36 @@ def test_validate_refuses_a_wrong_resolution():
     with pytest.raises(Refusal) as info:
         validate_ring(_ring(_disc_views(), resolution=32))
     assert info.value.reason is Reason.RENDER_ERROR
+
+
+# ----------------------------------------------------------------------------- BlenderProc start-up
+
+
+def test_importing_the_render_core_starts_no_blender():
+    code = (
+        "import sys, data_pipeline.render, data_pipeline.geometry, data_pipeline.validate, "
+        "data_pipeline.samples, data_pipeline.blenderproc_env; "
+        "assert 'bpy' not in sys.modules and 'blenderproc' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_blenderproc_starts_once_and_leaves_the_interpreter_clean():
+    import bpy  # noqa: F401  (bpy adds Blender's script folders to sys.path itself)
+
+    from data_pipeline import blenderproc_env
+
+    path_before = list(sys.path)
+    bproc = blenderproc_env.ensure_blenderproc()
+    assert blenderproc_env.ensure_blenderproc() is bproc
+    assert sys.path == path_before  # BlenderProc removes site-packages; we put it back
+    markers = [k for k in os.environ if "BLENDER_PYTHON_ENVIRONMENT" in k]
+    assert markers == []  # child processes must not think they run inside Blender
+    leftovers = [m for m in sys.modules.values() if isinstance(m, blenderproc_env._MissingModule)]
+    assert leftovers == []
+    assert hasattr(bproc, "loader") and hasattr(bproc, "renderer")
+    assert blenderproc_env.blender_version().startswith("4.2")
 
 
 # ----------------------------------------------------------------------------- Blender
