@@ -109,15 +109,19 @@ def build_text_encoder(cfg: TextEncoderConfig, sd21_path: str | None) -> CLIPTex
 def clip_preprocess(images: Tensor, size: int) -> Tensor:
     """(B, 3, H, W) in [0, 1] -> (B, 3, size, size) CLIP input: shorter side to `size`
     (bicubic, antialiased), centre crop, CLIP mean/std (as open_clip's ViT-H-14 transform)."""
+    dtype = images.dtype
     h, w = images.shape[-2:]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = F.interpolate(images, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    # in float32: the antialiased bicubic kernel has no bf16/fp16 CPU implementation
+    x = F.interpolate(
+        images.float(), size=(nh, nw), mode="bicubic", align_corners=False, antialias=True
+    )
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[..., top : top + size, left : left + size].clamp(0, 1)
-    mean = torch.tensor(CLIP_IMAGE_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_IMAGE_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    mean = torch.tensor(CLIP_IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_IMAGE_STD, device=x.device).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(dtype)
 
 
 class ImageEncoder(nn.Module):

@@ -142,3 +142,10 @@ def test_hf_clipmodel_folder_loads_as_image_encoder(tmp_path) -> None:
     with torch.no_grad():
         ref = clip.get_image_features(pixel_values=clip_preprocess(images, ic.image_size))
     torch.testing.assert_close(g, F.normalize(ref, dim=-1))
+
+
+def test_clip_preprocess_accepts_bf16() -> None:
+    images = torch.rand(1, 3, 48, 48)
+    out = clip_preprocess(images.to(torch.bfloat16), 32)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), clip_preprocess(images, 32), rtol=0.02, atol=0.05)
