@@ -39,12 +39,13 @@ def load_model(checkpoint: str | Path, original: OriginalCheckpointConfig) -> Im
 
 
 def _load_original(path: Path, cfg: OriginalCheckpointConfig) -> ImageDream:
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from training.model import build_imagedream
 
-    def group_file(group: str, name: str):  # conf/<group>/<name>.yaml without its defaults list
+    def group_file(group: str, name: str) -> DictConfig:  # conf/<group>/<name>.yaml, no defaults
         node = OmegaConf.load(REPO / "conf" / group / f"{name}.yaml")
+        assert isinstance(node, DictConfig)
         node.pop("defaults", None)
         return node
 

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 import numpy as np
@@ -168,7 +169,7 @@ def run(cfg: EvalConfig) -> Path:
                 info.name,
             )
     runs = [evaluate_checkpoint(c, prompts, scorers, cfg, leaked) for c in checkpoints]
-    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
     index = write_report(cfg.output_dir, runs, scorers.infos, leakage.to_dict(), config)
     if cfg.wandb.mode != "disabled":
         log_wandb(runs, scorers.infos, cfg.wandb, config, cfg.output_dir)
@@ -206,7 +207,7 @@ def resize_views(views: np.ndarray, size: int) -> np.ndarray:
 def _fit(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
 
 
 if __name__ == "__main__":

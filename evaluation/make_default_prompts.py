@@ -85,7 +85,7 @@ def draw(name: str) -> Image.Image:
     drawer, _ = PROMPTS[name]
     big = Image.new("RGBA", (SIZE * SCALE, SIZE * SCALE), (0, 0, 0, 0))
     drawer(ImageDraw.Draw(big), SIZE * SCALE)
-    return big.resize((SIZE, SIZE), Image.LANCZOS)
+    return big.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
 
 
 def write(out: Path) -> list[Path]:

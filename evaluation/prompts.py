@@ -77,7 +77,9 @@ def recenter(rgba: np.ndarray, size: int, fill_fraction: float) -> np.ndarray:
     premult = crop.astype(np.float32)
     premult[..., :3] *= premult[..., 3:4] / 255.0
     channels = [
-        np.asarray(Image.fromarray(premult[..., c]).resize((new_w, new_h), Image.LANCZOS))
+        np.asarray(
+            Image.fromarray(premult[..., c]).resize((new_w, new_h), Image.Resampling.LANCZOS)
+        )
         for c in range(4)
     ]
     resized = np.clip(np.stack(channels, axis=-1), 0, 255)
@@ -97,7 +99,7 @@ def _resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     square = Image.fromarray(rgb[top : top + side, left : left + side])
-    return np.asarray(square.resize((size, size), Image.LANCZOS))
+    return np.asarray(square.resize((size, size), Image.Resampling.LANCZOS))
 
 
 def preprocess(image: Image.Image, cfg: PromptConfig, keep_framing: bool = False) -> np.ndarray:
@@ -111,7 +113,9 @@ def preprocess(image: Image.Image, cfg: PromptConfig, keep_framing: bool = False
     if cfg.recenter and not keep_framing:
         rgba = recenter(rgba, cfg.size, cfg.fill_fraction)
     elif rgba.shape[:2] != (cfg.size, cfg.size):
-        rgba = np.asarray(Image.fromarray(rgba).resize((cfg.size, cfg.size), Image.LANCZOS))
+        rgba = np.asarray(
+            Image.fromarray(rgba).resize((cfg.size, cfg.size), Image.Resampling.LANCZOS)
+        )
     return composite(rgba, cfg.background)
 
 
@@ -168,7 +172,7 @@ def load_heldout_rings(
     from data_pipeline.reader import read_rings
 
     azimuths = list(azimuths_deg)
-    prompts = []
+    prompts: list[EvalPrompt] = []
     for rec in read_rings(shards):
         if limit is not None and len(prompts) >= limit:
             break

@@ -271,7 +271,7 @@ def log_wandb(
 def _fit(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[0] == size:
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -159,7 +160,7 @@ class MultiViewSampler:
         context = torch.cat([text, negative])  # (2B, T, D)
         cameras = torch.from_numpy(cams).to(device).repeat(2, 1, 1)  # (2B, V, 16)
 
-        scheduler = build_sampling_scheduler()
+        scheduler: Any = build_sampling_scheduler()  # diffusers' mixin attributes are untyped
         scheduler.set_timesteps(cfg.num_steps)
         latents = (
             self.initial_noise(seeds).to(device) * scheduler.init_noise_sigma

@@ -104,7 +104,7 @@ def load_clip(path: str | None, name: str | None = None) -> tuple[Any, Any, Mode
     from transformers import CLIPModel, CLIPProcessor
 
     random = path is None
-    if random:
+    if path is None:
         folder = write_tiny_clip(Path(tempfile.mkdtemp(prefix="tiny_clip_")))
     else:
         folder = _require(path, "CLIP model folder")
