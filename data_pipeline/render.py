@@ -428,7 +428,9 @@ def render_object(
 
     path = str(asset_path)
     report: AssetReport = inspect_asset(path)
-    bproc = _blender_call(path, "start BlenderProc", ensure_blenderproc)
+    # A Blender that cannot start is the machine's problem, not the asset's: no Refusal (which
+    # would quarantine every object), the error propagates and stops the worker.
+    bproc = ensure_blenderproc()
     render_info = {
         "renderer": f"blenderproc {blenderproc_version()}",
         "blender": blender_version(),
