@@ -8,7 +8,7 @@ Measures on this machine:
   `flock /tmp/bigmem.lock`, one big model at a time on a shared machine;
 - images/s of every metric with the real architectures (random weights) and the tiny stand-ins.
 
-    python -m evaluation.bench [--skip-full] [--full-steps 1 3] [--threads N]
+    python -m evaluation.bench [--skip-full] [--full-steps 1 3] [--threads N] [--full-threads N]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest import mock
 
 import numpy as np
@@ -147,7 +147,7 @@ def _random_clip_vit_l14() -> tuple[Any, Any]:
 
     folder = write_tiny_clip(Path(tempfile.mkdtemp(prefix="bench_clip_")), image_size=224)
     processor = CLIPProcessor.from_pretrained(str(folder), local_files_only=True, use_fast=False)
-    tok = processor.tokenizer
+    tok = cast(Any, processor).tokenizer
     config = CLIPConfig(
         text_config=dict(
             hidden_size=768,
@@ -247,7 +247,8 @@ def write_results(results: dict[str, Any]) -> None:
         if key == "full":
             how += (
                 f"; {r['seconds_per_step']:.1f} s/step + {r['fixed_seconds']:.1f} s fixed; "
-                f"build {r['build_seconds']:.0f} s; peak RSS {r['peak_rss_gib']:.1f} GiB"
+                f"build {r['build_seconds']:.0f} s; peak RSS {r['peak_rss_gib']:.1f} GiB; "
+                f"{r.get('threads', '?')} threads"
             )
         lines.append(
             f"| {r['model']} | {r['resolution']} | {r['seconds_per_prompt']:.2f} | {how} |"
@@ -268,7 +269,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="evaluation benchmark")
     parser.add_argument("--skip-full", action="store_true", help="no full-size sampling")
     parser.add_argument("--full-steps", type=int, nargs=2, default=[1, 3])
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (tiny, metrics)")
+    parser.add_argument("--full-threads", type=int, default=None, help="torch threads (full size)")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--full-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -278,7 +280,9 @@ def main() -> None:
     torch.set_grad_enabled(False)
     steps = (args.full_steps[0], args.full_steps[1])
     if args.full_child:
-        print(json.dumps(bench_full(steps)))
+        result = bench_full(steps)
+        result["threads"] = torch.get_num_threads()
+        print(json.dumps(result))
         return
     results: dict[str, Any] = {
         "machine": {
@@ -292,7 +296,7 @@ def main() -> None:
         "metrics": bench_metrics(),
     }
     if not args.skip_full:
-        results["sampling"]["full"] = _run_full_child(steps, args.threads, args.timeout)
+        results["sampling"]["full"] = _run_full_child(steps, args.full_threads, args.timeout)
     results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     write_results(results)
     print((OUT / "eval.md").read_text())
