@@ -445,7 +445,7 @@ def render_object(
     rings: list[RenderedRing] = []
     try:
         _blender_call(path, "reset scene", bproc.clean_up, clean_up_camera=True)
-        render_info.update(_blender_call(path, "configure", _configure_scene, bproc, settings))
+        render_info.update(_configure_scene(bproc, settings))  # config errors are not refusals
         render_info["normalisation"] = _import_and_normalise(bproc, path)
         azimuths = cameras.ring_azimuths(settings.num_views)
         for params in sample_ring_params(settings, seed):
