@@ -53,7 +53,7 @@ class RenderJobConfig:
     render: RenderSettings = field(default_factory=RenderSettings)
     output_dir: str = "outputs/render"
     num_shards: int = 4  # fixed per dataset: uid -> shard is sha1(uid) mod num_shards
-    time_limit_s: float = 600.0  # per object and attempt; the render process is killed after it
+    time_limit_s: float = 1800.0  # per object and attempt (SPEC settings on a slow CPU: minutes)
     max_attempts: int = 2  # for transient reasons (timeout, crash, fetch); others are final
     retry_quarantined: bool = False  # on resume, retry objects quarantined for transient reasons
     recycle_after: int = 100  # restart a render process after this many objects (Blender leaks)

@@ -115,7 +115,7 @@ def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_
     assert by_name["flaky"].ok and by_name["flaky"].attempts == 2
     hang = by_name["hang"]
     assert (hang.reason, hang.attempts) == (Reason.TIMEOUT.value, 2)
-    assert 4.0 <= hang.wall_seconds < 20.0  # two attempts of 2 s each, then given up
+    assert 4.0 <= hang.wall_seconds < 60.0  # two attempts of 2 s each (+ restarts), not 3600 s
     assert (by_name["crash"].reason, by_name["crash"].attempts) == (Reason.WORKER_CRASHED.value, 2)
     assert "exit 3" in by_name["crash"].detail
     assert (by_name["refuse"].reason, by_name["refuse"].attempts) == (Reason.NO_FACES.value, 1)
@@ -139,7 +139,7 @@ def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path,
     out = tmp_path / "out"
     start = time.monotonic()
     summary = run_job(job_config(out, root, time_limit_s=2.0, max_attempts=1), renderer=FAKE)
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < 120  # the hung render does not hold the job
     assert summary["this_run"]["rendered"] == 3
     assert summary["this_run"]["quarantined_by_reason"] == {
         "timeout": 1,

@@ -190,6 +190,7 @@ def test_objaverse_lists_and_fetches_from_local_cache(objaverse_cache, tmp_path)
     assert len(list(everything.list_objects())) == len(uids) + 1
 
 
+@pytest.mark.filterwarnings("ignore:Could not find object")  # objaverse's own note on "e..."
 def test_objaverse_object_missing_from_cache_is_a_refusal_not_a_crash(objaverse_cache, monkeypatch):
     cache, _ = objaverse_cache
     source = ObjaverseSource(ObjaverseSourceConfig(uids=["f" * 32, "e" * 32], cache_dir=str(cache)))
