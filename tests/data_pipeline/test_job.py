@@ -41,6 +41,12 @@ def fake_render(asset_path, uid, caption, source, settings, seed, sha256=None):
         os._exit(3)
     if b"refuse" in data:
         raise Refusal(Reason.NO_FACES, str(asset_path), "fake: no faces")
+    if b"killactor" in data:  # the Ray actor itself dies (once), not only its render process
+        marker = Path(f"{asset_path}.tried")
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(3600)
     if b"flaky" in data:
         marker = Path(f"{asset_path}.tried")
         if not marker.exists():
@@ -170,6 +176,15 @@ def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path,
     }
     assert again["resumed"] == {"already_staged": 3, "already_quarantined": 3}
     assert sorted(shard_keys(out)) == sorted(keys)
+
+
+def test_dead_ray_actor_is_replaced_and_its_object_retried(tmp_path, ray_cluster):
+    root = make_assets(tmp_path / "a", {"victim": "killactor", "other": "fine"})
+    summary = run_job(job_config(tmp_path / "out", root, max_attempts=2), renderer=FAKE)
+    assert summary["this_run"]["rendered"] == 2 and summary["this_run"]["retried"] == 1
+    assert sorted(k[:-3] for k in shard_keys(tmp_path / "out")) == sorted(
+        [s.uid for s in LocalSource(LocalSourceConfig(root=str(root))).list_objects()] * 2
+    )
 
 
 def test_duplicate_uids_are_reported_and_rendered_once(tmp_path, ray_cluster):
