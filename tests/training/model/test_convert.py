@@ -112,3 +112,26 @@ def test_mvdream_checkpoint_initialises_an_image_prompt_model(tmp_path) -> None:
         assert torch.equal(v, model.unet.state_dict()[k]), k
     attn2 = model.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
     assert torch.equal(attn2.to_k_ip.weight, attn2.to_k.weight)
+
+
+def test_unet_names_agree_with_diffusers_own_ldm_converter(official_keys: dict) -> None:
+    """An independent oracle: diffusers' LDM -> diffusers conversion must put every released
+    SD-UNet tensor exactly where ours does (a consistent but wrong table would round-trip)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    from training.model.unet import diffusers_unet_kwargs
+
+    sd_keys = {
+        k: s
+        for k, s in official_keys["sd_v2_base_ipmv"]["keys"].items()
+        if not (_is_ip(k) or k.startswith("camera_embed."))
+    }
+    ckpt = {ORIGINAL_PREFIX + k: torch.empty(s, device="meta") for k, s in sd_keys.items()}
+    cfg = ModelConfig()
+    theirs = convert_ldm_unet_checkpoint(
+        dict(ckpt), diffusers_unet_kwargs(cfg.unet) | {"class_embed_type": None}
+    )
+    own = [k for k in _meta_denoiser("none") if not k.startswith("unet.class_embedding.")]
+    ours, missing = original_to_ours(ckpt, own, cfg.unet)
+    assert missing == [] and len(theirs) == len(ours) == len(sd_keys)
+    assert all(ours[f"unet.{k}"] is v for k, v in theirs.items())
