@@ -14,9 +14,9 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from data_pipeline.schema import (
     META_EXT,
@@ -73,13 +73,41 @@ def _member_order(name: str) -> tuple[int, str]:
     return (0 if name == META_EXT else 1, name)
 
 
-def tar_bytes(samples: Iterable[Sample]) -> bytes:
-    """A reproducible WebDataset tar holding `samples` in key order."""
-    buf = io.BytesIO()
-    ordered = sorted(samples, key=lambda s: str(s["__key__"]))
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for sample in ordered:
+class _HashingFile:
+    """Write-only file wrapper that counts and hashes what passes through (one pass, no re-read)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def write_tar(fileobj: BinaryIO, samples: Iterable[Sample]) -> list[ManifestEntry]:
+    """Stream `samples`, in the order given, into a reproducible WebDataset tar.
+
+    Members: meta first, then views in index order; fixed mtime, mode and owner. Every meta is
+    parsed (so a sample that breaks the schema never reaches a shard) and a manifest entry with
+    member sizes and sha256 is returned per sample. Memory: one sample at a time.
+    """
+    entries: list[ManifestEntry] = []
+    seen: set[str] = set()
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
             key = str(sample["__key__"])
+            if key in seen:
+                raise SchemaError(f"duplicate sample key {key}")
+            seen.add(key)
+            if META_EXT not in sample:
+                raise SchemaError(f"sample {key}: no {META_EXT} member")
+            meta = RingMeta.from_json(sample[META_EXT], key)
+            members = {}
             for name in sorted((n for n in sample if not n.startswith("__")), key=_member_order):
                 data = sample[name]
                 info = tarfile.TarInfo(f"{key}.{name}")
@@ -88,6 +116,26 @@ def tar_bytes(samples: Iterable[Sample]) -> bytes:
                 info.mode = 0o444
                 info.uname = info.gname = ""
                 tar.addfile(info, io.BytesIO(data))
+                members[info.name] = {
+                    "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+            entries.append(
+                ManifestEntry(
+                    key=key,
+                    uid=meta.uid,
+                    ring=meta.ring,
+                    asset_sha256=meta.asset_sha256,
+                    members=dict(sorted(members.items())),
+                )
+            )
+    return entries
+
+
+def tar_bytes(samples: Iterable[Sample]) -> bytes:
+    """A small reproducible tar (e.g. one staged object) holding `samples` in key order."""
+    buf = io.BytesIO()
+    write_tar(buf, sorted(samples, key=lambda s: str(s["__key__"])))
     return buf.getvalue()
 
 
@@ -113,48 +161,34 @@ def read_tar_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return list(samples.values())
 
 
-def manifest_entries(samples: Sequence[Sample]) -> list[ManifestEntry]:
-    entries = []
-    for sample in sorted(samples, key=lambda s: str(s["__key__"])):
-        key = str(sample["__key__"])
-        meta = RingMeta.from_json(sample[META_EXT], key)
-        members = {
-            f"{key}.{name}": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            for name, data in sample.items()
-            if not name.startswith("__")
-        }
-        entries.append(
-            ManifestEntry(
-                key=key,
-                uid=meta.uid,
-                ring=meta.ring,
-                asset_sha256=meta.asset_sha256,
-                members=dict(sorted(members.items())),
-            )
-        )
-    return entries
-
-
-def write_shard(path: str | os.PathLike[str], samples: Sequence[Sample]) -> ShardManifest:
-    """Write one shard tar and its manifest beside it, both atomically; returns the manifest.
+def write_shard(path: str | os.PathLike[str], samples: Iterable[Sample]) -> ShardManifest:
+    """Stream one shard tar (samples in the order given) and its manifest beside it, both
+    atomically; returns the manifest.
 
     The tar is replaced first and the manifest second, so a manifest always describes a complete
     tar; a reader that finds a tar without a matching manifest treats the shard as unverified.
     """
     path = Path(path)
-    keys = [str(s["__key__"]) for s in samples]
-    if len(set(keys)) != len(keys):
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
-        raise SchemaError(f"shard {path.name}: duplicate sample keys {dupes[:5]}")
-    data = tar_bytes(samples)
-    manifest = ShardManifest(
-        shard=path.name,
-        tar_bytes=len(data),
-        tar_sha256=hashlib.sha256(data).hexdigest(),
-        entries=manifest_entries(samples),
-    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            hashing = _HashingFile(f)
+            try:
+                entries = write_tar(hashing, samples)  # type: ignore[arg-type]
+            except SchemaError as exc:
+                raise SchemaError(f"shard {path.name}: {exc}") from exc
+            f.flush()
+            os.fsync(f.fileno())
+        manifest = ShardManifest(
+            shard=path.name,
+            tar_bytes=hashing.size,
+            tar_sha256=hashing.sha256.hexdigest(),
+            entries=entries,
+        )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     atomic_write_bytes(manifest_path_for(str(path)), manifest.to_json())
     return manifest
 
@@ -209,6 +243,7 @@ def write_shards_from_staging(
         if current is not None and current.uids == set(uids):
             manifests.append(current)
             continue
-        samples = [s for uid in uids for s in read_tar_samples(staged[uid])]
+        # uid order, rings in key order: one staged object in memory at a time
+        samples = (s for uid in uids for s in read_tar_samples(staged[uid]))
         manifests.append(write_shard(path, samples))
     return manifests

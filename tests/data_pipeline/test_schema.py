@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 
 import numpy as np
 import pytest
@@ -126,7 +128,20 @@ def test_staged_tar_reads_back_bytes_exactly(tmp_path):
 
 
 def write_shard_unchecked(path, samples):
-    """A shard with samples the writer's manifest step would refuse (for reader tests)."""
-    from data_pipeline.shards import tar_bytes
+    """A tar with samples the writer would refuse (for reader tests), via plain tarfile."""
+    with tarfile.open(path, "w") as tar:
+        for sample in samples:
+            for name, data in sample.items():
+                if not name.startswith("__"):
+                    info = tarfile.TarInfo(f"{sample['__key__']}.{name}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
 
-    path.write_bytes(tar_bytes(samples))
+
+def test_writer_refuses_samples_that_break_the_schema(tmp_path):
+    meta, views = synthetic_ring("old")
+    sample = encode_sample(meta, views)
+    sample["meta.json"] = sample["meta.json"].replace(SCHEMA_VERSION.encode(), b"other/9")
+    with pytest.raises(SchemaError, match="shard-00000.tar: sample old_r0: schema_version"):
+        write_shard(tmp_path / "shard-00000.tar", [sample])
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left behind

@@ -132,6 +132,12 @@ def test_rewrite_from_staging_has_each_object_once(tmp_path):
     write_shards_from_staging(staged, shards, num_shards=3)
     assert {p.name: p.stat().st_mtime_ns for p in shards.iterdir()} == mtimes
 
+    # written again from scratch: the same bytes (reproducible shards)
+    for p in shards.iterdir():
+        p.unlink()
+    again = write_shards_from_staging(staged, shards, num_shards=3)
+    assert [m.tar_sha256 for m in again] == [m.tar_sha256 for m in first]
+
     # more objects and another shard count: stale shards go, still each object once
     staged = _stage(tmp_path, UIDS[:14])
     write_shards_from_staging(staged, shards, num_shards=5)
