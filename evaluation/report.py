@@ -233,7 +233,8 @@ def log_wandb(
     config: dict[str, Any],
     default_dir: str | Path,
 ) -> None:
-    """Images (prompt | views | ground truth strip per prompt) and a per-prompt table."""
+    """Images (prompt | views | ground truth strip per prompt) and a per-prompt table, plus the
+    report's comparison chart; `default_dir` is the report folder (and W&B's, unless set)."""
     import wandb
 
     run = wandb.init(
@@ -247,21 +248,28 @@ def log_wandb(
     table = wandb.Table(
         columns=["model", "prompt", "text", "image", *[METRICS[k][0] for k in keys]]
     )
+    strips = []
     for r in runs:
         for p in r.prompts:
             strip = np.concatenate([_fit(p.prompt_image, p.views.shape[1]), *p.views], axis=1)
             if p.gt_views is not None:
                 gt = np.concatenate([np.full_like(p.views[0], 255), *p.gt_views], axis=1)
                 strip = np.concatenate([strip, gt], axis=0)
+            image = wandb.Image(strip, caption=f"{r.label} / {p.name}: prompt | views (| truth)")
+            strips.append(image)
             table.add_data(
                 r.label,
                 p.name,
                 p.text or "",
-                wandb.Image(strip),
+                image,
                 *[_mean(p.scores[k]) if k in p.scores else None for k in keys],
             )
         run.summary.update({f"{r.label}/{k}": s.mean for k, s in r.summary.items()})
-    run.log({"eval/samples": table})
+    logs: dict[str, Any] = {"eval/samples": table, "eval/views": strips}
+    plot = Path(default_dir) / "images" / "metrics.png"
+    if plot.is_file():
+        logs["eval/metrics"] = wandb.Image(str(plot))
+    run.log(logs)
     run.finish()
 
 

@@ -79,3 +79,18 @@ def test_report_references_existing_images_and_names_the_models(tmp_path) -> Non
 
 def _refuse(name: str) -> None:
     raise ValueError(f"results.json holds {name}, which is not JSON")
+
+
+def test_wandb_offline_logs_a_table_with_images(tmp_path, monkeypatch) -> None:
+    from evaluation.config import WandbConfig
+    from evaluation.report import log_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    runs = [_run("step_1000", True, 0)]
+    models = [ModelInfo("clip", "tiny", None, True)]
+    write_report(tmp_path, runs, models, {"mode": "off"}, {})
+    log_wandb(runs, models, WandbConfig(mode="offline"), {"a": 1}, tmp_path)
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    media = [p.name for p in run_dir.rglob("*") if p.is_file()]
+    assert any(name.endswith(".table.json") for name in media), media
+    assert sum(name.endswith(".png") for name in media) >= 3, media  # 2 strips + the chart
