@@ -145,8 +145,11 @@ def _random_clip_vit_l14() -> tuple[Any, Any]:
 
     from evaluation.metrics.models import write_tiny_clip
 
-    folder = write_tiny_clip(Path(tempfile.mkdtemp(prefix="bench_clip_")), image_size=224)
-    processor = CLIPProcessor.from_pretrained(str(folder), local_files_only=True, use_fast=False)
+    with tempfile.TemporaryDirectory(prefix="bench_clip_") as tmp:
+        folder = write_tiny_clip(tmp, image_size=224)
+        processor = CLIPProcessor.from_pretrained(
+            str(folder), local_files_only=True, use_fast=False
+        )
     tok = cast(Any, processor).tokenizer
     config = CLIPConfig(
         text_config=dict(

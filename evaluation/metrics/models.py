@@ -103,15 +103,20 @@ def load_clip(path: str | None, name: str | None = None) -> tuple[Any, Any, Mode
     """(CLIPModel, CLIPProcessor, info) from a local folder; None -> tiny random CLIP."""
     from transformers import CLIPModel, CLIPProcessor
 
-    random = path is None
+    def load(folder: Path) -> tuple[Any, Any]:
+        model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
+        processor = CLIPProcessor.from_pretrained(
+            str(folder), local_files_only=True, use_fast=False
+        )
+        return model, processor
+
     if path is None:
-        folder = write_tiny_clip(Path(tempfile.mkdtemp(prefix="tiny_clip_")))
-    else:
-        folder = _require(path, "CLIP model folder")
-    model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
-    processor = CLIPProcessor.from_pretrained(str(folder), local_files_only=True, use_fast=False)
-    label = name or ("tiny-random-clip" if random else folder.name)
-    return model, processor, ModelInfo("clip", label, None if random else str(folder), random)
+        with tempfile.TemporaryDirectory(prefix="tiny_clip_") as tmp:
+            model, processor = load(write_tiny_clip(tmp))  # read into memory before cleanup
+        return model, processor, ModelInfo("clip", name or "tiny-random-clip", None, True)
+    folder = _require(path, "CLIP model folder")
+    model, processor = load(folder)
+    return model, processor, ModelInfo("clip", name or folder.name, str(folder), False)
 
 
 # ---------------------------------------------------------------- Inception
