@@ -43,6 +43,9 @@ from data_pipeline.worker import DEFAULT_RENDERER, ObjectResult, RenderWorker
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
+# This many objects in a row failing with errors that are not refusals (no success between) means
+# the environment or the config is broken, not the assets: the job stops instead of failing all.
+MAX_CONSECUTIVE_UNEXPECTED = 5
 
 
 class JobError(RuntimeError):
@@ -163,6 +166,9 @@ def start_actors(new_actor: Callable[[], Any], workers: int) -> list:
     actors = [new_actor() for _ in range(workers)]
     try:
         ray.get([a.warm_up.remote() for a in actors])
+    except ray.exceptions.RayTaskError as exc:  # e.g. Blender cannot start here
+        stop_actors(actors)
+        raise JobError(f"render processes cannot start: {exc.cause}") from exc
     except BaseException:
         stop_actors(actors)
         raise
@@ -274,9 +280,17 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
             phases["actor_start"] = time.monotonic() - start
             start = time.monotonic()
             stream = render_all(actors, new_actor, pending, cfg.max_attempts)
+            in_a_row = 0
             for result in _progress(stream, len(pending), cfg.progress):
                 record(out, result, source.name, staged, ledger)
                 results.append(result)
+                in_a_row = in_a_row + 1 if result.unexpected else 0
+                if in_a_row >= MAX_CONSECUTIVE_UNEXPECTED:
+                    raise JobError(
+                        f"{in_a_row} objects in a row failed with errors that are not asset "
+                        f"refusals (last: {result.detail}); see {out / 'work' / 'logs'}. Fix the "
+                        "environment or config and run again: they were not quarantined."
+                    )
             phases["render"] = time.monotonic() - start
         finally:
             stop_actors(actors)  # kills the render processes too
@@ -306,7 +320,9 @@ def record(
     staged: dict[str, Path],
     ledger: dict[str, LedgerEntry],
 ) -> None:
-    """Make one finished object durable: staged tar, or a ledger line (never neither)."""
+    """Make one finished object durable: staged tar, or a ledger line. An unexpected error
+    (not a refusal: environment, config, bug) is reported but not quarantined, so the next run
+    tries the object again."""
     if result.ok:
         assert result.staged is not None
         staged[result.uid] = stage_object(out, result.uid, result.staged)
@@ -323,6 +339,9 @@ def record(
                 "blender_seconds": round(result.blender_seconds, 4),
             },
         )
+        return
+    if result.unexpected:
+        print(f"error: {result.path}: {result.detail} (not quarantined; retried next run)")
         return
     entry = LedgerEntry(
         uid=result.uid,
@@ -366,7 +385,8 @@ def make_summary(
     phases: dict[str, float],
 ) -> dict[str, Any]:
     rendered = [r for r in results if r.ok]
-    refused = [r for r in results if not r.ok]
+    refused = [r for r in results if not r.ok and not r.unexpected]
+    errors = [r for r in results if r.unexpected]
     blender = sum(r.blender_seconds for r in rendered)
     per_object = [r.wall_seconds for r in rendered]
     views = sum(r.rings for r in rendered) * cfg.render.num_views
@@ -383,7 +403,9 @@ def make_summary(
             "quarantined": len(refused),
             "quarantined_by_reason": dict(Counter(str(r.reason) for r in refused)),
             "retried": sum(r.attempts > 1 for r in results),
+            "errors": len(errors),  # not refusals, not quarantined: retried by the next run
         },
+        "errors": [{"uid": r.uid, "path": r.path, "detail": r.detail} for r in errors],
         "total": {
             "staged": len(staged),
             "quarantined": len(quarantined),
@@ -424,6 +446,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"workers {timing['workers']}, overhead ratio {_fmt(timing['overhead_ratio'])}, "
         f"{_fmt(timing['seconds_per_object'])} s/object",
     ]
+    if run["errors"]:
+        lines.append(
+            f"{run['errors']} objects failed with errors that are not refusals (not quarantined, "
+            "retried next run): see summary.json 'errors' and OUT/work/logs"
+        )
     if summary["duplicates"]:
         lines.append(f"duplicate uids in the source: {[d['uid'] for d in summary['duplicates']]}")
     lines.append(f"summary: {Path(summary['output_dir']) / SUMMARY_FILE}")

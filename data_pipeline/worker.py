@@ -61,10 +61,17 @@ class ObjectResult:
     blender_seconds: float = 0.0  # sum over rings, as reported by the renderer
     wall_seconds: float = 0.0  # fetch + all attempts, in the worker
     history: list[str] = field(default_factory=list)  # "attempt 1: timeout: ..." per failure
+    # True when the failure was not a Refusal (an error in the environment, the config or our
+    # code, not a property of the asset): the job reports it but does not quarantine the object.
+    unexpected: bool = False
 
     @property
     def ok(self) -> bool:
         return self.staged is not None
+
+
+class UnexpectedRenderError(RuntimeError):
+    """The renderer raised something other than a Refusal (see render.render_object)."""
 
 
 # -- parent side --------------------------------------------------------------------------------
@@ -160,7 +167,10 @@ class RenderProcess:
                 f"render process died (exit {status}): {self.log_tail()}",
             )
         self.served += 1
-        return json.loads(line)
+        answer: dict[str, Any] = json.loads(line)
+        if answer.get("unexpected"):
+            self.kill()  # its Blender state is suspect: the next object gets a fresh process
+        return answer
 
 
 class RenderWorker:
@@ -190,7 +200,10 @@ class RenderWorker:
     def warm_up(self) -> None:
         """Start the render process now, so Blender's import is not charged to the first object."""
         if self.process.proc is None:
-            self.process._start()
+            try:
+                self.process._start()
+            except Refusal as exc:  # no object is at fault: the environment is
+                raise RuntimeError(exc.detail) from None
 
     def close(self) -> None:
         """Stop the render process and remove temporaries (the log stays, for post-mortems)."""
@@ -204,16 +217,18 @@ class RenderWorker:
             result.attempts += 1
             try:
                 self._attempt(spec, result)
+                result.reason, result.detail, result.unexpected = None, "", False
                 break
             except Refusal as refusal:
                 result.reason, result.detail = refusal.reason.value, refusal.detail
+                result.unexpected = False
                 result.history.append(f"attempt {result.attempts}: {refusal}")
                 if not refusal.transient:
                     break
-            except Exception as exc:  # a bug in fetch or the protocol: record it, keep the job
-                result.reason, result.detail = Reason.RENDER_ERROR.value, repr(exc)
-                result.history.append(f"attempt {result.attempts}: {exc!r}")
-                break
+            except Exception as exc:  # not the asset's fault: retried in a fresh process
+                result.reason, result.detail = Reason.RENDER_ERROR.value, str(exc) or repr(exc)
+                result.unexpected = True
+                result.history.append(f"attempt {result.attempts}: unexpected: {exc!r}")
         result.wall_seconds = time.monotonic() - start
         return result
 
@@ -230,11 +245,12 @@ class RenderWorker:
             "out": str(out),
         }
         answer = self.process.request(payload, self.time_limit_s, spec.path)
+        if answer.get("unexpected"):
+            raise UnexpectedRenderError(answer.get("detail", "?"))
         if not answer.get("ok"):
             raise Refusal(Reason(answer["reason"]), spec.path, answer.get("detail", ""))
         result.staged = out.read_bytes()
         out.unlink()
-        result.reason, result.detail = None, ""
         result.rings = int(answer["rings"])
         result.blender_seconds = float(answer["blender_seconds"])
 
@@ -327,10 +343,9 @@ def main(argv: list[str] | None = None) -> None:
             answer = render_to_tar(renderer, request)
         except Refusal as refusal:
             answer = {"ok": False, "reason": refusal.reason.value, "detail": refusal.detail}
-        except Exception as exc:  # Blender raised: keep the message for the ledger
-            tb = traceback.format_exc(limit=3)
-            print(tb, file=sys.stderr)
-            answer = {"ok": False, "reason": Reason.RENDER_ERROR.value, "detail": f"{exc!r}"}
+        except Exception as exc:  # not a refusal: environment, config or a bug (render.py)
+            print(traceback.format_exc(), file=sys.stderr)
+            answer = {"ok": False, "unexpected": True, "detail": f"{type(exc).__name__}: {exc}"}
         proto.write(json.dumps(answer) + "\n")
 
 

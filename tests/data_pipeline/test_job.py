@@ -31,7 +31,8 @@ TINY = dict(num_views=4, rings=2, resolution=16, samples=1)
 
 
 def fake_render(asset_path, uid, caption, source, settings, seed, sha256=None):
-    """Behaves as the asset's bytes say: hang, crash, refuse, flaky (crash once), or render
+    """Behaves as the asset's bytes say: hang, crash, boom (an error that is not a refusal),
+    refuse, killactor (kill the Ray actor once), flaky (crash once), or render
     (after `sleep=SECONDS` if given). The bytes decide, not the environment: Ray actors inherit
     the cluster's environment, not the driver's."""
     data = Path(asset_path).read_bytes()
@@ -39,6 +40,8 @@ def fake_render(asset_path, uid, caption, source, settings, seed, sha256=None):
         time.sleep(3600)
     if b"crash" in data:
         os._exit(3)
+    if b"boom" in data:  # an error that is not a refusal (environment, config, bug)
+        raise RuntimeError("boom: not the asset's fault")
     if b"refuse" in data:
         raise Refusal(Reason.NO_FACES, str(asset_path), "fake: no faces")
     if b"killactor" in data:  # the Ray actor itself dies (once), not only its render process
@@ -100,7 +103,14 @@ def ray_cluster():
 def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_path):
     root = make_assets(
         tmp_path / "a",
-        {"ok": "fine", "hang": "hang", "crash": "crash", "refuse": "refuse", "flaky": "flaky"},
+        {
+            "ok": "fine",
+            "hang": "hang",
+            "crash": "crash",
+            "refuse": "refuse",
+            "flaky": "flaky",
+            "boom": "boom",
+        },
     )
     source = LocalSource(LocalSourceConfig(root=str(root)))
     worker = RenderWorker(
@@ -125,23 +135,18 @@ def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_
     assert (by_name["crash"].reason, by_name["crash"].attempts) == (Reason.WORKER_CRASHED.value, 2)
     assert "exit 3" in by_name["crash"].detail
     assert (by_name["refuse"].reason, by_name["refuse"].attempts) == (Reason.NO_FACES.value, 1)
+    assert not by_name["refuse"].unexpected
+    boom = by_name["boom"]  # not a refusal: retried in a fresh process, flagged unexpected
+    assert (boom.reason, boom.attempts, boom.unexpected) == (Reason.RENDER_ERROR.value, 2, True)
+    assert "boom" in boom.detail
 
 
 # -- the Ray job --------------------------------------------------------------------------------
 
 
 def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path, ray_cluster):
-    root = make_assets(
-        tmp_path / "a",
-        {
-            "a": "fine",
-            "b": "fine",
-            "c": "fine",
-            "hang": "hang",
-            "refuse": "refuse",
-            "crash": "crash",
-        },
-    )
+    kinds = {"a": "fine", "b": "fine", "c": "fine", "hang": "hang", "refuse": "refuse"}
+    root = make_assets(tmp_path / "a", {**kinds, "crash": "crash", "boom": "boom"})
     out = tmp_path / "out"
     start = time.monotonic()
     summary = run_job(job_config(out, root, time_limit_s=2.0, max_attempts=1), renderer=FAKE)
@@ -160,22 +165,38 @@ def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path,
     }
     line = json.loads((out / "quarantine.jsonl").read_text().splitlines()[0])
     assert {"uid", "path", "reason", "detail", "attempts"} <= set(line)
+    # an error that is not a refusal is reported, never quarantined
+    assert summary["this_run"]["errors"] == 1
+    assert [Path(e["path"]).stem for e in summary["errors"]] == ["boom"]
+    assert "boom" in summary["errors"][0]["detail"]
     keys = shard_keys(out)
     assert len(keys) == 6 and len(set(keys)) == 6  # 3 objects x 2 rings, once each
     for m in read_manifests(out):
         verify_shard(out / "shards" / m.shard)
     assert json.loads((out / "summary.json").read_text())["total"]["staged"] == 3
 
-    # a second run renders nothing: every object is staged or finally quarantined
+    # a second run renders nothing new: every object is staged or finally quarantined, and
+    # only the object that met an unexpected error is tried again
     again = run_job(job_config(out, root, time_limit_s=2.0, max_attempts=1), renderer=FAKE)
     assert again["this_run"] == {
         "rendered": 0,
         "quarantined": 0,
         "quarantined_by_reason": {},
         "retried": 0,
+        "errors": 1,
     }
     assert again["resumed"] == {"already_staged": 3, "already_quarantined": 3}
     assert sorted(shard_keys(out)) == sorted(keys)
+
+
+def test_job_stops_when_every_object_fails_for_a_reason_that_is_not_a_refusal(
+    tmp_path, ray_cluster
+):
+    root = make_assets(tmp_path / "a", {f"b{i}": "boom" for i in range(7)})
+    cfg = job_config(tmp_path / "out", root, max_attempts=1, ray=RayConfig(workers=1))
+    with pytest.raises(JobError, match="5 objects in a row .* not asset refusals"):
+        run_job(cfg, renderer=FAKE)
+    assert read_ledger(tmp_path / "out") == {}  # nothing blamed on the assets
 
 
 def test_dead_ray_actor_is_replaced_and_its_object_retried(tmp_path, ray_cluster):
