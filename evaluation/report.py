@@ -249,11 +249,13 @@ def log_wandb(
         columns=["model", "prompt", "text", "image", *[METRICS[k][0] for k in keys]]
     )
     strips = []
+    any_gt = any(p.gt_views is not None for r in runs for p in r.prompts)
     for r in runs:
         for p in r.prompts:
             strip = np.concatenate([_fit(p.prompt_image, p.views.shape[1]), *p.views], axis=1)
-            if p.gt_views is not None:
-                gt = np.concatenate([np.full_like(p.views[0], 255), *p.gt_views], axis=1)
+            if any_gt:  # a second row (blank without truth): W&B wants one image size per key
+                truth = p.gt_views if p.gt_views is not None else np.full_like(p.views, 255)
+                gt = np.concatenate([np.full_like(p.views[0], 255), *truth], axis=1)
                 strip = np.concatenate([strip, gt], axis=0)
             image = wandb.Image(strip, caption=f"{r.label} / {p.name}: prompt | views (| truth)")
             strips.append(image)
