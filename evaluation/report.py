@@ -173,7 +173,7 @@ def _gallery_html(run: RunResult, r_index: int, images: Path) -> str:
         caption = html.escape(p.text) if p.text else "<i>no caption</i>"
         parts.append(
             f"<h3>{html.escape(p.name)}{leak}</h3><div>{caption} "
-            f"<span class=scores>elev {p.elevation_deg:g}°, FoV {p.fov_deg:g}°, seed {p.seed}; "
+            f"<span class=scores>elev {p.elevation_deg:.1f}°, FoV {p.fov_deg:.1f}°, seed {p.seed}; "
             f"{scores}</span></div>{row}"
         )
     return "".join(parts)
