@@ -13,7 +13,8 @@ ARGS ?=
 PYTEST_ARGS ?=
 DEMO_DIR ?= outputs/demo
 ASSETS ?= $(abspath ../shared/assets)
-MAKE_KNOBS := VENV PY NPROC ARGS PYTEST_ARGS DEMO_DIR ASSETS
+BENCH ?= quick
+MAKE_KNOBS := VENV PY NPROC ARGS PYTEST_ARGS DEMO_DIR ASSETS BENCH
 # Every other variable given on the command line becomes a quoted Hydra override.
 OVERRIDES = $(strip $(foreach v,$(filter-out $(MAKE_KNOBS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))'))) $(ARGS)
 
@@ -29,7 +30,7 @@ STAMP := $(VENV)/.installed
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Hydra overrides go as VAR=value (e.g. make train controller=pixel trainer.max_steps=10)."
-	@echo "  Knobs: NPROC=N (training processes on this machine), ARGS='raw hydra args'."
+	@echo "  Knobs: NPROC=N (training processes here), ARGS='raw hydra args', BENCH=quick|full."
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -72,9 +73,9 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(STAMP) ## Benchmarks; results in bench/results/*.md and *.json
-	$(PY) -m data_pipeline.bench
-	$(PY) -m training.bench_model
+bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render settings, over an hour)
+	$(PY) -m data_pipeline.bench $(if $(filter full,$(BENCH)),,--quick)
+	$(PY) -m training.bench_model $(if $(filter full,$(BENCH)),,--quick)
 	$(PY) -m training.bench
 	$(PY) -m evaluation.bench
 
