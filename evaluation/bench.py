@@ -118,7 +118,7 @@ def _run_full_child(steps: tuple[int, int], threads: int | None, timeout: float)
 
 
 def _throughput(fn: Callable[[np.ndarray], Any], images: np.ndarray, repeats: int = 2) -> float:
-    fn(images[:2])  # warm-up
+    fn(images[:4])  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
         fn(images)
@@ -182,7 +182,6 @@ def bench_metrics(n: int = 16, size: int = 256) -> dict[str, dict[str, Any]]:
     rng = np.random.default_rng(0)
     views = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     gt = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    prompt = views[:1]
     results: dict[str, dict[str, Any]] = {}
 
     def record(name: str, network: str, fn: Callable[[np.ndarray], Any]) -> None:
@@ -195,23 +194,28 @@ def bench_metrics(n: int = 16, size: int = 256) -> dict[str, dict[str, Any]]:
     tiny_classifier, _ = load_inception(None)
     record("QIS (tiny stand-in)", "TinyClassifier", QIS(tiny_classifier))
     record("QIS", "Inception-v3 (torch-fidelity), random weights", QIS(_random_inception()))
+
+    # as evaluate.py calls them: 4 views per prompt, the prompt (or text) encoded once per prompt
+    def per_prompt(x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x) // 4, 4, *x.shape[1:])  # (P, 4, H, W, 3)
+
     clip_l = ClipScorer(*_random_clip_vit_l14())
     record(
         "CLIP(IM)",
         "CLIP ViT-L/14 shapes, random weights",
-        lambda x: clip_l.image_scores(x[:, None], np.repeat(prompt, len(x), 0)),
+        lambda x: clip_l.image_scores(per_prompt(x), x[::4]),
     )
     record(
         "CLIP(TX)",
         "CLIP ViT-L/14 shapes, random weights",
-        lambda x: clip_l.text_scores(x[:, None], [PROMPT_TEXT] * len(x)),
+        lambda x: clip_l.text_scores(per_prompt(x), [PROMPT_TEXT] * (len(x) // 4)),
     )
     tiny_model, tiny_proc, _ = load_clip(None)
     tiny_clip = ClipScorer(tiny_model, tiny_proc)
     record(
         "CLIP(IM) (tiny stand-in)",
         "tiny random CLIP",
-        lambda x: tiny_clip.image_scores(x[:, None], np.repeat(prompt, len(x), 0)),
+        lambda x: tiny_clip.image_scores(per_prompt(x), x[::4]),
     )
     record("PSNR", "torchmetrics", lambda x: psnr(x, gt[: len(x)]))
     record("SSIM", "torchmetrics (11 px Gaussian)", lambda x: ssim(x, gt[: len(x)]))
