@@ -1,9 +1,12 @@
 """Evaluation of a trained or converted ImageDream model (SPEC 6-7).
 
-sampler.py   DDIM multi-view sampling with one CFG scale over text and image
-prompts.py   prompt images (folders or held-out shard rings) -> preprocessed EvalPrompt
-metrics/     QIS, CLIP(TX), CLIP(IM), PSNR, SSIM, LPIPS and their summary statistics
-leakage.py   refuses (or flags) evaluation objects that are in the training shards
-report.py    self-contained HTML report (index.html + images/ + results.json), W&B logging
-evaluate.py  the Hydra entry point behind `make eval`
+evaluate.py      the Hydra entry point behind `make eval` (config: config.py, conf/eval.yaml)
+checkpoints.py   what `checkpoint=` may point at: export folder, run folder, released .pt
+prompts.py       prompt images (folders or held-out shard rings) -> preprocessed EvalPrompt
+sampler.py       DDIM multi-view sampling with one CFG scale over text and image
+metrics/         QIS, CLIP(TX), CLIP(IM), PSNR, SSIM, LPIPS, their networks and statistics
+leakage.py       refuses (or flags) evaluation objects that are in the training shards
+results.py       the result dataclasses; report.py renders them (HTML folder, W&B)
+bench.py         `python -m evaluation.bench`: sampling and metric throughput
+make_default_prompts.py   draws the shipped default_prompts/
 """
