@@ -185,3 +185,17 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, shards):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-6, atol=1e-7)
+
+
+def test_deepspeed_launcher(tmp_path, shards):
+    """`deepspeed --num_gpus 2 --module training.train ...` (it appends --local_rank=N)."""
+    run_dir = tmp_path / "run"
+    launcher = Path(sys.executable).parent / "deepspeed"
+    cmd = [str(launcher), "--num_gpus", "2", "--master_port", "29533", "--module"]
+    cmd += ["training.train", "debug=tiny", "controller=global", f"data.shards={shards}"]
+    cmd += [f"run_dir={run_dir}", "trainer.max_steps=1", "trainer.export=false"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(metrics(run_dir)) == [1]
+    ckpt = run_dir / "checkpoints" / "step_00000001"
+    assert (ckpt / "rank00000.pt").is_file() and (ckpt / "rank00001.pt").is_file()
