@@ -169,9 +169,10 @@ def test_ring_with_view_count_not_multiple_of_four_is_counted(tmp_path):
         str(tmp_path), sampling="epoch", batch_size=1, shuffle_buffer=1, shuffle_initial=1
     )
     loader = build_loader(cfg, seed=0)
-    batches = [next(loader), next(loader)]  # whatever the order in the tar: one bad per pass
+    batches = [next(loader), next(loader)]
     assert [b.keys for b in batches] == [["ok_r0"], ["ok_r0"]]
-    assert loader.state.bad_samples == 1
+    # every raw sample read that did not become an example was counted (whatever the tar order)
+    assert loader.state.bad_samples == loader.state.consumed[0] - 2 >= 1
 
 
 def _take(loader: Loader, n: int):
