@@ -42,7 +42,7 @@ install: $(STAMP) ## Create .venv and install the pinned dependencies (once)
 demo: $(STAMP) ## Whole job on the built-in example: render samples, train the tiny model, evaluate it
 	$(PY) -m data_pipeline.job source=builtin output_dir=$(DEMO_DIR)/render render=demo
 	$(PY) -m training.train experiment=demo 'data.shards=$(DEMO_DIR)/render/shards' run_dir=$(DEMO_DIR)/train
-	$(PY) -m evaluation.evaluate experiment=demo checkpoint=$(DEMO_DIR)/train/export 'heldout_shards=$(DEMO_DIR)/render/shards' output_dir=$(DEMO_DIR)/eval
+	$(PY) -m evaluation.evaluate eval_experiment=demo checkpoint=$(DEMO_DIR)/train/export 'heldout_shards=$(DEMO_DIR)/render/shards' output_dir=$(DEMO_DIR)/eval
 	@echo "Demo done: shards in $(DEMO_DIR)/render/shards, model in $(DEMO_DIR)/train, report at $(DEMO_DIR)/eval/index.html"
 
 render: $(STAMP) ## Render a source into WebDataset shards with Ray (conf/render.yaml)

@@ -11,7 +11,6 @@ sample, score; finally the report (and W&B).
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -187,12 +186,6 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     register_configs()
-    # `make demo` passes experiment=NAME to training and evaluation alike; conf/experiment/ holds
-    # training presets, so for evaluation the name selects evaluation/conf/eval_experiment/NAME.
-    sys.argv = [
-        "eval_experiment=" + a.split("=", 1)[1] if a.startswith("experiment=") else a
-        for a in sys.argv
-    ]
     _hydra_main()
 
 

@@ -103,14 +103,14 @@ def test_released_checkpoint_file_is_converted(tmp_path, tiny_local_pixel) -> No
 
 @pytest.mark.slow
 def test_cli_with_the_demo_experiment(tmp_path, trained_run) -> None:
-    """What `make demo` runs: `experiment=demo` selects the evaluation preset."""
+    """What `make demo` runs: `eval_experiment=demo` selects the evaluation preset."""
     env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     out = tmp_path / "eval"
     cmd = [
         sys.executable,
         "-m",
         "evaluation.evaluate",
-        "experiment=demo",
+        "eval_experiment=demo",
         f"checkpoint={trained_run / 'export'}",
         "sampler.num_steps=2",
         "wandb.mode=disabled",
