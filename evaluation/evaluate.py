@@ -147,9 +147,19 @@ def evaluate_checkpoint(
 
 
 def run(cfg: EvalConfig) -> Path:
-    torch.set_grad_enabled(False)
+    """Evaluate every checkpoint; returns the report's index.html. Process-wide torch state
+    (threads) is restored afterwards, so callers such as tests are not affected."""
+    threads = torch.get_num_threads()
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
+    try:
+        with torch.no_grad():
+            return _run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: EvalConfig) -> Path:
     prompts = collect_prompts(cfg)
     checkpoints = [c for c in [cfg.checkpoint, *cfg.compare] if c is not None]
     training_shards = list(cfg.leakage.training_shards)

@@ -4,6 +4,7 @@ disabled unless a test turns it on (offline) itself."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,20 @@ def assets_dir() -> Path:
     if not (path / "meshes").is_dir():
         pytest.skip(f"real test assets not found at {path} (set IMAGEDREAM_ASSETS)")
     return path
+
+
+_EXIT_STATUS: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS["status"] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The bpy wheel and torch in one process crash (SIGSEGV) in Blender's native teardown at
+    interpreter exit, after every test has run and been reported. When a test started Blender in
+    this process, leave with pytest's own exit status instead of running that teardown."""
+    if "blenderproc" in sys.modules and "torch" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS.get("status", 0))
