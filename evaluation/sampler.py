@@ -156,7 +156,7 @@ class MultiViewSampler:
         negative = model.encode_text([cfg.negative_prompt] * b)  # (B, T, D)
 
         # both CFG branches in one pass: first half conditional, second half unconditional
-        both = _cat_conditioning(cond, uncond)
+        both = Conditioning.cat([cond, uncond])  # (2B, ...): one CFG forward pass
         context = torch.cat([text, negative])  # (2B, T, D)
         cameras = torch.from_numpy(cams).to(device).repeat(2, 1, 1)  # (2B, V, 16)
 
@@ -175,20 +175,3 @@ class MultiViewSampler:
         images01 = (model.decode_latents(latents) + 1.0) / 2.0  # (B, V, 3, H, W)
         views = (images01.clamp(0, 1) * 255.0).round().to(torch.uint8)
         return views.permute(0, 1, 3, 4, 2).cpu().numpy(), latents.cpu()  # (B, V, H, W, 3)
-
-
-def _cat_conditioning(a: Conditioning, b: Conditioning) -> Conditioning:
-    """Stack two conditionings along the batch; the CFG scale of the image tokens must agree."""
-    if a.ip_scale != b.ip_scale:
-        raise ValueError(f"ip_scale differs between branches: {a.ip_scale} vs {b.ip_scale}")
-
-    def cat(x: Tensor | None, y: Tensor | None) -> Tensor | None:
-        if (x is None) != (y is None):
-            raise ValueError("conditional and unconditional branches carry different fields")
-        return None if x is None or y is None else torch.cat([x, y])
-
-    return Conditioning(
-        image_tokens=cat(a.image_tokens, b.image_tokens),
-        extra_frame=cat(a.extra_frame, b.extra_frame),
-        ip_scale=a.ip_scale,
-    )
