@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import statistics
 import sys
 import time
 from collections import Counter
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from data_pipeline.config import RenderJobConfig, register_configs, to_job_config
 from data_pipeline.errors import TRANSIENT, Reason
@@ -39,10 +37,16 @@ from data_pipeline.ledger import (
 )
 from data_pipeline.shards import write_shards_from_staging
 from data_pipeline.sources import ObjectSpec, SourceError, build_source
+from data_pipeline.summary import (
+    SUMMARY_FILE,
+    log_wandb,
+    make_summary,
+    plain_config,
+    print_summary,
+)
 from data_pipeline.worker import DEFAULT_RENDERER, ObjectResult, RenderWorker
 
 JOB_FILE = "job.json"
-SUMMARY_FILE = "summary.json"
 # This many objects in a row failing with errors that are not refusals (no success between) means
 # the environment or the config is broken, not the assets: the job stops instead of failing all.
 MAX_CONSECUTIVE_UNEXPECTED = 5
@@ -72,7 +76,7 @@ def find_duplicates(specs: list[ObjectSpec]) -> tuple[list[ObjectSpec], list[dic
 
 def check_settings(out: Path, cfg: RenderJobConfig) -> None:
     """Refuse to mix renders made with different settings in one output folder."""
-    settings = _plain(cfg.render)
+    settings = plain_config(cfg.render)
     path = out / JOB_FILE
     if path.exists() and staged_objects(out):
         previous = json.loads(path.read_text())["render"]
@@ -366,147 +370,6 @@ def _progress(results: Iterator[ObjectResult], total: int, enabled: bool) -> Ite
             bar.set_postfix(dict(counts), refresh=False)
             bar.update(1)
             yield result
-
-
-# -- summary ------------------------------------------------------------------------------------
-
-
-def make_summary(
-    cfg: RenderJobConfig,
-    out: Path,
-    specs: list[ObjectSpec],
-    duplicates: list[dict[str, Any]],
-    resumed: dict[str, int],
-    results: list[ObjectResult],
-    staged: dict[str, Path],
-    ledger: dict[str, LedgerEntry],
-    manifests: list,
-    workers: int,
-    phases: dict[str, float],
-) -> dict[str, Any]:
-    rendered = [r for r in results if r.ok]
-    refused = [r for r in results if not r.ok and not r.unexpected]
-    errors = [r for r in results if r.unexpected]
-    blender = sum(r.blender_seconds for r in rendered)
-    per_object = [r.wall_seconds for r in rendered]
-    views = sum(r.rings for r in rendered) * cfg.render.num_views
-    quarantined = {u: e for u, e in ledger.items() if u not in staged}
-    job_seconds = phases["total"]
-    return {
-        "output_dir": str(out),
-        "source": getattr(cfg.source, "kind", "?"),
-        "objects_in_source": len(specs),
-        "duplicates": duplicates,
-        "resumed": resumed,
-        "this_run": {
-            "rendered": len(rendered),
-            "quarantined": len(refused),
-            "quarantined_by_reason": dict(Counter(str(r.reason) for r in refused)),
-            "retried": sum(r.attempts > 1 for r in results),
-            "errors": len(errors),  # not refusals, not quarantined: retried by the next run
-        },
-        "errors": [{"uid": r.uid, "path": r.path, "detail": r.detail} for r in errors],
-        "total": {
-            "staged": len(staged),
-            "quarantined": len(quarantined),
-            "quarantined_by_reason": dict(Counter(e.reason for e in quarantined.values())),
-            "shards": len(manifests),
-            "rings": sum(len(m.entries) for m in manifests),
-        },
-        "timing": {
-            "job_seconds": job_seconds,
-            # prepare (list source, read state), ray_start, actor_start (Ray workers + Blender
-            # import in their render processes), render, shards
-            "phases_seconds": phases,
-            "workers": workers,
-            "blender_seconds": blender,
-            "worker_seconds_rendered": sum(per_object),  # fetch + render + stage, in the workers
-            "worker_seconds_refused": sum(r.wall_seconds for r in refused),
-            "seconds_per_object": statistics.fmean(per_object) if per_object else None,
-            "seconds_per_view": (blender / views) if views else None,
-            # worker-seconds the job spent per second Blender spent rendering (1.0 = no overhead)
-            "overhead_ratio": (job_seconds * max(workers, 1) / blender) if blender else None,
-            # the same without the job's fixed costs (start-up, shards): what a long job tends to
-            "per_object_overhead_ratio": (sum(per_object) / blender) if blender else None,
-        },
-        "render_settings": _plain(cfg.render),
-        "num_shards": cfg.num_shards,
-        "shards": [m.shard for m in manifests],
-    }
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    run, total, timing = summary["this_run"], summary["total"], summary["timing"]
-    lines = [
-        f"rendered {run['rendered']}, quarantined {run['quarantined']} "
-        f"{run['quarantined_by_reason'] or ''} this run",
-        f"total: {total['staged']} objects in {total['shards']} shards ({total['rings']} rings), "
-        f"{total['quarantined']} quarantined {total['quarantined_by_reason'] or ''}",
-        f"job {timing['job_seconds']:.1f} s, Blender {timing['blender_seconds']:.1f} s, "
-        f"workers {timing['workers']}, overhead ratio {_fmt(timing['overhead_ratio'])}, "
-        f"{_fmt(timing['seconds_per_object'])} s/object",
-    ]
-    if run["errors"]:
-        lines.append(
-            f"{run['errors']} objects failed with errors that are not refusals (not quarantined, "
-            "retried next run): see summary.json 'errors' and OUT/work/logs"
-        )
-    if summary["duplicates"]:
-        lines.append(f"duplicate uids in the source: {[d['uid'] for d in summary['duplicates']]}")
-    lines.append(f"summary: {Path(summary['output_dir']) / SUMMARY_FILE}")
-    print("\n".join(lines))
-
-
-def _plain(config: Any) -> dict[str, Any]:
-    """A typed config as plain JSON-able containers (tuples become lists, like in JSON)."""
-    data = OmegaConf.to_container(OmegaConf.structured(config))
-    assert isinstance(data, dict)
-    return {str(k): v for k, v in data.items()}
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def log_wandb(cfg: RenderJobConfig, summary: dict[str, Any]) -> None:
-    """Optional: the summary to W&B. Online without a key falls back to offline; never fatal."""
-    mode = cfg.wandb.mode
-    if mode == "disabled":
-        return
-    if mode == "online" and not _have_wandb_key():
-        print("warning: wandb.mode=online but no W&B API key; logging offline instead")
-        mode = "offline"
-    try:
-        import wandb
-
-        run = wandb.init(
-            project=cfg.wandb.project,
-            entity=cfg.wandb.entity,
-            name=cfg.wandb.name,
-            mode="online" if mode == "online" else "offline",
-            dir=summary["output_dir"],
-            config=_plain(cfg),
-            job_type="render",
-        )
-        flat = {
-            "rendered": summary["this_run"]["rendered"],
-            "quarantined": summary["this_run"]["quarantined"],
-            "staged_total": summary["total"]["staged"],
-            **{f"timing/{k}": v for k, v in summary["timing"].items() if v is not None},
-            **{f"quarantine/{k}": v for k, v in summary["total"]["quarantined_by_reason"].items()},
-        }
-        run.log(flat)
-        run.summary.update(flat)
-        run.finish()
-    except Exception as exc:  # logging must never lose a finished render
-        print(f"warning: W&B logging failed: {exc}", file=sys.stderr)
-
-
-def _have_wandb_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path.home() / ".netrc"
-    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
 # -- entry point --------------------------------------------------------------------------------
