@@ -33,7 +33,7 @@ from data_pipeline.config import RayConfig, RenderJobConfig
 from data_pipeline.job import run_job
 from data_pipeline.ledger import read_rendered
 from data_pipeline.reader import list_shards, read_rings
-from data_pipeline.render import RenderSettings
+from data_pipeline.render_settings import RenderSettings
 from data_pipeline.samples import write_builtin_samples
 from data_pipeline.sources import LocalSourceConfig
 

@@ -3,7 +3,7 @@
 YAML files only set values; these dataclasses define the fields, and `__post_init__` refuses
 inconsistent combinations with a clear message. Groups: `source` (builtin | local | objaverse,
 each its own typed config, see data_pipeline.sources) and `render` (RenderSettings, owned by
-data_pipeline.render: `render=default` keeps SPEC 3, `render=demo` is tiny).
+data_pipeline.render_settings: `render=default` keeps SPEC 3, `render=demo` is tiny).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from data_pipeline.render import RenderSettings
+from data_pipeline.render_settings import RenderSettings
 from data_pipeline.sources import BuiltinSourceConfig, LocalSourceConfig, ObjaverseSourceConfig
 
 WANDB_MODES = ("disabled", "offline", "online")

@@ -19,7 +19,7 @@ from data_pipeline.errors import Reason, Refusal
 from data_pipeline.schema import SchemaError, decode_png
 
 if TYPE_CHECKING:
-    from data_pipeline.render import RenderedRing
+    from data_pipeline.render_settings import RenderedRing
 
 ALPHA_THRESHOLD = 0.5  # a pixel belongs to the object when alpha > 0.5
 MIN_OBJECT_PIXELS = 1  # a view with fewer covered pixels is empty

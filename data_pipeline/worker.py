@@ -272,14 +272,14 @@ def _load(spec: str) -> Callable[..., Any]:
 
 
 def _build_settings(raw: dict[str, Any]) -> Any:
-    from data_pipeline.render import RenderSettings
+    from data_pipeline.render_settings import RenderSettings
 
     return RenderSettings(**raw)  # JSON lists stand in for tuples; __post_init__ accepts both
 
 
 def render_to_tar(renderer: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
     """Render, validate and stage one object; the answer for the protocol."""
-    from data_pipeline.render import object_seed
+    from data_pipeline.render_settings import object_seed
     from data_pipeline.validate import validate_ring
 
     settings = _build_settings(request["settings"])

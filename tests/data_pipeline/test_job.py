@@ -20,7 +20,7 @@ from data_pipeline.errors import Reason, Refusal
 from data_pipeline.job import JobError, run_job
 from data_pipeline.ledger import read_ledger
 from data_pipeline.reader import read_manifests, read_rings, verify_shard
-from data_pipeline.render import RenderedRing, RenderSettings
+from data_pipeline.render_settings import RenderedRing, RenderSettings
 from data_pipeline.sources import LocalSource, LocalSourceConfig, ObjaverseSourceConfig
 from data_pipeline.worker import RenderWorker
 from tests.data_pipeline.test_schema import synthetic_ring

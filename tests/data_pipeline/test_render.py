@@ -17,12 +17,11 @@ from PIL import Image, ImageDraw
 
 from data_pipeline import cameras
 from data_pipeline.errors import Reason, Refusal
-from data_pipeline.render import (
+from data_pipeline.render import main, render_object
+from data_pipeline.render_settings import (
     RenderedRing,
     RenderSettings,
-    main,
     object_seed,
-    render_object,
     sample_ring_params,
 )
 from data_pipeline.schema import RingMeta, encode_png
