@@ -22,6 +22,8 @@ CONVENTION = "blender-zup_c2w-opengl_az0-negY_v1"
 
 # Half the diagonal of the unit cube: the radius of the normalised object's bounding sphere.
 BOUNDING_SPHERE_RADIUS = math.sqrt(3.0) / 2.0
+# SPEC 3 / 6: the model's 4 views, front first (training targets and sampling cameras)
+CANONICAL_AZIMUTHS_DEG = (0.0, 90.0, 180.0, 270.0)
 
 
 def camera_position(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:

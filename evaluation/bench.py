@@ -50,8 +50,12 @@ def _compose_model(model: str, controller: str) -> Any:
 def _time_sampling(model: Any, steps: int, prompts: int, batch: int) -> float:
     """Wall seconds of sampling `prompts` prompts at `steps` DDIM steps."""
     from evaluation.sampler import MultiViewSampler, SamplerConfig
+    from training.pipeline import ImageDreamPipeline
 
-    sampler = MultiViewSampler(model, SamplerConfig(num_steps=steps, batch_size=batch))
+    sampler = MultiViewSampler(
+        ImageDreamPipeline.from_model(model),
+        SamplerConfig(num_inference_steps=steps, batch_size=batch),
+    )
     images = np.random.default_rng(0).integers(0, 256, (prompts, 256, 256, 3), dtype=np.uint8)
     start = time.perf_counter()
     sampler.sample(images, [PROMPT_TEXT] * prompts)

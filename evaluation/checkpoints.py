@@ -1,6 +1,8 @@
-"""Loading the model to evaluate from what `checkpoint=` points at (local paths only):
+"""Loading the model to evaluate from what `checkpoint=` points at (local paths only), as an
+`ImageDreamPipeline`:
 
-- an exported folder (`training.model.export`: config.json + denoiser.safetensors + encoders);
+- a pipeline folder (`model_index.json`: what `make train` exports, or what
+  `python -m training.model.convert to-pipeline` writes from a released checkpoint);
 - a training run folder: its final export, `<run_dir>/export`;
 - a released checkpoint file (.pt / .ckpt / .safetensors, converted by training.model.convert),
   built around the `original.*` model/controller configs and encoder folders.
@@ -11,34 +13,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluation.config import OriginalCheckpointConfig
-from training.model import ImageDream
+from training.pipeline import ImageDreamPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".safetensors", ".pth")
+INDEX = "model_index.json"
 
 
-def load_model(checkpoint: str | Path, original: OriginalCheckpointConfig) -> ImageDream:
-    from training.model.export import CONFIG_NAME, load_pretrained
-
+def load_pipeline(checkpoint: str | Path, original: OriginalCheckpointConfig) -> ImageDreamPipeline:
     path = Path(checkpoint).expanduser()
-    if path.is_dir() and (path / CONFIG_NAME).is_file():
-        return load_pretrained(path)
-    if path.is_dir() and (path / "export" / CONFIG_NAME).is_file():
-        return load_pretrained(path / "export")
+    if path.is_dir() and (path / INDEX).is_file():
+        return ImageDreamPipeline.from_pretrained(path)
+    if path.is_dir() and (path / "export" / INDEX).is_file():
+        return ImageDreamPipeline.from_pretrained(path / "export")
     if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-        return _load_original(path, original)
+        return ImageDreamPipeline.from_model(_load_original(path, original))
     if path.is_dir() and (path / "trainer.pt").is_file():
         raise ValueError(
             f"{path} is a DeepSpeed training checkpoint (optimiser state included); evaluate the "
             f"run's export instead (<run_dir>/export, written at the end of training)"
         )
     raise FileNotFoundError(
-        f"checkpoint {path}: expected an exported model folder (with {CONFIG_NAME}), a run folder "
-        f"holding export/, or a released checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)})"
+        f"checkpoint {path}: expected a pipeline folder (with {INDEX}), a run folder holding "
+        f"export/, or a released checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)})"
     )
 
 
-def _load_original(path: Path, cfg: OriginalCheckpointConfig) -> ImageDream:
+def _load_original(path: Path, cfg: OriginalCheckpointConfig):  # type: ignore[no-untyped-def]
     from omegaconf import DictConfig, OmegaConf
 
     from training.model import build_imagedream

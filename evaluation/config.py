@@ -43,8 +43,15 @@ class MetricsConfig:
     clip: ClipMetricConfig = field(default_factory=ClipMetricConfig)
     inception: InceptionMetricConfig = field(default_factory=InceptionMetricConfig)
     lpips: LpipsMetricConfig = field(default_factory=LpipsMetricConfig)
+    # QIS over the 1008 logits of the TF Inception-v3 or its 1000 real ImageNet classes (the
+    # paper does not say; the report names the choice)
+    qis_classes: int = 1008
     batch_size: int = 16
     bootstrap_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.qis_classes not in (1008, 1000):
+            raise ValueError(f"metrics.qis_classes must be 1008 or 1000, got {self.qis_classes}")
 
 
 @dataclass

@@ -22,7 +22,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from evaluation.checkpoints import checkpoint_label, load_model, training_shards_of
+from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG
+from evaluation.checkpoints import checkpoint_label, load_pipeline, training_shards_of
 from evaluation.config import EvalConfig, register_configs, to_eval_config
 from evaluation.leakage import check_leakage
 from evaluation.metrics import (
@@ -54,9 +55,10 @@ class Scorers:
         m = cfg.metrics
         clip_model, processor, clip_info = load_clip(m.clip.path, m.clip.name)
         classifier, inception_info = load_inception(m.inception.path)
+        inception_info.name += f"; QIS over {m.qis_classes} classes"
         lpips_net, lpips_info = load_lpips(m.lpips.backbone_path, m.lpips.net)
         self.clip = ClipScorer(clip_model, processor, m.batch_size)
-        self.qis = QIS(classifier, m.batch_size)
+        self.qis = QIS(classifier, m.batch_size, m.qis_classes)
         self.lpips = LPIPS(lpips_net, m.batch_size)
         self.infos: list[ModelInfo] = [clip_info, inception_info, lpips_info]
 
@@ -69,12 +71,15 @@ class Scorers:
         if prompt.text:
             scores["clip_tx"] = self.clip.text_scores(views[None], [prompt.text])[0]
         if prompt.gt_views is not None:
+            # view 0 (azimuth 0) apart from the novel views: for pixel variants it is nearly
+            # the prompt itself, and would flatter the novel-view numbers (SPEC 7)
             gt = resize_views(prompt.gt_views, views.shape[1])
-            scores |= {
-                "psnr": psnr(views, gt),
-                "ssim": ssim(views, gt),
-                "lpips": self.lpips(views, gt),
-            }
+            for suffix, sl in (("", slice(1, None)), ("_front", slice(0, 1))):
+                scores |= {
+                    f"psnr{suffix}": psnr(views[sl], gt[sl]),
+                    f"ssim{suffix}": ssim(views[sl], gt[sl]),
+                    f"lpips{suffix}": self.lpips(views[sl], gt[sl]),
+                }
         return {k: [float(x) for x in v] for k, v in scores.items()}
 
 
@@ -86,7 +91,7 @@ def collect_prompts(cfg: EvalConfig) -> list[EvalPrompt]:
         prompts += load_prompt_folder(DEFAULT_PROMPTS, cfg.prompt)
     if cfg.heldout_shards is not None:
         prompts += load_heldout_rings(
-            cfg.heldout_shards, cfg.prompt, cfg.sampler.azimuths_deg, cfg.heldout_limit
+            cfg.heldout_shards, cfg.prompt, CANONICAL_AZIMUTHS_DEG, cfg.heldout_limit
         )
     names = [p.name for p in prompts]
     if len(set(names)) != len(names):
@@ -97,13 +102,14 @@ def collect_prompts(cfg: EvalConfig) -> list[EvalPrompt]:
 def evaluate_checkpoint(
     checkpoint: str, prompts: list[EvalPrompt], scorers: Scorers, cfg: EvalConfig, leaked: set[str]
 ) -> RunResult:
-    model = load_model(checkpoint, cfg.original).to(cfg.device)
-    sampler = MultiViewSampler(model, cfg.sampler)
+    pipe = load_pipeline(checkpoint, cfg.original).to(cfg.device)
+    model = pipe.model
+    sampler = MultiViewSampler(pipe, cfg.sampler)
     log.info("sampling %d prompts with %s (%s)", len(prompts), checkpoint, model.controller_name)
     start = time.perf_counter()
     samples = sampler.sample(
         np.stack([_fit(p.image, cfg.prompt.size) for p in prompts]),
-        [p.text or "" for p in prompts],
+        [p.text for p in prompts],
         elevations_deg=[
             p.elevation_deg if p.elevation_deg is not None else cfg.sampler.elevation_deg
             for p in prompts
@@ -141,8 +147,12 @@ def evaluate_checkpoint(
         prompts=results,
         summary=summary,
         seconds_per_prompt=seconds,
-        azimuths_deg=list(cfg.sampler.azimuths_deg),
-        info={"sampler": asdict(cfg.sampler), "resolution": sampler.resolution},
+        azimuths_deg=list(CANONICAL_AZIMUTHS_DEG),
+        info={
+            "sampler": asdict(cfg.sampler),
+            "resolution": sampler.resolution,
+            "unconditional": model.cfg.unconditional,
+        },
     )
 
 

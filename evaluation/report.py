@@ -133,7 +133,7 @@ def _table_html(runs: Sequence[RunResult]) -> str:
     rows = []
     for r in runs:
         cells = "".join(
-            f"<td class=num>{r.summary[k].format(3 if k in ('ssim', 'lpips') else 2)}"
+            f"<td class=num>{r.summary[k].format(3 if k.startswith(('ssim', 'lpips')) else 2)}"
             f"<br><small>n={r.summary[k].n_images}</small></td>"
             if k in r.summary
             else "<td>-</td>"

@@ -17,9 +17,14 @@ METRICS: dict[str, tuple[str, bool]] = {
     "qis": ("QIS", True),
     "clip_tx": ("CLIP(TX)", True),
     "clip_im": ("CLIP(IM)", True),
-    "psnr": ("PSNR", True),
-    "ssim": ("SSIM", True),
-    "lpips": ("LPIPS", False),
+    # ground truth, novel views (azimuth 90/180/270): the views the model has to invent
+    "psnr": ("PSNR novel", True),
+    "ssim": ("SSIM novel", True),
+    "lpips": ("LPIPS novel", False),
+    # ground truth, view 0 (azimuth 0): for pixel variants nearly the prompt itself
+    "psnr_front": ("PSNR front", True),
+    "ssim_front": ("SSIM front", True),
+    "lpips_front": ("LPIPS front", False),
 }
 
 

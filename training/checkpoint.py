@@ -288,18 +288,19 @@ def restore_training_state(
 
 
 def export_model(engine: Engine, ema: EMA | None, folder: Path) -> None:
-    """The final model in training.model.export's folder format (EMA weights when enabled).
-    Every rank calls it (ZeRO-3 gathers the weights); rank 0 writes, atomically."""
+    """The final model as an ImageDreamPipeline folder (EMA weights when enabled), loadable with
+    `ImageDreamPipeline.from_pretrained(folder)`. Every rank calls it (ZeRO-3 gathers the
+    weights); rank 0 writes, atomically."""
     from contextlib import nullcontext
 
     from training.engine import barrier
-    from training.model.export import save_pretrained
+    from training.pipeline import ImageDreamPipeline
 
     with engine.full_parameters(), ema.applied() if ema is not None else nullcontext():
         if engine.dist.is_main:
             tmp = folder.with_name(f".{folder.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            save_pretrained(engine.model, tmp)
+            ImageDreamPipeline.from_model(engine.model).save_pretrained(tmp)
             if folder.exists():
                 _remove(folder)
             os.replace(tmp, folder)

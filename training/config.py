@@ -49,8 +49,10 @@ class DataConfig:
     sampling: str = "resampled"
     shuffle_buffer: int = 256  # samples
     shuffle_initial: int = 64
-    prompt_dropout: float = 0.1  # SPEC 5: prompt replaced by a random uniform-colour image
-    text_dropout: float = 0.0  # not stated by the paper: caption replaced by ""
+    # SPEC 5: probability that an example's image prompt (and its text) is dropped: the model
+    # then gets training.diffusion.unconditional_features, the input of the sampler's CFG branch
+    prompt_dropout: float = 0.1
+    text_dropout: float = 0.0  # not stated by the paper: caption replaced by "" on its own
     caption_suffix: str = ", 3d asset"
     # background grey level (0 black, 1 white), one uniform draw per sample (SPEC 5)
     grey_min: float = 0.0
@@ -137,8 +139,9 @@ class TrainerConfig:
     ckpt_every: int = 1000  # 0 = only at the end
     keep_checkpoints: int = 3
     sample_every: int = 0  # 0 = no sample grids
-    sample_steps: int = 10  # DDIM steps of the logged sample grids
-    sample_cfg_scale: float = 5.0  # SPEC 6
+    # DDIM steps of the logged sample grids (through ImageDreamPipeline; CFG scale, negative text
+    # and eta are training.diffusion.SamplingConfig's); None = its num_inference_steps
+    sample_steps: int | None = 10
     num_sample_prompts: int = 2
     # "auto": continue from the run folder's newest checkpoint if there is one; "never": refuse a
     # run folder that has checkpoints; otherwise a checkpoint folder to start from

@@ -1,9 +1,14 @@
 """The training stream: rings from WebDataset shards -> batches of targets, prompt, cameras, text.
 
 One ring gives one example (SPEC 3, 5): the 4 canonical target views (azimuth 0/90/180/270, i.e.
-indices 0, V/4, V/2, 3V/4), an image prompt drawn from the ring's front half (azimuth in
-[-90, 90), the V/2 candidates), the targets' network cameras, the caption + ", 3d asset", every
-RGBA view composited on one random grey level per example, and prompt / text dropout.
+indices 0, V/4, V/2, 3V/4), an image prompt drawn from the views with azimuth in [-90, 90], both
+ends included (V/2 + 1 candidates, symmetric about the front), the targets' network cameras, the
+text (`caption_text`: caption + ", 3d asset"; an empty caption stays empty), every RGBA view
+composited on one random grey level per example, and prompt / text dropout.
+
+Prompt dropout is only drawn here (`Example.prompt_dropped`, with the text emptied with it): the
+model-side input of a dropped prompt is training.diffusion.unconditional_features, the same
+function the sampler's CFG branch calls.
 
 Exact resume. Each training process (rank) reads through `num_workers` DataLoader workers; each
 worker plays one *role* r, an independent, seeded stream: shard order from an RNG seeded by
@@ -58,9 +63,17 @@ def target_views(num_views: int) -> list[int]:
 
 
 def prompt_candidates(azimuths_deg: Sequence[float]) -> list[int]:
-    """Views of the front half, azimuth in [-90, 90): V/2 candidates on an even ring."""
+    """Views with azimuth in [-90, 90], both ends included (SPEC 3): symmetric about the front,
+    V/2 + 1 candidates on a ring whose view count is a multiple of 4."""
     wrapped = (np.asarray(azimuths_deg, dtype=np.float64) + 180.0) % 360.0 - 180.0
-    return [i for i, a in enumerate(wrapped) if -90.0 - 1e-6 <= a < 90.0 - 1e-6]
+    return [i for i, a in enumerate(wrapped) if abs(a) <= 90.0 + 1e-6]
+
+
+def caption_text(caption: str, suffix: str) -> str:
+    """The text the model sees for a caption (SPEC 5: caption + ", 3d asset"); an object without
+    a caption gets the empty text, the same as a dropped one. Evaluation sends the same."""
+    caption = caption.strip()
+    return caption + suffix if caption else ""
 
 
 @dataclass
@@ -72,7 +85,8 @@ class Example:
     prompt: np.ndarray  # (3, H, W) float32
     cameras: np.ndarray  # (4, 16) float32, data_pipeline.cameras.network_camera
     caption: str
-    prompt_view: int  # ring index the prompt came from (-1 when dropped)
+    prompt_view: int  # ring index the prompt came from (the image is unused when dropped)
+    elevation_deg: float  # the ring's elevation (the targets' cameras)
     grey: float  # background level in [0, 1]
     prompt_dropped: bool
     text_dropped: bool
@@ -98,8 +112,8 @@ def _to_network(images: np.ndarray, size: int) -> np.ndarray:
 def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConfig) -> Example:
     """Decode one raw WebDataset sample into an Example; raises SchemaError on bad data.
 
-    The random draws happen in a fixed order (prompt view, grey, prompt dropout, dropout colour,
-    text dropout), so an example is a pure function of the sample and the RNG's seed.
+    The random draws happen in a fixed order (prompt view, grey, prompt dropout, text dropout),
+    so an example is a pure function of the sample and the RNG's seed.
     """
     key = str(sample.get("__key__", "?"))
     if META_EXT not in sample:
@@ -113,29 +127,28 @@ def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConf
     targets = target_views(num_views)
     candidates = prompt_candidates(meta.azimuths_deg)
     if not candidates:
-        raise SchemaError(f"sample {key}: no view with azimuth in [-90, 90)")
+        raise SchemaError(f"sample {key}: no view with azimuth in [-90, 90]")
     prompt_view = candidates[int(rng.integers(len(candidates)))]
     grey = float(rng.uniform(cfg.grey_min, cfg.grey_max))
     prompt_dropped = bool(rng.random() < cfg.prompt_dropout)
-    drop_colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
-    text_dropped = bool(rng.random() < cfg.text_dropout)
+    # the text goes with a dropped prompt (SPEC 5); text dropout alone is its own setting
+    text_dropped = bool(rng.random() < cfg.text_dropout) or prompt_dropped
 
     record: RingRecord = decode_sample(sample, views=[*targets, prompt_view])
     wanted = np.asarray(meta.azimuths_deg, dtype=np.float64)[targets]
     if not np.allclose((wanted - [0.0, 90.0, 180.0, 270.0] + 180.0) % 360.0 - 180.0, 0, atol=1e-3):
         raise SchemaError(f"sample {key}: target azimuths {wanted.tolist()} are not 0/90/180/270")
     rgb = composite_on_grey(record.images, grey)  # (5, H, W, 3)
-    if prompt_dropped:
-        rgb[-1] = drop_colour  # a random uniform-colour image (SPEC 5, for CFG)
     pixels = _to_network(rgb, cfg.image_size)  # (5, 3, S, S)
-    caption = "" if text_dropped else meta.caption + cfg.caption_suffix
+    caption = "" if text_dropped else caption_text(meta.caption, cfg.caption_suffix)
     return Example(
         key=key,
         targets=pixels[:NUM_TARGETS],
         prompt=pixels[NUM_TARGETS],
         cameras=network_camera(record.c2w[:NUM_TARGETS]),
         caption=caption,
-        prompt_view=-1 if prompt_dropped else prompt_view,
+        prompt_view=prompt_view,
+        elevation_deg=float(meta.elevation_deg),
         grey=grey,
         prompt_dropped=prompt_dropped,
         text_dropped=text_dropped,
@@ -154,7 +167,8 @@ class Batch:
     prompt: Tensor  # (B, 3, H, W) in [-1, 1]
     cameras: Tensor  # (B, 4, 16)
     captions: list[str]
-    prompt_dropped: Tensor  # (B,) bool
+    elevation_deg: list[float]
+    prompt_dropped: Tensor  # (B,) bool: the model gets the unconditional image input
     text_dropped: Tensor  # (B,) bool
     keys: list[str]
     role: int = 0  # which stream produced it
@@ -171,6 +185,7 @@ def collate(examples: Sequence[Example], role: int, consumed: int, bad: int) -> 
         prompt=torch.from_numpy(np.stack([e.prompt for e in examples])),
         cameras=torch.from_numpy(np.stack([e.cameras for e in examples])),
         captions=[e.caption for e in examples],
+        elevation_deg=[e.elevation_deg for e in examples],
         prompt_dropped=torch.tensor([e.prompt_dropped for e in examples]),
         text_dropped=torch.tensor([e.text_dropped for e in examples]),
         keys=[e.key for e in examples],

@@ -1,6 +1,7 @@
 """Distribution and optimisation: the only module that imports DeepSpeed.
 
-The DeepSpeed config is generated from the typed `TrainConfig` (never kept as a second file):
+The objective is training.diffusion's (`TrainingObjective`); this module wraps it. The DeepSpeed
+config is generated from the typed `TrainConfig` (never kept as a second file):
 ZeRO stage, precision, gradient accumulation, clipping, AdamW (torch's implementation, so nothing
 is compiled), and a linear warm-up schedule. Only the variant's trainable parameters reach the
 optimiser; the frozen encoders run under no_grad inside the model's encode_* methods.
@@ -22,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from training.config import TrainConfig
 from training.data import Batch
+from training.diffusion import Diffusion, TrainingObjective
 
 if TYPE_CHECKING:
     from training.model import ImageDream
@@ -154,79 +155,6 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The objective
-
-
-class NoiseSchedule:
-    """q(x_t | x_0) of the training schedule (SPEC 4: 1000 steps, scaled-linear betas 0.00085 to
-    0.012). Held outside the module's buffers so mixed precision never rounds it."""
-
-    def __init__(self, alphas_cumprod: Tensor) -> None:
-        self.alphas_cumprod = alphas_cumprod.to(torch.float64)
-
-    @property
-    def num_timesteps(self) -> int:
-        return len(self.alphas_cumprod)
-
-    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        a = self.alphas_cumprod.to(x0.device)[t].to(torch.float32)  # (B,)
-        a = a.reshape(-1, *([1] * (x0.dim() - 1)))
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
-
-
-def build_noise_schedule() -> NoiseSchedule:
-    from training.diffusion import build_training_scheduler
-
-    scheduler: Any = build_training_scheduler()
-    return NoiseSchedule(scheduler.alphas_cumprod)
-
-
-class DiffusionObjective(nn.Module):
-    """Epsilon MSE on the V target frames (SPEC 5); what DeepSpeed wraps. The pixel controller's
-    prompt frame is excluded by the model, which returns eps for the targets only."""
-
-    def __init__(self, model: ImageDream, schedule: NoiseSchedule) -> None:
-        super().__init__()
-        self.model: ImageDream = model
-        self.schedule = schedule
-
-    def forward(
-        self,
-        targets: Tensor,  # (B, V, 3, H, W) in [-1, 1]
-        prompt: Tensor,  # (B, 3, H, W) in [-1, 1]
-        cameras: Tensor,  # (B, V, 16)
-        captions: list[str],
-        generator: torch.Generator,
-    ) -> Tensor:
-        model = self.model
-        device = model.device
-        dtype = next(model.unet.parameters()).dtype
-        b, v = targets.shape[:2]
-        latents = model.encode_latents(targets.to(device, dtype), generator=generator)
-        latents = latents.float()  # (B, V, C, h, w)
-        text = model.encode_text(captions)  # (B, T, D)
-        features = encode_image_prompt(model, prompt)
-        cond = model.condition(features)  # trainable controllers run with grad
-        noise = torch.randn(latents.shape, generator=generator, device=device)
-        t = torch.randint(
-            0, self.schedule.num_timesteps, (b,), generator=generator, device=device
-        )  # (B,) one timestep per object, shared by its views (and the pixel frame)
-        noisy = self.schedule.add_noise(latents, noise, t)  # (B, V, C, h, w)
-        eps = model(noisy.to(dtype), t, text, cameras.to(device, dtype), cond)
-        return F.mse_loss(eps.float(), noise)
-
-
-def encode_image_prompt(model: ImageDream, prompt: Tensor) -> Any:
-    """The model's prompt features from (B, 3, H, W) images in [-1, 1]. Under bf16/fp16 the image
-    goes in as fp32 inside autocast: CLIP's antialiased bicubic resize has no bf16 kernel on the
-    CPU, and autocast casts the image for the (half-precision) encoder layers."""
-    dtype = next(model.unet.parameters()).dtype
-    images = ((prompt.float() + 1) / 2).to(model.device)
-    with torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        return model.encode_image_prompt(images)
-
-
-# ---------------------------------------------------------------------------------------------
 # The engine
 
 
@@ -241,7 +169,7 @@ class StepMetrics:
 class Engine:
     """A DeepSpeed engine around the objective, with the few operations the loop needs."""
 
-    def __init__(self, ds_engine: Any, objective: DiffusionObjective, dist: DistInfo) -> None:
+    def __init__(self, ds_engine: Any, objective: TrainingObjective, dist: DistInfo) -> None:
         self.ds = ds_engine
         self.objective = objective
         self.dist = dist
@@ -268,6 +196,7 @@ class Engine:
                 batch.prompt,
                 batch.cameras,
                 batch.captions,
+                batch.prompt_dropped,
                 generator=self.generator,
             )
             self.ds.backward(loss)
@@ -346,7 +275,7 @@ def build_engine(model: ImageDream, cfg: TrainConfig, dist: DistInfo) -> Engine:
     model.to(dist.device)
     if cfg.engine.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()  # type: ignore[operator]
-    objective = DiffusionObjective(model, build_noise_schedule())
+    objective = TrainingObjective(model, Diffusion())
     trainable = [p for p in objective.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError(f"controller {cfg.controller.name!r} leaves no trainable parameter")

@@ -144,38 +144,27 @@ def build_tracker(cfg: TrainConfig, run_dir: Path, is_main: bool, start_step: in
 
 @torch.no_grad()
 def sample_views(
-    model: Any,
-    prompt: Tensor,  # (B, 3, H, W) in [-1, 1]
-    cameras: Tensor,  # (B, V, 16)
-    captions: list[str],
-    steps: int,
-    cfg_scale: float,
-    generator: torch.Generator,
-) -> Tensor:
-    """DDIM with one CFG scale over text and image (SPEC 6) -> (B, V, 3, H, W) in [-1, 1]."""
-    from training.diffusion import build_sampling_scheduler
+    pipe: Any,  # training.pipeline.ImageDreamPipeline
+    images: np.ndarray,  # (B, H, W, 3) uint8 prompts
+    texts: list[str],  # as the model sees them (training captions carry their suffix)
+    elevations_deg: list[float],
+    seeds: list[int],  # prompt i draws its initial noise from a generator seeded with seeds[i]
+    num_inference_steps: int | None,
+) -> np.ndarray:
+    """Views through ImageDreamPipeline with its SPEC 6 defaults (CFG scale, negative text, eta)
+    -> (B, V, H, W, 3) uint8. `make eval` samples through the same pipeline the same way."""
+    from training.pipeline import to_uint8
 
-    dtype = next(model.unet.parameters()).dtype
-    device = model.device
-    scheduler: Any = build_sampling_scheduler()
-    scheduler.set_timesteps(steps)
-    b, v = cameras.shape[:2]
-    from training.engine import encode_image_prompt
-
-    text = model.encode_text(captions)  # (B, T, D)
-    text_uncond = model.encode_text([""] * b)
-    features = encode_image_prompt(model, prompt)
-    cond, uncond = model.condition(features), model.unconditional(features)
-    latent_shape = model.encode_latents(prompt.to(device, dtype), sample=False).shape[1:]
-    x = torch.randn((b, v, *latent_shape), generator=generator, device=device)  # (B, V, C, h, w)
-    cams = cameras.to(device, dtype)
-    for t in scheduler.timesteps:
-        tt = torch.full((b,), int(t), device=device, dtype=torch.long)
-        eps_c = model(x.to(dtype), tt, text, cams, cond).float()
-        eps_u = model(x.to(dtype), tt, text_uncond, cams, uncond).float()
-        eps = eps_u + cfg_scale * (eps_c - eps_u)
-        x = scheduler.step(eps, t, x).prev_sample
-    return model.decode_latents(x.to(dtype)).float()
+    kwargs = {} if num_inference_steps is None else {"num_inference_steps": num_inference_steps}
+    out = pipe(
+        images,
+        prompt=texts,
+        elevation=elevations_deg,
+        generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
+        output_type="np",
+        **kwargs,
+    )
+    return to_uint8(out.images)
 
 
 def _to_uint8(images: Tensor) -> np.ndarray:
@@ -191,6 +180,7 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
     from contextlib import nullcontext
 
     from training.data import build_loader
+    from training.pipeline import ImageDreamPipeline
 
     data_cfg = dataclasses.replace(
         cfg.data,
@@ -200,21 +190,21 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
         text_dropout=0.0,
     )
     batch = next(build_loader(data_cfg, seed=cfg.trainer.seed + 7919))
-    generator = torch.Generator(device=model.device).manual_seed(cfg.trainer.seed)
+    truth, prompt = _to_uint8(batch.targets), _to_uint8(batch.prompt)
+    pipe = ImageDreamPipeline.from_model(model)
+    pipe.set_progress_bar_config(disable=True)
     was_training = model.training
     model.eval()
     with ema.applied() if ema is not None else nullcontext():
-        views = sample_views(
-            model,
-            batch.prompt,
-            batch.cameras,
+        generated = sample_views(
+            pipe,
+            prompt,
             batch.captions,
+            batch.elevation_deg,
+            [cfg.trainer.seed + i for i in range(len(batch))],
             cfg.trainer.sample_steps,
-            cfg.trainer.sample_cfg_scale,
-            generator,
         )
     model.train(was_training)
-    generated, truth, prompt = _to_uint8(views), _to_uint8(batch.targets), _to_uint8(batch.prompt)
     rows = []
     for i in range(len(batch)):
         rows.append(np.concatenate([prompt[i], *generated[i]], axis=1))

@@ -33,12 +33,32 @@ def qis_from_probs(probs: torch.Tensor) -> torch.Tensor:
     return torch.exp(terms.sum(dim=-1))
 
 
-class QIS:
-    """Per-image QIS of uint8 images with a fixed classifier."""
+# The TF Inception-v3 (torch-fidelity's port, the network of the IS/FID literature) has 1008
+# logits: index 0 is "background", 1..1000 the ImageNet classes, 1001..1007 unused.
+QIS_CLASSES = (1008, 1000)
+_IMAGENET = slice(1, 1001)
 
-    def __init__(self, classifier: Classifier, batch_size: int = 16) -> None:
+
+class QIS:
+    """Per-image QIS of uint8 images with a fixed classifier, over `num_classes` classes: 1008
+    (all logits of the TF Inception, N = 1008) or 1000 (its real ImageNet classes, logits 1..1000,
+    N = 1000); None takes every logit the classifier gives. The paper does not say which; the
+    report names the choice."""
+
+    def __init__(
+        self, classifier: Classifier, batch_size: int = 16, num_classes: int | None = None
+    ) -> None:
         self.classifier = classifier
         self.batch_size = batch_size
+        self.num_classes = num_classes
+
+    def _select(self, logits: torch.Tensor) -> torch.Tensor:
+        width = logits.shape[-1]
+        if self.num_classes is None or width == self.num_classes:
+            return logits
+        if self.num_classes == 1000 and width == 1008:
+            return logits[:, _IMAGENET]  # (b, 1000)
+        raise ValueError(f"QIS over {self.num_classes} classes, but the classifier gives {width}")
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -47,5 +67,6 @@ class QIS:
         for start in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size]))
             logits = self.classifier(batch.permute(0, 3, 1, 2).contiguous())  # (b, N)
+            logits = self._select(logits)
             out.append(qis_from_probs(torch.softmax(logits.double(), dim=-1)))
         return torch.cat(out).numpy() if out else np.zeros(0)

@@ -16,7 +16,7 @@ from data_pipeline.shards import write_shard
 from evaluation.metrics.models import write_tiny_clip
 from training.model import ImageDream, build_imagedream, register_configs
 from training.model.config import to_controller_config, to_model_config
-from training.model.export import save_pretrained
+from training.pipeline import ImageDreamPipeline
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -47,7 +47,9 @@ def tiny_local_pixel() -> ImageDream:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_local_pixel: ImageDream) -> Path:
-    return save_pretrained(tiny_local_pixel, tmp_path_factory.mktemp("model") / "export")
+    folder = tmp_path_factory.mktemp("model") / "export"
+    ImageDreamPipeline.from_model(tiny_local_pixel).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from evaluation.checkpoints import checkpoint_label, load_model
+from evaluation.checkpoints import checkpoint_label, load_pipeline
 from evaluation.config import OriginalCheckpointConfig, register_configs, to_eval_config
 from evaluation.evaluate import run
 from tests.evaluation.conftest import CONF, write_ring_shard
@@ -47,7 +47,7 @@ def test_eval_on_the_tiny_model_writes_the_report(tmp_path, trained_run) -> None
             f"checkpoint={trained_run / 'export'}",
             f"heldout_shards={heldout.parent}",
             "leakage.mode=flag",
-            "sampler.num_steps=2",
+            "sampler.num_inference_steps=2",
             "sampler.batch_size=4",
             "wandb.mode=disabled",
             f"output_dir={out}",
@@ -60,8 +60,13 @@ def test_eval_on_the_tiny_model_writes_the_report(tmp_path, trained_run) -> None
     names = [p["name"] for p in r["prompts"]]
     assert names[:4] == ["blue_gem", "pine_tree", "red_mug", "rubber_duck"]
     assert sorted(names[4:]) == ["duck_r0", "lamp_r0"]
-    assert set(r["summary"]) == {"qis", "clip_tx", "clip_im", "psnr", "ssim", "lpips"}
-    assert r["summary"]["psnr"]["n_images"] == 8 and r["summary"]["qis"]["n_images"] == 24
+    gt = {"psnr", "ssim", "lpips"}
+    assert set(r["summary"]) == {"qis", "clip_tx", "clip_im"} | gt | {f"{k}_front" for k in gt}
+    # 2 held-out rings: 3 novel views (azimuth 90/180/270) each, view 0 apart
+    assert r["summary"]["psnr"]["n_images"] == 6 and r["summary"]["psnr_front"]["n_images"] == 2
+    assert r["summary"]["qis"]["n_images"] == 24
+    assert all(len(p["scores"]["psnr"]) == 3 for p in r["prompts"] if "psnr" in p["scores"])
+    assert "QIS over 1008 classes" in json.dumps(results["models"])
     # duck is in the run's training shards (read from its config.yaml), lamp is not
     assert [leak["prompt"] for leak in results["leakage"]["leaks"]] == ["duck_r0"]
     assert "IN TRAINING SET" in index.read_text()
@@ -72,7 +77,7 @@ def test_eval_on_the_tiny_model_writes_the_report(tmp_path, trained_run) -> None
                     f"checkpoint={trained_run}",
                     f"heldout_shards={heldout.parent}",
                     "default_prompts=false",
-                    "sampler.num_steps=1",
+                    "sampler.num_inference_steps=1",
                     f"output_dir={out}2",
                 ]
             )
@@ -81,14 +86,14 @@ def test_eval_on_the_tiny_model_writes_the_report(tmp_path, trained_run) -> None
 
 def test_checkpoint_forms(trained_run, tiny_export, tmp_path) -> None:
     original = OriginalCheckpointConfig(model="tiny")
-    assert load_model(trained_run, original).controller_name == "local_pixel"  # run folder
+    assert load_pipeline(trained_run, original).model.controller_name == "local_pixel"  # run
     assert checkpoint_label(trained_run / "export") == "demo"
     (tmp_path / "ckpt" / "step_00000010").mkdir(parents=True)
     (tmp_path / "ckpt" / "step_00000010" / "trainer.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="export"):
-        load_model(tmp_path / "ckpt" / "step_00000010", original)
-    with pytest.raises(FileNotFoundError, match="expected an exported model folder"):
-        load_model(tmp_path / "nothing", original)
+        load_pipeline(tmp_path / "ckpt" / "step_00000010", original)
+    with pytest.raises(FileNotFoundError, match="expected a pipeline folder"):
+        load_pipeline(tmp_path / "nothing", original)
 
 
 def test_released_checkpoint_file_is_converted(tmp_path, tiny_local_pixel) -> None:
@@ -96,7 +101,8 @@ def test_released_checkpoint_file_is_converted(tmp_path, tiny_local_pixel) -> No
 
     path = tmp_path / "sd-v2.1-base-4view-ipmv.pt"
     save_original_checkpoint(tiny_local_pixel, path)
-    model = load_model(path, OriginalCheckpointConfig(model="tiny", controller="local_pixel"))
+    original = OriginalCheckpointConfig(model="tiny", controller="local_pixel")
+    model = load_pipeline(path, original).model
     for key, value in tiny_local_pixel.denoiser_state_dict().items():
         assert (model.denoiser_state_dict()[key] == value).all(), key
 
@@ -112,7 +118,7 @@ def test_cli_with_the_demo_experiment(tmp_path, trained_run) -> None:
         "evaluation.evaluate",
         "eval_experiment=demo",
         f"checkpoint={trained_run / 'export'}",
-        "sampler.num_steps=2",
+        "sampler.num_inference_steps=2",
         "wandb.mode=disabled",
         f"output_dir={out}",
     ]

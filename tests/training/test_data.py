@@ -60,8 +60,9 @@ def test_target_and_prompt_indices():
     with pytest.raises(SchemaError, match="multiple of 4"):
         target_views(30)
     cands = prompt_candidates(ring_azimuths(32))
-    assert len(cands) == 16
-    assert cands == [*range(0, 8), *range(24, 32)]  # azimuth in [-90, 90)
+    assert len(cands) == 17  # SPEC 3: azimuth in [-90, 90], both ends, symmetric about 0
+    assert cands == [*range(0, 9), *range(24, 32)]
+    assert prompt_candidates(ring_azimuths(8)) == [0, 1, 2, 6, 7]
 
 
 def test_example_targets_are_canonical_views(sample32):
@@ -107,12 +108,15 @@ def test_dropout_rates_match_config(sample32):
         ex = make_example(sample32, np.random.default_rng(seed), cfg)
         prompt_drops += ex.prompt_dropped
         text_drops += ex.text_dropped
-        if ex.prompt_dropped:  # a random uniform-colour image, not a view of the ring
-            flat = ex.prompt.reshape(3, -1)
-            assert np.allclose(flat, flat[:, :1], atol=1e-6)
+        # the image stays the ring's view: the model replaces a dropped prompt by
+        # training.diffusion.unconditional_features, the sampler's CFG input
+        assert view_index(ex.prompt, 32) == ex.prompt_view
+        if ex.prompt_dropped:  # the text is dropped together with the image (SPEC 5)
+            assert ex.text_dropped
         if ex.text_dropped:
             assert ex.caption == ""
-    for count, p in ((prompt_drops, 0.3), (text_drops, 0.2)):
+    # text dropout is independent of prompt dropout: 1 - (1 - 0.3)(1 - 0.2) = 0.44 in all
+    for count, p in ((prompt_drops, 0.3), (text_drops, 0.44)):
         sigma = np.sqrt(n * p * (1 - p))
         assert abs(count - n * p) < 4 * sigma, (count, n * p)
 

@@ -14,6 +14,7 @@ from training.model.config import (
     to_model_config,
 )
 from training.model.controllers import Controller, build_controller
+from training.model.denoiser import MultiViewUNet
 from training.model.encoders import (
     ImageEncoder,
     build_image_encoder,
@@ -73,20 +74,20 @@ def build_imagedream(model_cfg: object, controller_cfg: object) -> ImageDream:
     cfg = to_model_config(model_cfg)
     ctrl_cfg = to_controller_config(controller_cfg)
     w = cfg.weights
-    unet, controller = build_denoiser(cfg, ctrl_cfg)
-    if w.sd21_path is not None:
-        load_sd21_unet(unet, w.sd21_path, cfg.zero_init_camera)
-        init_image_projections_from_text(unet)
+    if w.original_checkpoint is not None:  # streamed from the released file
+        from training.model.convert import denoiser_from_original
+
+        denoiser = denoiser_from_original(cfg, ctrl_cfg, w.original_checkpoint)
+    else:
+        denoiser = MultiViewUNet.from_configs(cfg, ctrl_cfg)
+    if w.sd21_path is not None and w.original_checkpoint is None:
+        load_sd21_unet(denoiser.unet, w.sd21_path, cfg.zero_init_camera)
+        init_image_projections_from_text(denoiser.unet)
     encoders = build_encoders(
         cfg,
-        controller.needs.image_encoder,
+        denoiser.controller.needs.image_encoder,
         w.sd21_path,
         w.image_encoder_path,
         w.open_clip_checkpoint,
     )
-    model = ImageDream(cfg, unet=unet, controller=controller, **encoders)
-    if w.original_checkpoint is not None:
-        from training.model.convert import load_original_checkpoint
-
-        load_original_checkpoint(model, w.original_checkpoint)
-    return model
+    return ImageDream(cfg, denoiser=denoiser, **encoders)

@@ -129,8 +129,16 @@ class ModelConfig:
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     # zero-init the camera MLP's last layer when starting from plain SD weights, so step 0 is SD
     zero_init_camera: bool = True
+    # the image prompt of a dropped training example and of the CFG branch (SPEC 5, 6):
+    # "zeros" (zero image features + zero pixel latent, the authors' released inference) or
+    # "grey_image" (the encodings of a uniform grey image); see training.diffusion
+    unconditional: str = "zeros"
 
     def __post_init__(self) -> None:
+        if self.unconditional not in ("zeros", "grey_image"):
+            raise ValueError(
+                f"model.unconditional={self.unconditional!r}; expected 'zeros' or 'grey_image'"
+            )
         if self.vae.latent_channels != self.unet.latent_channels:
             raise ValueError(
                 f"vae.latent_channels {self.vae.latent_channels} != unet.latent_channels "

@@ -36,6 +36,20 @@ class ImagePromptFeatures:
     local_tokens: Tensor | None = None  # (B, M, E), CLIP penultimate hidden states
     latent: Tensor | None = None  # (B, C, h, w), scaled clean VAE latent
 
+    def where(self, mask: Tensor, other: ImagePromptFeatures) -> ImagePromptFeatures:
+        """Rows of `other` where mask (B,) is True, rows of self elsewhere."""
+        parts: list[Tensor | None] = []
+        for name in ("global_embed", "local_tokens", "latent"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if (mine is None) != (theirs is None):
+                raise ValueError(f"{name} is set in one set of features only")
+            if mine is None:
+                parts.append(None)
+                continue
+            m = mask.reshape(-1, *([1] * (mine.dim() - 1)))
+            parts.append(torch.where(m, theirs.to(mine.dtype), mine))
+        return ImagePromptFeatures(*parts)
+
     def zeros_like(self) -> ImagePromptFeatures:
         """The unconditional prompt (SPEC 6): zero image features and zero pixel latent."""
         return ImagePromptFeatures(

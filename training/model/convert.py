@@ -10,6 +10,7 @@ converts the full-size model and the tiny test model.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 
 from training.model.attention import init_image_projections_from_text
-from training.model.config import UNetConfig
+from training.model.config import ControllerConfig, ModelConfig, UNetConfig
+from training.model.denoiser import MultiViewUNet
 from training.model.imagedream import ImageDream
 from training.model.weights import load_checkpoint
 
@@ -179,24 +181,147 @@ def _is_adapter(key: str) -> bool:
     return key.startswith("controller.") or ".to_k_ip." in key or ".to_v_ip." in key
 
 
-def load_original_checkpoint(model: ImageDream, path: str | Path) -> None:
-    """Load a released checkpoint into `model`. All keys must match, except that a checkpoint
-    with no adapter at all (MVDream, the paper's init for every variant, SPEC 5) may load into
-    an image-prompt model: its adapters then start fresh (to_k_ip/to_v_ip from the text K/V)."""
-    own = model.denoiser_state_dict()
-    ours, missing = original_to_ours(load_checkpoint(path), own.keys(), model.cfg.unet)
+def denoiser_from_original(
+    model_cfg: ModelConfig, controller_cfg: ControllerConfig, path: str | Path
+) -> MultiViewUNet:
+    """A released checkpoint as our denoiser, streamed: the modules are built on the meta device
+    and adopt the (memory-mapped) tensors of the file, so peak memory stays near the file's size.
+
+    All keys must match, except that a checkpoint with no adapter at all (MVDream, the paper's
+    init for every variant, SPEC 5) may load into an image-prompt model: its adapters then start
+    fresh (to_k_ip/to_v_ip from the text K/V, the controller at its random init)."""
+    denoiser = MultiViewUNet.from_configs(model_cfg, controller_cfg, meta=True)
+    own = denoiser.state_dict()  # meta tensors: names, shapes and dtypes only
+    ours, missing = original_to_ours(load_checkpoint(path), own.keys(), model_cfg.unet)
     adapters = sorted(k for k in own if _is_adapter(k))
     if missing and missing != adapters:
-        table = name_table(own.keys(), model.cfg.unet)
+        table = name_table(own.keys(), model_cfg.unet)
         raise ConversionError(f"original -> ours ({path})", [table[k] for k in missing], [])
-    for k in missing:
-        ours[k] = own[k]
-    model.load_denoiser_state_dict(ours)
+    for k, v in ours.items():
+        if v.shape != own[k].shape:
+            raise ConversionError(
+                f"original -> ours ({path}): {k} has shape {tuple(v.shape)}, the model "
+                f"{tuple(own[k].shape)}",
+                [],
+                [],
+            )
+    # float32 masters; an fp32 file's tensors are adopted as they are (no copy)
+    state = {k: v if v.dtype == own[k].dtype else v.to(own[k].dtype) for k, v in ours.items()}
     if missing:
-        init_image_projections_from_text(model.unet)
+        state |= _fresh_adapters(denoiser, own, missing)
+    denoiser.assign_state_dict(state, str(path))
+    if missing:
+        init_image_projections_from_text(denoiser.unet)
+    return denoiser
 
 
-def save_original_checkpoint(model: ImageDream, path: str | Path) -> None:
-    """Write our denoiser with the released names ({"state_dict": ...}, as the released .pt)."""
+def _fresh_adapters(
+    denoiser: MultiViewUNet, own: Mapping[str, Tensor], missing: list[str]
+) -> dict[str, Tensor]:
+    """Freshly initialised tensors for the adapter keys a checkpoint lacks."""
+    from training.model.controllers import build_controller
+
+    cfg = denoiser.typed_model_config
+    controller = build_controller(
+        denoiser.typed_controller_config,
+        cfg.unet.cross_attention_dim,
+        cfg.image_encoder.projection_dim,
+        cfg.image_encoder.hidden_size,
+    )
+    fresh = {f"controller.{k}": v for k, v in controller.state_dict().items()}
+    out: dict[str, Tensor] = {}
+    for k in missing:
+        if k in fresh:
+            out[k] = fresh[k]
+        else:  # to_k_ip / to_v_ip: nn.Linear's default init (then copied from the text K/V)
+            w = torch.empty(own[k].shape, dtype=own[k].dtype)
+            torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            out[k] = w
+    return out
+
+
+def load_original_checkpoint(model: ImageDream, path: str | Path) -> None:
+    """Load a released checkpoint into an existing model (its denoiser is replaced)."""
+    model.denoiser = denoiser_from_original(model.cfg, model.controller.cfg, path)
+    model.set_trainable()
+
+
+def released_state_dict(model: ImageDream) -> dict[str, Tensor]:
+    """Our model in the released checkpoints' layout: a flat dict with the UNet (and the
+    image-prompt resampler) under `model.diffusion_model.` and the VAE in LDM names, under
+    `vae_model.` for ImageDream variants (their LatentDiffusionInterface) or `first_stage_model.`
+    for MVDream (controller none). The text and image towers are not written: the authors' code
+    builds them from the OpenCLIP ViT-H-14 weights itself."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.denoiser_state_dict().items()}
-    torch.save({"state_dict": ours_to_original(state, model.cfg.unet)}, path)
+    out = ours_to_original(state, model.cfg.unet)
+    vae_prefix = "first_stage_model." if model.controller_name == "none" else "vae_model."
+    vae = {k: v.detach().cpu().contiguous() for k, v in model.vae.state_dict().items()}
+    out |= {vae_prefix + k: v for k, v in vae_to_ldm(vae).items()}
+    return out
+
+
+def save_original_checkpoint(model: ImageDream, path: str | Path) -> Path:
+    """Write `released_state_dict(model)` with torch.save, flat as the released .pt files are
+    (threestudio's ImageDream guidance loads it with `load_state_dict(torch.load(path))`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(released_state_dict(model), tmp)
+    tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The VAE: diffusers AutoencoderKL names <-> LDM (CompVis) AutoencoderKL names
+
+_VAE_RESNET = {"conv_shortcut.": "nin_shortcut."}
+_VAE_ATTN = {
+    "group_norm.": "norm.",
+    "to_q.": "q.",
+    "to_k.": "k.",
+    "to_v.": "v.",
+    "to_out.0.": "proj_out.",
+}
+_VAE_TOP = {"conv_norm_out.": "norm_out."}
+
+
+def _vae_key_to_ldm(key: str, num_levels: int) -> str:
+    part, rest = key.split(".", 1)  # encoder / decoder / quant_conv / post_quant_conv
+    if part not in ("encoder", "decoder"):
+        return key
+    for a, b in _VAE_TOP.items():
+        if rest.startswith(a):
+            return f"{part}.{b}{rest[len(a) :]}"
+    m = re.match(r"^(down|up)_blocks\.(\d+)\.(resnets|downsamplers|upsamplers)\.(\d+)\.(.*)$", rest)
+    if m:
+        kind, level, sub, j, tail = m.groups()
+        level_i = int(level) if kind == "down" else num_levels - 1 - int(level)
+        if sub == "resnets":
+            for a, b in _VAE_RESNET.items():
+                tail = b + tail[len(a) :] if tail.startswith(a) else tail
+            return f"{part}.{kind}.{level_i}.block.{j}.{tail}"
+        return f"{part}.{kind}.{level_i}.{kind}sample.{tail}"  # downsample / upsample
+    m = re.match(r"^mid_block\.(resnets|attentions)\.(\d+)\.(.*)$", rest)
+    if m:
+        sub, j, tail = m.groups()
+        if sub == "resnets":
+            return f"{part}.mid.block_{int(j) + 1}.{tail}"
+        for a, b in _VAE_ATTN.items():
+            if tail.startswith(a):
+                return f"{part}.mid.attn_1.{b}{tail[len(a) :]}"
+    return f"{part}.{rest}"  # conv_in, conv_out
+
+
+def vae_to_ldm(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """diffusers AutoencoderKL state -> LDM names; the mid attention's linear q/k/v/proj become
+    1x1 convolutions, as LDM stores them."""
+    levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.down_blocks."))
+    out: dict[str, Tensor] = {}
+    for k, v in state.items():
+        name = _vae_key_to_ldm(k, levels)
+        if ".mid.attn_1." in name and name.endswith(".weight") and v.dim() == 2:
+            v = v[:, :, None, None]  # (C, C) -> (C, C, 1, 1)
+        out[name] = v
+    if len(out) != len(state):
+        raise RuntimeError("VAE name table is not one-to-one")
+    return out

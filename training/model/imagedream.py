@@ -17,6 +17,7 @@ from transformers import CLIPTokenizer
 
 from training.model.config import CAMERA_DIM, ModelConfig
 from training.model.controllers import Conditioning, Controller, ImagePromptFeatures
+from training.model.denoiser import MultiViewUNet
 from training.model.encoders import ImageEncoder
 from training.model.unet import multiview_forward
 
@@ -25,8 +26,7 @@ class ImageDream(nn.Module):
     def __init__(
         self,
         cfg: ModelConfig,
-        unet: nn.Module,  # diffusers UNet2DConditionModel, made multi-view
-        controller: Controller,
+        denoiser: MultiViewUNet,  # the multi-view UNet and its controller
         vae: Any,  # diffusers AutoencoderKL
         text_encoder: Any,  # transformers CLIPTextModel
         tokenizer: CLIPTokenizer,
@@ -34,8 +34,7 @@ class ImageDream(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.unet = unet
-        self.controller = controller
+        self.denoiser = denoiser
         self.vae: Any = vae
         self.text_encoder: Any = text_encoder
         self.tokenizer = tokenizer
@@ -43,6 +42,15 @@ class ImageDream(nn.Module):
         self.set_trainable()
 
     # ------------------------------------------------------------------ identity / training
+
+    @property
+    def unet(self) -> Any:
+        """The diffusers UNet2DConditionModel with the multi-view processors."""
+        return self.denoiser.unet
+
+    @property
+    def controller(self) -> Controller:
+        return self.denoiser.controller  # type: ignore[no-any-return]
 
     @property
     def controller_name(self) -> str:
@@ -74,16 +82,10 @@ class ImageDream(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def denoiser_modules(self) -> dict[str, nn.Module]:
-        """The parts a checkpoint stores (the encoders are frozen and loaded from their files)."""
-        return {"unet": self.unet, "controller": self.controller}
-
     def denoiser_state_dict(self) -> dict[str, Tensor]:
-        return {
-            f"{prefix}.{k}": v
-            for prefix, m in self.denoiser_modules().items()
-            for k, v in m.state_dict().items()
-        }
+        """What a checkpoint stores (`unet.*`, `controller.*`; the encoders are frozen and loaded
+        from their own files)."""
+        return dict(self.denoiser.state_dict())
 
     def load_denoiser_state_dict(self, state: dict[str, Tensor]) -> None:
         """Strict: names every missing and unexpected key."""
@@ -92,9 +94,7 @@ class ImageDream(nn.Module):
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
             raise KeyError(f"denoiser state mismatch: missing {missing}, unexpected {unexpected}")
-        for prefix, module in self.denoiser_modules().items():
-            sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
-            module.load_state_dict(sub, strict=True)
+        self.denoiser.load_state_dict(state, strict=True)
 
     def train(self, mode: bool = True) -> ImageDream:
         super().train(mode)
@@ -156,11 +156,9 @@ class ImageDream(nn.Module):
         return features
 
     def condition(self, features: ImagePromptFeatures) -> Conditioning:
+        """The controller's conditioning; the unconditional input is defined in one place,
+        training.diffusion.unconditional_features."""
         return self.controller(features)
-
-    def unconditional(self, features: ImagePromptFeatures) -> Conditioning:
-        """CFG's image-free branch (SPEC 6): zero image features, zero pixel latent."""
-        return self.controller(features.zeros_like())
 
     # ------------------------------------------------------------------------------ denoiser
 

@@ -19,14 +19,17 @@ def load_state_file(folder: Path, stem: str) -> dict[str, Tensor]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from .safetensors, or from a torch pickle (.pt/.ckpt/.bin, weights only;
-    a Lightning-style {"state_dict": ...} wrapper is unwrapped)."""
+    """A state dict from .safetensors, or from a torch pickle (.pt/.ckpt/.bin, weights only,
+    memory-mapped; a Lightning-style {"state_dict": ...} wrapper is unwrapped)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
         return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # memory-mapped: tensors are read from the file as they are used, never copied whole
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # the legacy (pre-zip) torch format cannot be memory-mapped
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     return obj

@@ -1,5 +1,5 @@
 """Every registered controller: builds from its YAML, trains only what the paper trains,
-round-trips through export; new-module sizes at full size match SPEC 4."""
+round-trips through the pipeline folder; new-module sizes at full size match SPEC 4."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.training.model.helpers import compose_configs, tiny_batch, tiny_model
+from training.diffusion import unconditional_features
 from training.model import (
     CONTROLLER_CONFIGS,
     CONTROLLERS,
@@ -15,7 +16,7 @@ from training.model import (
     build_imagedream,
 )
 from training.model.config import ModelConfig
-from training.model.export import load_pretrained, save_pretrained
+from training.pipeline import ImageDreamPipeline
 
 # SPEC 5: adapters only for global/local; the whole UNet for none (MVDream) and pixel variants
 TRAINS_UNET = {"none": True, "global": False, "local": False, "pixel": True, "local_pixel": True}
@@ -45,7 +46,8 @@ def test_forward_backward_trains_only_what_it_should(name: str) -> None:
     assert {id(p) for p in model.trainable_parameters()} == {
         id(p) for n, p in model.named_parameters() if n in trainable
     }
-    for n, p in model.named_parameters():
+    for full_name, p in model.named_parameters():
+        n = full_name.removeprefix("denoiser.")
         expect = n.startswith("unet.") and TRAINS_UNET[name] or _is_adapter(n)
         assert p.requires_grad == expect, n
         if p.requires_grad:
@@ -53,7 +55,7 @@ def test_forward_backward_trains_only_what_it_should(name: str) -> None:
         else:
             assert p.grad is None, f"frozen {n} got a gradient"
     assert not any(n.startswith(("vae.", "text_encoder.", "image_encoder.")) for n in trainable)
-    has_adapters = any(_is_adapter(n) for n, _ in model.named_parameters())
+    has_adapters = any(_is_adapter(n) for n in model.denoiser_state_dict())
     assert has_adapters == model.controller.uses_image_tokens
     assert model.uses_pixel_frame == (cond.extra_frame is not None)
 
@@ -70,8 +72,8 @@ def test_train_unet_override(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(CONTROLLERS))
 def test_export_round_trip_is_exact(name: str, tmp_path) -> None:
     model = tiny_model(name, seed=3)
-    save_pretrained(model, tmp_path / "export")
-    loaded = load_pretrained(tmp_path / "export")
+    ImageDreamPipeline.from_model(model).save_pretrained(tmp_path / "export")
+    loaded = ImageDreamPipeline.from_pretrained(tmp_path / "export").model
     assert loaded.controller_name == name and type(loaded.controller) is type(model.controller)
     a, b = model.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys()
@@ -101,7 +103,7 @@ def test_new_module_sizes_at_full_size(name: str, expected_m: float) -> None:
 def test_unconditional_branch_uses_zero_features() -> None:
     model = tiny_model("local_pixel")
     feats = model.encode_image_prompt(tiny_batch(model)["prompt"])
-    uncond = model.unconditional(feats)
+    uncond = model.condition(unconditional_features(model, 2))
     assert torch.equal(uncond.extra_frame, torch.zeros_like(feats.latent))
     zero_tokens = model.controller.resampler(torch.zeros_like(feats.local_tokens))
     assert torch.equal(uncond.image_tokens, zero_tokens)
@@ -113,7 +115,7 @@ def test_cfg_batch_equals_two_passes() -> None:
     model = tiny_model("local_pixel")
     b = tiny_batch(model, batch=1)
     feats = model.encode_image_prompt(b["prompt"])
-    cond, uncond = model.condition(feats), model.unconditional(feats)
+    cond, uncond = model.condition(feats), model.condition(unconditional_features(model, 1))
     args = (b["timesteps"], b["text_context"], b["cameras"])
     with torch.no_grad():
         both = model(

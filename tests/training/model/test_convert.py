@@ -83,8 +83,11 @@ def test_tiny_values_round_trip_through_a_released_style_file(tmp_path) -> None:
     model = tiny_model("local_pixel", seed=5)
     path = tmp_path / "ckpt.pt"
     save_original_checkpoint(model, path)
-    saved = torch.load(path, weights_only=True)["state_dict"]
-    assert all(k.startswith(ORIGINAL_PREFIX) for k in saved)
+    # flat, as the released files (threestudio passes torch.load's result to load_state_dict)
+    saved = torch.load(path, weights_only=True)
+    assert "state_dict" not in saved
+    assert all(k.startswith((ORIGINAL_PREFIX, "vae_model.")) for k in saved)
+    assert "vae_model.encoder.mid.attn_1.q.weight" in saved  # ImageDream's VAE prefix
     assert any(k.endswith("attn2.to_k_ip.weight") for k in saved)
     assert f"{ORIGINAL_PREFIX}camera_embed.0.weight" in saved
     other = tiny_model("local_pixel", seed=6)
@@ -135,3 +138,28 @@ def test_unet_names_agree_with_diffusers_own_ldm_converter(official_keys: dict) 
     ours, missing = original_to_ours(ckpt, own, cfg.unet)
     assert missing == [] and len(theirs) == len(ours) == len(sd_keys)
     assert all(ours[f"unet.{k}"] is v for k, v in theirs.items())
+
+
+def test_vae_names_agree_with_diffusers_own_ldm_converter() -> None:
+    """Oracle for the VAE half of the released layout: diffusers' LDM -> diffusers VAE converter
+    must map our LDM names back onto the very same tensors."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    from training.model.convert import vae_to_ldm
+
+    vae = tiny_model("none").vae
+    ours = vae.state_dict()
+    ldm = vae_to_ldm(ours)
+    assert (
+        "encoder.down.0.block.0.norm1.weight" in ldm and "decoder.up.0.block.0.conv1.weight" in ldm
+    )
+    assert ldm["encoder.mid.attn_1.q.weight"].dim() == 4  # LDM stores 1x1 convolutions
+    back = convert_ldm_vae_checkpoint(ldm, dict(vae.config))
+    assert back.keys() == ours.keys()
+    for k, v in ours.items():
+        assert torch.equal(back[k].reshape(v.shape), v), k
+    # the up blocks are numbered the other way round in LDM: a wrong order maps onto wrong tensors
+    decoder_up = [k for k in ldm if k.startswith("decoder.up.")]
+    assert {k.split(".")[2] for k in decoder_up} == {
+        str(i) for i in range(len(vae.config.block_out_channels))
+    }

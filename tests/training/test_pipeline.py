@@ -1,0 +1,151 @@
+"""ImageDreamPipeline: a diffusers pipeline folder that round-trips, the SPEC 6 sampler
+(guidance 1 = the conditional model, the paper's unconditional branch), every controller."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+from data_pipeline.cameras import network_camera, ring_c2w
+from tests.training.model.helpers import tiny_model
+from training.diffusion import NEGATIVE_PROMPT, build_sampling_scheduler
+from training.model import CONTROLLERS
+from training.pipeline import SHIM_MODULE, ImageDreamPipeline
+
+
+def _images(n: int = 2, size: int = 24, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _gens(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+@pytest.fixture(scope="module")
+def pipe() -> ImageDreamPipeline:
+    p = ImageDreamPipeline.from_model(tiny_model("local_pixel", seed=2))
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_save_and_load_round_trip(pipe, tmp_path) -> None:
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder)
+    expected = pipe(_images(), ["a mug", "a gem"], num_inference_steps=3, generator=_gens(1, 2))
+    loaded = ImageDreamPipeline.from_pretrained(folder)
+    again = loaded(_images(), ["a mug", "a gem"], num_inference_steps=3, generator=_gens(1, 2))
+    torch.testing.assert_close(again.latents, expected.latents, rtol=0, atol=0)
+    assert len(again.images) == 2 and len(again.images[0]) == 4  # PIL, 4 views per prompt
+    # diffusers' own entry point finds the class named in model_index.json
+    generic = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    assert type(generic) is ImageDreamPipeline
+    # streamed load: no parameter left on the meta device, float32 masters
+    assert all(
+        p.device.type == "cpu" and p.dtype == torch.float32 for p in loaded.unet.parameters()
+    )
+    for k, v in pipe.unet.state_dict().items():
+        assert torch.equal(v, loaded.unet.state_dict()[k]), k
+
+
+def test_a_tampered_shim_is_not_run(pipe, tmp_path) -> None:
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder)
+    (folder / f"{SHIM_MODULE}.py").write_text("import os\n")
+    with pytest.raises(ValueError, match="refusing"):
+        ImageDreamPipeline.from_pretrained(folder)
+
+
+def _conditional_only(pipe, images, texts, seeds, steps) -> torch.Tensor:
+    """Reference: DDIM with the conditional prediction alone (what guidance_scale 1 must be)."""
+    model = pipe.model
+    cond = model.condition(model.encode_image_prompt(pipe.prepare_images(images)))
+    text = model.encode_text(texts)
+    cams = torch.from_numpy(
+        network_camera(np.stack([ring_c2w(np.array([0.0, 90, 180, 270]), 5.0, 1.0)] * len(texts)))
+    )
+    scheduler = build_sampling_scheduler()
+    scheduler.set_timesteps(steps)
+    z = pipe.initial_noise(len(texts), _gens(*seeds))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            eps = model(z, torch.full((len(texts),), int(t)), text, cams, cond)
+            z = scheduler.step(eps, t, z).prev_sample
+    return z
+
+
+def test_guidance_one_is_the_conditional_path(pipe) -> None:
+    texts = ["a mug, 3d asset", "a gem, 3d asset"]
+    out = pipe(
+        _images(),
+        texts,
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        generator=_gens(3, 4),
+        output_type="latent",
+    )
+    ref = _conditional_only(pipe, _images(), texts, [3, 4], 4)
+    torch.testing.assert_close(out.latents, ref, atol=1e-5, rtol=1e-5)
+    guided = pipe(
+        _images(), texts, num_inference_steps=4, generator=_gens(3, 4), output_type="latent"
+    )
+    assert not torch.allclose(guided.latents, ref, atol=1e-3)
+
+
+def test_unconditional_branch_is_negative_text_zero_image_zero_latent(pipe) -> None:
+    model = pipe.model
+    calls = []
+    forward = model.forward
+
+    def spy(noisy, timesteps, text_context, cameras, cond):
+        calls.append((text_context, cond))
+        return forward(noisy, timesteps, text_context, cameras, cond)
+
+    model.forward = spy
+    try:
+        pipe(_images(), ["a mug", "a gem"], num_inference_steps=1, output_type="latent")
+    finally:
+        del model.forward
+    context, cond = calls[0]
+    torch.testing.assert_close(context[2:], model.encode_text([NEGATIVE_PROMPT] * 2))  # default
+    torch.testing.assert_close(context[:2], model.encode_text(["a mug", "a gem"]))
+    assert torch.count_nonzero(cond.extra_frame[2:]) == 0
+    assert torch.count_nonzero(cond.extra_frame[:2]) > 0
+    zero_tokens = model.controller.resampler(torch.zeros(2, 17, 48))
+    torch.testing.assert_close(cond.image_tokens[2:], zero_tokens)
+
+
+@pytest.mark.parametrize("controller", sorted(CONTROLLERS))
+def test_every_controller_gives_four_views_without_the_pixel_frame(controller) -> None:
+    pipe = ImageDreamPipeline.from_model(tiny_model(controller))
+    pipe.set_progress_bar_config(disable=True)
+    model, seen = pipe.model, []
+    forward = model.forward
+
+    def spy(noisy, timesteps, text_context, cameras, cond):
+        seen.append((tuple(noisy.shape), tuple(cameras.shape)))
+        return forward(noisy, timesteps, text_context, cameras, cond)
+
+    model.forward = spy
+    out = pipe(
+        _images(), ["a", "b"], num_inference_steps=2, output_type="np", generator=_gens(0, 1)
+    )
+    res = pipe.resolution
+    assert out.images.shape == (2, 4, res, res, 3) and out.images.dtype == np.float32
+    assert out.images.min() >= 0.0 and out.images.max() <= 1.0
+    assert out.latents.shape[:2] == (2, 4) and out.cameras.shape == (2, 4, 16)
+    # both CFG branches in one pass over the 4 target views only; the model adds the pixel frame
+    assert len(seen) == 2 and all(s == ((4, 4, 4, 8, 8), (4, 4, 16)) for s in seen)
+    pt = pipe(_images(1), "a", num_inference_steps=1, output_type="pt", generator=_gens(0))
+    assert pt.images.shape == (1, 4, 3, res, res)
+
+
+def test_a_prompt_does_not_depend_on_its_batch(pipe) -> None:
+    both = pipe(
+        _images(), ["a", "b"], num_inference_steps=2, generator=_gens(5, 6), output_type="latent"
+    )
+    alone = pipe(
+        _images()[1:], ["b"], num_inference_steps=2, generator=_gens(6), output_type="latent"
+    )
+    torch.testing.assert_close(both.latents[1:], alone.latents, atol=1e-5, rtol=1e-5)

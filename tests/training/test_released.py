@@ -1,0 +1,57 @@
+"""training.released: a checkpoint in the released layout (official key names and shapes at
+tiny size) becomes a pipeline folder that samples, and a pipeline goes back to that layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tests.training.model.helpers import tiny_model
+from training.model.convert import ORIGINAL_PREFIX, save_original_checkpoint
+from training.pipeline import ImageDreamPipeline
+from training.released import main
+
+
+def _sd21_folder(model, folder):
+    """What an SD 2.1-base diffusers folder holds for the frozen parts (vae, text encoder)."""
+    model.vae.save_pretrained(folder / "vae")
+    model.text_encoder.save_pretrained(folder / "text_encoder")
+    model.tokenizer.save_pretrained(folder / "tokenizer")
+    return folder
+
+
+def test_released_checkpoint_to_pipeline_and_back(tmp_path) -> None:
+    source = tiny_model("local_pixel", seed=4)
+    released = save_original_checkpoint(source, tmp_path / "sd-v2.1-base-4view-ipmv.pt")
+    sd21 = _sd21_folder(source, tmp_path / "sd21")
+    source.image_encoder.model.save_pretrained(tmp_path / "clip")
+    out = tmp_path / "imagedream-p"
+    main(
+        [
+            "to-pipeline",
+            f"--checkpoint={released}",
+            "--controller=local_pixel",
+            "--model=tiny",
+            f"--sd21={sd21}",
+            f"--image-encoder={tmp_path / 'clip'}",
+            f"--out={out}",
+        ]
+    )
+    pipe = ImageDreamPipeline.from_pretrained(out)
+    for k, v in source.denoiser_state_dict().items():
+        assert torch.equal(pipe.unet.state_dict()[k], v), k
+    views = pipe(
+        np.full((1, 16, 16, 3), 200, np.uint8),
+        "a chair, 3d asset",
+        num_inference_steps=2,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert views.shape == (1, 4, 16, 16, 3) and np.isfinite(views).all()
+
+    back = tmp_path / "back.pt"
+    main(["to-released", f"--pipeline={out}", f"--out={back}"])
+    a, b = torch.load(released, weights_only=True), torch.load(back, weights_only=True)
+    assert a.keys() == b.keys() and any(k.startswith(ORIGINAL_PREFIX) for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

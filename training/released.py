@@ -1,0 +1,94 @@
+"""Between the authors' released checkpoints and `ImageDreamPipeline` folders, both ways.
+
+    # released .pt (+ an SD 2.1-base diffusers folder for VAE / text encoder / tokenizer, and a
+    # CLIP ViT-H-14 folder for local / global controllers) -> a pipeline folder
+    python -m training.released to-pipeline --checkpoint sd-v2.1-base-4view-ipmv.pt \
+        --controller local_pixel --sd21 /models/sd21-base --image-encoder /models/clip-vit-h14 \
+        --out /models/imagedream-p
+    # a pipeline folder (e.g. runs/NAME/export) -> the released .pt layout, which threestudio's
+    # ImageDream guidance loads for image-to-3D (system.guidance.ckpt_path=...)
+    python -m training.released to-released --pipeline runs/NAME/export --out imagedream.pt
+
+Controllers: `none` (MVDream sd-v2.1-base-4view.pt), `local` (ImageDream ...-ipmv-local.pt),
+`local_pixel` (ImageDream ...-ipmv.pt), and our `global` / `pixel` variants. `--model` names a
+conf/model/ file (sd21_mv for the released sizes). Loading streams the .pt (memory-mapped), so
+converting the 3.8 GB release peaks near its size. Local paths only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from training.model.build import build_imagedream
+from training.model.convert import save_original_checkpoint
+from training.pipeline import ImageDreamPipeline
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def group_config(group: str, name: str) -> DictConfig:
+    """conf/<group>/<name>.yaml as plain values (its defaults list names only the schema)."""
+    path = CONF / group / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        raise FileNotFoundError(f"no conf/{group}/{name}.yaml; choices: {choices}")
+    node = OmegaConf.load(path)
+    assert isinstance(node, DictConfig)
+    node.pop("defaults", None)
+    return node
+
+
+def released_to_pipeline(
+    checkpoint: str | Path,
+    controller: str,
+    sd21_path: str | None,
+    image_encoder_path: str | None = None,
+    model: str = "sd21_mv",
+) -> ImageDreamPipeline:
+    model_cfg = group_config("model", model)
+    model_cfg.weights = {
+        "sd21_path": sd21_path,
+        "image_encoder_path": image_encoder_path,
+        "open_clip_checkpoint": None,
+        "original_checkpoint": str(checkpoint),
+    }
+    return ImageDreamPipeline.from_model(
+        build_imagedream(model_cfg, group_config("controller", controller))
+    )
+
+
+def pipeline_to_released(folder: str | Path, out: str | Path) -> Path:
+    return save_original_checkpoint(ImageDreamPipeline.from_pretrained(folder).model, out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.released", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("to-pipeline", help="released .pt -> ImageDreamPipeline folder")
+    a.add_argument("--checkpoint", required=True)
+    a.add_argument(
+        "--controller", required=True, help="none | global | local | pixel | local_pixel"
+    )
+    a.add_argument("--sd21", default=None, help="SD 2.1-base diffusers folder (vae, text encoder)")
+    a.add_argument("--image-encoder", default=None, help="HF CLIP ViT-H-14 folder")
+    a.add_argument("--model", default="sd21_mv", help="conf/model/ name")
+    a.add_argument("--out", required=True)
+    b = sub.add_parser("to-released", help="ImageDreamPipeline folder -> released-layout .pt")
+    b.add_argument("--pipeline", required=True)
+    b.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "to-pipeline":
+        pipe = released_to_pipeline(
+            args.checkpoint, args.controller, args.sd21, args.image_encoder, args.model
+        )
+        pipe.save_pretrained(args.out)
+        print(f"wrote {args.out}")
+    else:
+        print(f"wrote {pipeline_to_released(args.pipeline, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
