@@ -78,6 +78,7 @@ bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render setti
 	$(PY) -m training.bench_model $(if $(filter full,$(BENCH)),,--quick)
 	$(PY) -m training.bench
 	$(PY) -m evaluation.bench
+	$(PY) -m training.bench_pipeline
 
 clean: ## Remove outputs, runs and caches (keeps .venv)
 	rm -rf outputs runs wandb .pytest_cache .ruff_cache .mypy_cache

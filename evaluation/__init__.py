@@ -3,7 +3,7 @@
 evaluate.py      the Hydra entry point behind `make eval` (config: config.py, conf/eval.yaml)
 checkpoints.py   what `checkpoint=` may point at: export folder, run folder, released .pt
 prompts.py       prompt images (folders or held-out shard rings) -> preprocessed EvalPrompt
-sampler.py       DDIM multi-view sampling with one CFG scale over text and image
+sampler.py       batches prompts through training.pipeline.ImageDreamPipeline (SPEC 6)
 metrics/         QIS, CLIP(TX), CLIP(IM), PSNR, SSIM, LPIPS, their networks and statistics
 leakage.py       refuses (or flags) evaluation objects that are in the training shards
 results.py       the result dataclasses; report.py renders them (HTML folder, W&B)

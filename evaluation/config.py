@@ -88,7 +88,7 @@ class WandbConfig:
 
 @dataclass
 class EvalConfig:
-    # an exported model folder (training.model.export), a training run folder or checkpoint
+    # an ImageDreamPipeline folder (what make train exports), a training run folder or checkpoint
     # folder (its newest export is used), or a released checkpoint file (see `original`)
     checkpoint: str | None = None
     compare: list[str] = field(default_factory=list)  # more checkpoints, compared in the plots

@@ -2,7 +2,7 @@
 
     python -m evaluation.evaluate checkpoint=runs/NAME/export [prompts=DIR]
         [heldout_shards=OUT/shards] [leakage.training_shards=[TRAIN/shards]]
-        [sampler.num_steps=50] [metrics=local] [compare=[runs/OTHER/export]]
+        [sampler.num_inference_steps=50] [metrics=local] [compare=[runs/OTHER/export]]
 
 Reads top to bottom: prompts, leakage check, metric networks, then per checkpoint: load,
 sample, score; finally the report (and W&B).

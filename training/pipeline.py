@@ -90,15 +90,10 @@ class ImageDreamPipeline(DiffusionPipeline):
 
     @classmethod
     def from_model(cls, model: ImageDream, scheduler: Any = None) -> ImageDreamPipeline:
-        """A pipeline over an ImageDream's own modules (shared, not copied)."""
+        """A pipeline over an ImageDream's own modules (shared, not copied). It samples with any
+        image encoder; it saves only with a transformers one (see `unsaveable_reason`)."""
         image_encoder = None
-        if model.image_encoder is not None:
-            if not isinstance(model.image_encoder, HFImageEncoder):
-                raise NotImplementedError(
-                    "ImageDreamPipeline holds a transformers CLIPVisionModelWithProjection; this "
-                    "model's image encoder is open_clip's: load ViT-H-14 in HF format "
-                    "(model.weights.image_encoder_path) to export it"
-                )
+        if isinstance(model.image_encoder, HFImageEncoder):
             image_encoder = model.image_encoder.model
         pipe = cls(
             unet=model.denoiser,
@@ -110,6 +105,17 @@ class ImageDreamPipeline(DiffusionPipeline):
         )
         pipe._model = model
         return pipe
+
+    @staticmethod
+    def unsaveable_reason(model: ImageDream) -> str | None:
+        """Why a pipeline over `model` could not be saved (None: it can)."""
+        if model.image_encoder is not None and not isinstance(model.image_encoder, HFImageEncoder):
+            return (
+                "the pipeline folder holds a transformers CLIPVisionModelWithProjection, and this "
+                "model's image encoder is open_clip's (model.weights.open_clip_checkpoint): give "
+                "ViT-H-14 in HF format instead (model.weights.image_encoder_path)"
+            )
+        return None
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -154,6 +160,9 @@ class ImageDreamPipeline(DiffusionPipeline):
         self, save_directory: str | PathLike[Any], safe_serialization: bool = True, **kwargs: Any
     ) -> None:
         """diffusers' folder layout; model_index.json names this class through SHIM_MODULE."""
+        reason = self.unsaveable_reason(self.model)
+        if reason is not None:
+            raise NotImplementedError(f"cannot save this pipeline: {reason}")
         super().save_pretrained(save_directory, safe_serialization=safe_serialization, **kwargs)
         folder = Path(save_directory)
         (folder / f"{SHIM_MODULE}.py").write_text(_SHIM)

@@ -24,6 +24,7 @@ from training.config import TrainConfig, load_config, register_configs
 from training.data import Loader, build_loader
 from training.ema import EMA
 from training.engine import Engine, barrier, build_engine, init_distributed
+from training.pipeline import ImageDreamPipeline
 from training.tracking import Tracker, build_tracker, sample_grid
 
 log = logging.getLogger("training")
@@ -36,7 +37,12 @@ def train(cfg: TrainConfig) -> Path:
     dist = init_distributed(cfg.engine.backend)
     run_dir = prepare_run_dir(cfg, dist.is_main)
     seed_everything(cfg.trainer.seed, dist.rank)
-    engine = build_engine(build_imagedream(cfg.model, cfg.controller), cfg, dist)
+    model = build_imagedream(cfg.model, cfg.controller)
+    if cfg.trainer.export:  # refuse now, not after the last step
+        reason = ImageDreamPipeline.unsaveable_reason(model)
+        if reason is not None:
+            raise ValueError(f"trainer.export=true cannot be met: {reason}")
+    engine = build_engine(model, cfg, dist)
     ema = build_ema(engine, cfg.engine.ema_decay)
     loader = build_loader(cfg.data, cfg.trainer.seed, dist.rank, dist.world_size)
     step = restore_training_state(cfg, run_dir, engine, loader, ema, dist.rank)

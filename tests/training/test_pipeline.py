@@ -149,3 +149,32 @@ def test_a_prompt_does_not_depend_on_its_batch(pipe) -> None:
         _images()[1:], ["b"], num_inference_steps=2, generator=_gens(6), output_type="latent"
     )
     torch.testing.assert_close(both.latents[1:], alone.latents, atol=1e-5, rtol=1e-5)
+
+
+def test_an_open_clip_image_encoder_samples_but_is_refused_at_save(tmp_path) -> None:
+    from training.model.encoders import ImageEncoder
+
+    model = tiny_model("local")
+    hf = model.image_encoder
+
+    class Wrapped(ImageEncoder):  # stands in for OpenCLIPImageEncoder (no ViT-H file here)
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = hf
+            self.image_size, self.embed_dim, self.token_dim = (
+                hf.image_size,
+                hf.embed_dim,
+                hf.token_dim,
+            )
+
+        def encode(self, pixels, want_global, want_tokens):
+            return self.inner.encode(pixels, want_global, want_tokens)
+
+    model.image_encoder = Wrapped()
+    pipe = ImageDreamPipeline.from_model(model)
+    assert ImageDreamPipeline.unsaveable_reason(model) is not None
+    out = pipe(_images(1), "a", num_inference_steps=1, output_type="latent", generator=_gens(0))
+    assert out.latents.shape[:2] == (1, 4)
+    with pytest.raises(NotImplementedError, match="open_clip"):
+        pipe.save_pretrained(tmp_path / "pipe")
+    assert not (tmp_path / "pipe" / "model_index.json").exists()

@@ -88,7 +88,7 @@ def shards(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("controller", sorted(CONTROLLER_CONFIGS))
 def test_two_process_training_of_every_variant(tmp_path, shards, controller):
-    from training.model.export import load_pretrained
+    from training.pipeline import ImageDreamPipeline
 
     run_dir = tmp_path / "run"
     run(2, [f"controller={controller}", f"data.shards={shards}", f"run_dir={run_dir}",
@@ -99,7 +99,7 @@ def test_two_process_training_of_every_variant(tmp_path, shards, controller):
     ckpt = run_dir / "checkpoints" / "step_00000002"
     assert (ckpt / "rank00000.pt").is_file() and (ckpt / "rank00001.pt").is_file()
     assert "name: debug_tiny_" in (run_dir / "config.yaml").read_text()
-    model = load_pretrained(run_dir / "export")
+    model = ImageDreamPipeline.from_pretrained(run_dir / "export").model
     assert model.controller_name == controller
 
 
@@ -180,8 +180,8 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, shards):
                 key,
             )
     # EMA weights (exported) agree too, so the EMA state was restored exactly
-    a = load_file(str(reference / "export" / "denoiser.safetensors"))
-    b = load_file(str(killed / "export" / "denoiser.safetensors"))
+    a = load_file(str(reference / "export" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(killed / "export" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-6, atol=1e-7)

@@ -11,6 +11,7 @@ from tests.training.model.helpers import compose_configs
 from training.model import CONTROLLER_CONFIGS, ImageDream, ImagePromptFeatures
 from training.model.build import build_denoiser
 from training.model.config import ModelConfig, NoneControllerConfig
+from training.model.denoiser import MultiViewUNet
 from training.model.unet import build_multiview_unet, diffusers_unet_kwargs, multiview_forward
 
 
@@ -111,8 +112,8 @@ def test_full_size_forward_shapes_on_meta(name: str) -> None:
     """The real-size model, every controller, 4 views (+1 pixel frame) of 32x32 latents, with
     257 x 1280 CLIP tokens: shapes only (meta tensors, no memory, no FLOPs)."""
     with torch.device("meta"):
-        unet, controller = build_denoiser(ModelConfig(), CONTROLLER_CONFIGS[name]())
-        model = ImageDream(ModelConfig(), unet, controller, None, None, None, None)
+        denoiser = MultiViewUNet.from_configs(ModelConfig(), CONTROLLER_CONFIGS[name]())
+        model = ImageDream(ModelConfig(), denoiser, None, None, None, None)
         feats = ImagePromptFeatures(
             global_embed=torch.randn(2, 1024),
             local_tokens=torch.randn(2, 257, 1280),
