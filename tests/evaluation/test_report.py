@@ -52,7 +52,9 @@ def test_report_references_existing_images_and_names_the_models(tmp_path) -> Non
         "leaks": [{"prompt": "obj1", "by": ["uid"]}],
     }
     runs = [_run("step_1000", True, 0), _run("step_2000", False, 1)]
-    index = write_report(tmp_path / "report", runs, models, leakage, {"sampler": {"num_inference_steps": 50}})
+    index = write_report(
+        tmp_path / "report", runs, models, leakage, {"sampler": {"num_inference_steps": 50}}
+    )
     page = index.read_text()
 
     sources = re.findall(r"""src=['"]([^'"]+)['"]""", page)
