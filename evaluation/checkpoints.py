@@ -2,7 +2,7 @@
 `ImageDreamPipeline`:
 
 - a pipeline folder (`model_index.json`: what `make train` exports, or what
-  `python -m training.model.convert to-pipeline` writes from a released checkpoint);
+  `python -m training.released to-pipeline` writes from a released checkpoint);
 - a training run folder: its final export, `<run_dir>/export`;
 - a released checkpoint file (.pt / .ckpt / .safetensors, converted by training.model.convert),
   built around the `original.*` model/controller configs and encoder folders.
@@ -15,7 +15,6 @@ from pathlib import Path
 from evaluation.config import OriginalCheckpointConfig
 from training.pipeline import ImageDreamPipeline
 
-REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".safetensors", ".pth")
 INDEX = "model_index.json"
 
@@ -40,24 +39,18 @@ def load_pipeline(checkpoint: str | Path, original: OriginalCheckpointConfig) ->
 
 
 def _load_original(path: Path, cfg: OriginalCheckpointConfig):  # type: ignore[no-untyped-def]
-    from omegaconf import DictConfig, OmegaConf
-
+    """The network of a released file: conf/model and conf/controller names, local encoders."""
     from training.model import build_imagedream
+    from training.released import group_config
 
-    def group_file(group: str, name: str) -> DictConfig:  # conf/<group>/<name>.yaml, no defaults
-        node = OmegaConf.load(REPO / "conf" / group / f"{name}.yaml")
-        assert isinstance(node, DictConfig)
-        node.pop("defaults", None)
-        return node
-
-    model_cfg = group_file("model", cfg.model)
+    model_cfg = group_config("model", cfg.model)
     model_cfg.weights = {
         "sd21_path": cfg.sd21_path,
         "image_encoder_path": cfg.image_encoder_path,
         "open_clip_checkpoint": cfg.open_clip_checkpoint,
         "original_checkpoint": str(path),
     }
-    return build_imagedream(model_cfg, group_file("controller", cfg.controller))
+    return build_imagedream(model_cfg, group_config("controller", cfg.controller))
 
 
 def checkpoint_label(checkpoint: str | Path) -> str:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, distance_for_fov, ring_c2w
+from training.config import CAPTION_SUFFIX
 from training.data import caption_text
 from training.diffusion import SamplingConfig
 from training.pipeline import ImageDreamPipeline, to_uint8
@@ -35,7 +36,7 @@ class SamplerConfig(SamplingConfig):
     framing: str = "mvdream"  # distance rule of data_pipeline.cameras.distance_for_fov
     # SPEC 5: captions are trained with this suffix (training.data.caption_text); a prompt with
     # no caption is sent as the empty text, as a caption-less training object is
-    text_suffix: str = ", 3d asset"
+    text_suffix: str = CAPTION_SUFFIX
     batch_size: int = 2
     seed: int = 0  # prompt i uses seed + i
 

@@ -141,6 +141,7 @@ def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
                 pipe.initial_noise(prompts, gens),
                 steps,
                 cfg.guidance_scale,
+                cfg.eta,
             )
             model.decode_latents(latents)
 

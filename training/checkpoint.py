@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 CHECKPOINTS = "checkpoints"
 _TAG_RE = re.compile(r"^step_(\d{8})$")
 TRAINER_FILE = "trainer.pt"
+# Written into trainer.pt. /2: the denoiser is one module (`model.denoiser.unet.*`,
+# `model.denoiser.controller.*`); /1 checkpoints (`model.unet.*`) cannot be resumed.
+CHECKPOINT_FORMAT = "imagedream-train/2"
 CONFIG_FILE = "config.yaml"
 
 
@@ -177,7 +180,9 @@ def write_checkpoint(
     _atomic_torch_save({**rank_state, "rng": rng_states()}, staging / f"rank{rank:05d}.pt")
     if rank == 0:
         (staging / CONFIG_FILE).write_text(config_yaml)
-        _atomic_torch_save({**trainer_state, "step": step}, staging / TRAINER_FILE)
+        _atomic_torch_save(
+            {**trainer_state, "step": step, "format": CHECKPOINT_FORMAT}, staging / TRAINER_FILE
+        )
     barrier()
     final = root / tag
     if rank == 0:
@@ -210,6 +215,15 @@ def read_checkpoint(
 
     Returns (trainer_state, rank_state) for the caller to restore EMA and the data position.
     """
+    trainer_state = torch.load(
+        checkpoint.path / TRAINER_FILE, map_location="cpu", weights_only=False
+    )
+    if trainer_state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{checkpoint.path} was written in format {trainer_state.get('format', 'imagedream-train/1')!r}, "
+            f"this code resumes {CHECKPOINT_FORMAT!r} (the parameter names changed); start a new "
+            "run, or export the old run with the version that trained it"
+        )
     engine.load_state(checkpoint.path.parent, checkpoint.tag)
     rank_file = checkpoint.path / f"rank{rank:05d}.pt"
     if not rank_file.is_file():
@@ -218,9 +232,6 @@ def read_checkpoint(
             "has; exact resume needs the same number of processes"
         )
     rank_state = torch.load(rank_file, map_location="cpu", weights_only=False)
-    trainer_state = torch.load(
-        checkpoint.path / TRAINER_FILE, map_location="cpu", weights_only=False
-    )
     restore_rng_states(rank_state["rng"])
     return trainer_state, rank_state
 

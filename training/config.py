@@ -26,6 +26,7 @@ from training.model.config import (
 )
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+CAPTION_SUFFIX = ", 3d asset"  # SPEC 5; evaluation sends captions with the same suffix
 LR_SCHEDULES = ("constant", "cosine")
 SAMPLINGS = ("resampled", "epoch")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -53,7 +54,7 @@ class DataConfig:
     # then gets training.diffusion.unconditional_features, the input of the sampler's CFG branch
     prompt_dropout: float = 0.1
     text_dropout: float = 0.0  # not stated by the paper: caption replaced by "" on its own
-    caption_suffix: str = ", 3d asset"
+    caption_suffix: str = CAPTION_SUFFIX
     # background grey level (0 black, 1 white), one uniform draw per sample (SPEC 5)
     grey_min: float = 0.0
     grey_max: float = 1.0
@@ -141,7 +142,7 @@ class TrainerConfig:
     sample_every: int = 0  # 0 = no sample grids
     # DDIM steps of the logged sample grids (through ImageDreamPipeline; CFG scale, negative text
     # and eta are training.diffusion.SamplingConfig's); None = its num_inference_steps
-    sample_steps: int | None = 10
+    sample_steps: int | None = None
     num_sample_prompts: int = 2
     # "auto": continue from the run folder's newest checkpoint if there is one; "never": refuse a
     # run folder that has checkpoints; otherwise a checkpoint folder to start from

@@ -39,7 +39,7 @@ import webdataset as wds
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data_pipeline.cameras import network_camera
+from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera
 from data_pipeline.schema import META_EXT, RingMeta, RingRecord, SchemaError, decode_sample
 from training.config import DataConfig
 
@@ -136,7 +136,8 @@ def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConf
 
     record: RingRecord = decode_sample(sample, views=[*targets, prompt_view])
     wanted = np.asarray(meta.azimuths_deg, dtype=np.float64)[targets]
-    if not np.allclose((wanted - [0.0, 90.0, 180.0, 270.0] + 180.0) % 360.0 - 180.0, 0, atol=1e-3):
+    offset = (wanted - np.asarray(CANONICAL_AZIMUTHS_DEG) + 180.0) % 360.0 - 180.0
+    if not np.allclose(offset, 0, atol=1e-3):
         raise SchemaError(f"sample {key}: target azimuths {wanted.tolist()} are not 0/90/180/270")
     rgb = composite_on_grey(record.images, grey)  # (5, H, W, 3)
     pixels = _to_network(rgb, cfg.image_size)  # (5, 3, S, S)

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 
+from training.model.config import UNCONDITIONAL_MODES
+
 if TYPE_CHECKING:
     from training.model import Conditioning, ImageDream, ImagePromptFeatures
 
@@ -49,7 +51,6 @@ NEGATIVE_PROMPT = (
 #   "zeros": zero CLIP image features (before the resampler / global projection) and a zero pixel
 #            latent: the authors' released inference (the default).
 #   "grey_image": the features of a uniform mid-grey image (CLIP and VAE encodings of it).
-UNCONDITIONAL_MODES = ("zeros", "grey_image")
 GREY_LEVEL = 0.5
 
 
@@ -138,15 +139,17 @@ def unconditional_features(model: ImageDream, batch_size: int) -> ImagePromptFea
         grey = torch.full((batch_size, 3, size, size), GREY_LEVEL, device=device)
         return encode_prompt_images(model, grey)
     image, unet = cfg.image_encoder, cfg.unet
+    dtype = next(model.unet.parameters()).dtype  # what the (mixed-precision) controller takes
     latent = (batch_size, unet.latent_channels, unet.sample_size, unet.sample_size)
+    tokens = (batch_size, image.num_tokens, image.hidden_size)
     return ImagePromptFeatures(
-        global_embed=torch.zeros(batch_size, image.projection_dim, device=device)
+        global_embed=torch.zeros(batch_size, image.projection_dim, device=device, dtype=dtype)
         if needs.global_embed
         else None,
-        local_tokens=torch.zeros(batch_size, image.num_tokens, image.hidden_size, device=device)
+        local_tokens=torch.zeros(tokens, device=device, dtype=dtype)
         if needs.local_tokens
         else None,
-        latent=torch.zeros(latent, device=device) if needs.latent else None,
+        latent=torch.zeros(latent, device=device, dtype=dtype) if needs.latent else None,
     )
 
 
@@ -230,8 +233,9 @@ class Diffusion:
         noise: Tensor,  # (B, V, C, h, w) initial standard normal noise
         num_inference_steps: int,
         guidance_scale: float,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,  # only drawn from when eta > 0
+        eta: float,
+        # only drawn from when eta > 0; a list of B generators keeps each prompt independent
+        generator: torch.Generator | list[torch.Generator] | None = None,
         scheduler: Any = None,  # a diffusers DDIM-like scheduler; None: build_sampling_scheduler
         callback: Callable[[int, Tensor], None] | None = None,
     ) -> Tensor:
@@ -246,11 +250,12 @@ class Diffusion:
         b = len(texts)
         guided = guidance_scale != 1.0
         cond = model.condition(encode_prompt_images(model, images01))
+        cond = _as_dtype(cond, dtype)
         context = model.encode_text(texts)  # (B, T, D)
         if guided:
             from training.model import Conditioning
 
-            uncond = model.condition(unconditional_features(model, b))
+            uncond = _as_dtype(model.condition(unconditional_features(model, b)), dtype)
             cond = Conditioning.cat([cond, uncond])  # (2B, ...): one CFG forward pass
             context = torch.cat([context, model.encode_text(negative_texts)])  # (2B, T, D)
         branches = 2 if guided else 1
@@ -270,6 +275,17 @@ class Diffusion:
             if callback is not None:
                 callback(i, latents)
         return latents
+
+
+def _as_dtype(cond: Conditioning, dtype: torch.dtype) -> Conditioning:
+    """The conditioning's tensors in the UNet's dtype (encoders may run in another precision)."""
+    from training.model import Conditioning
+
+    return Conditioning(
+        None if cond.image_tokens is None else cond.image_tokens.to(dtype),
+        None if cond.extra_frame is None else cond.extra_frame.to(dtype),
+        cond.ip_scale,
+    )
 
 
 class TrainingObjective(nn.Module):

@@ -152,6 +152,19 @@ class ImageDreamPipeline(DiffusionPipeline):
             )
         return self._model
 
+    def to(self, *args: Any, **kwargs: Any) -> ImageDreamPipeline:
+        """diffusers' `to`, plus the model's image encoder when it is not a registered component
+        (an open_clip one)."""
+        pipe: ImageDreamPipeline = super().to(*args, **kwargs)
+        model = self._model
+        if model is not None and model.image_encoder is not None and self.image_encoder is None:
+            positional = [a for a in args if not isinstance(a, torch.dtype)]
+            dtypes = [a for a in args if isinstance(a, torch.dtype)]
+            device = kwargs.get("device", positional[0] if positional else None)
+            dtype = kwargs.get("dtype", dtypes[0] if dtypes else None)
+            model.image_encoder.to(device=device, dtype=dtype)
+        return pipe
+
     @property
     def resolution(self) -> int:
         return int(self.unet.typed_model_config.vae.sample_size)
@@ -221,7 +234,8 @@ class ImageDreamPipeline(DiffusionPipeline):
             return torch.stack(
                 [torch.randn(shape, generator=g, device=g.device) for g in generator]
             )
-        return torch.randn((b, *shape), generator=generator)
+        device = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn((b, *shape), generator=generator, device=device)
 
     # ------------------------------------------------------------------ sampling
 
@@ -253,7 +267,6 @@ class ImageDreamPipeline(DiffusionPipeline):
         elevations = [float(e) for e in _per_prompt(elevation, b, "elevation")]
         cameras = self.canonical_cameras(elevations)
         noise = self.initial_noise(b, generator)
-        eta_generator = generator[0] if isinstance(generator, list) else generator
         bar = self.progress_bar(total=num_inference_steps)
         latents = Diffusion().sample(
             model,
@@ -265,7 +278,7 @@ class ImageDreamPipeline(DiffusionPipeline):
             num_inference_steps,
             guidance_scale,
             eta=eta,
-            generator=eta_generator,
+            generator=generator,
             scheduler=self.scheduler,
             callback=lambda i, x: bar.update(),
         )

@@ -23,6 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from training.model.build import build_imagedream
+from training.model.controllers import CONTROLLERS
 from training.model.convert import save_original_checkpoint
 from training.pipeline import ImageDreamPipeline
 
@@ -48,6 +49,16 @@ def released_to_pipeline(
     image_encoder_path: str | None = None,
     model: str = "sd21_mv",
 ) -> ImageDreamPipeline:
+    ctrl_cfg = group_config("controller", controller)
+    if sd21_path is None:
+        raise ValueError(
+            "--sd21 is required: the released .pt holds the UNet; the VAE, text encoder and "
+            "tokenizer come from an SD 2.1-base diffusers folder (else they would be random)"
+        )
+    if image_encoder_path is None and CONTROLLERS[str(ctrl_cfg.name)].needs.image_encoder:
+        raise ValueError(
+            f"--image-encoder is required for controller {controller!r} (CLIP ViT-H-14)"
+        )
     model_cfg = group_config("model", model)
     model_cfg.weights = {
         "sd21_path": sd21_path,
@@ -55,9 +66,7 @@ def released_to_pipeline(
         "open_clip_checkpoint": None,
         "original_checkpoint": str(checkpoint),
     }
-    return ImageDreamPipeline.from_model(
-        build_imagedream(model_cfg, group_config("controller", controller))
-    )
+    return ImageDreamPipeline.from_model(build_imagedream(model_cfg, ctrl_cfg))
 
 
 def pipeline_to_released(folder: str | Path, out: str | Path) -> Path:
@@ -72,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument(
         "--controller", required=True, help="none | global | local | pixel | local_pixel"
     )
-    a.add_argument("--sd21", default=None, help="SD 2.1-base diffusers folder (vae, text encoder)")
-    a.add_argument("--image-encoder", default=None, help="HF CLIP ViT-H-14 folder")
+    a.add_argument("--sd21", required=True, help="SD 2.1-base diffusers folder (vae, text encoder)")
+    a.add_argument("--image-encoder", default=None, help="HF CLIP ViT-H-14 folder (global, local)")
     a.add_argument("--model", default="sd21_mv", help="conf/model/ name")
     a.add_argument("--out", required=True)
     b = sub.add_parser("to-released", help="ImageDreamPipeline folder -> released-layout .pt")

@@ -61,6 +61,23 @@ def test_qis_runs_the_classifier_per_image() -> None:
     np.testing.assert_allclose(scores, 5.0)
 
 
+def test_qis_over_the_1000_imagenet_classes_of_the_1008_logits() -> None:
+    """metrics.qis_classes=1000 keeps logits 1..1000 of the TF Inception (0 is background,
+    1001..1007 unused) and normalises by N = 1000."""
+
+    def classifier(x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros((x.shape[0], 1008))
+        logits[:, 0] = logits[:, 1001:] = -1e4  # no mass outside the real classes
+        return logits
+
+    full = QIS(classifier, num_classes=1008)(_images(2))
+    real = QIS(classifier, num_classes=1000)(_images(2))
+    np.testing.assert_allclose(real, 1.0, rtol=1e-9)  # uniform over the 1000 real classes
+    np.testing.assert_allclose(full, 1008 / 1000, rtol=1e-6)  # ... seen as 1000 of 1008
+    with pytest.raises(ValueError, match="1000 classes"):
+        QIS(lambda x: torch.zeros((x.shape[0], 5)), num_classes=1000)(_images(1))
+
+
 def test_inception_loads_from_a_local_file_without_download(tmp_path) -> None:
     """The torch-fidelity network is built from a local weights file (random here) and never
     calls the downloader; the tiny stand-in is flagged random."""

@@ -116,3 +116,12 @@ def test_missing_rank_file_is_a_clear_error(tmp_path):
     save(tmp_path, 1)
     with pytest.raises(FileNotFoundError, match="same number of processes"):
         read_checkpoint(FakeEngine(), latest_checkpoint(tmp_path), rank=1)
+
+
+def test_a_checkpoint_of_the_old_format_is_refused_before_loading(tmp_path):
+    ckpt = save(tmp_path, 1)
+    state = torch.load(ckpt.path / "trainer.pt", weights_only=False)
+    del state["format"]  # as written before the denoiser became one module
+    torch.save(state, ckpt.path / "trainer.pt")
+    with pytest.raises(ValueError, match="imagedream-train/1"):
+        read_checkpoint(FakeEngine(), latest_checkpoint(tmp_path), rank=0)

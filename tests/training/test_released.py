@@ -55,3 +55,15 @@ def test_released_checkpoint_to_pipeline_and_back(tmp_path) -> None:
     assert a.keys() == b.keys() and any(k.startswith(ORIGINAL_PREFIX) for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_the_converter_refuses_to_invent_encoders(tmp_path) -> None:
+    import pytest
+
+    from training.released import released_to_pipeline
+
+    released = save_original_checkpoint(tiny_model("local"), tmp_path / "local.pt")
+    with pytest.raises(ValueError, match="--sd21 is required"):
+        released_to_pipeline(released, "local", None, None, model="tiny")
+    with pytest.raises(ValueError, match="--image-encoder is required"):
+        released_to_pipeline(released, "local", str(tmp_path), None, model="tiny")

@@ -15,6 +15,10 @@ from pathlib import Path
 VAE_SCALE_FACTOR = 0.18215
 # SPEC 2: the network camera is the flattened 4x4 camera-to-world matrix.
 CAMERA_DIM = 16
+# SPEC 5 / 6: what a dropped image prompt becomes and what the CFG branch feeds (defined in
+# training.diffusion.unconditional_features): "zeros" = zero CLIP image features + zero pixel
+# latent (the authors' released inference), "grey_image" = the encodings of a uniform grey image.
+UNCONDITIONAL_MODES = ("zeros", "grey_image")
 # SPEC 4 / OpenCLIP ViT-H-14: image preprocessing of the image encoder.
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -135,9 +139,9 @@ class ModelConfig:
     unconditional: str = "zeros"
 
     def __post_init__(self) -> None:
-        if self.unconditional not in ("zeros", "grey_image"):
+        if self.unconditional not in UNCONDITIONAL_MODES:
             raise ValueError(
-                f"model.unconditional={self.unconditional!r}; expected 'zeros' or 'grey_image'"
+                f"model.unconditional={self.unconditional!r}; expected one of {UNCONDITIONAL_MODES}"
             )
         if self.vae.latent_channels != self.unet.latent_channels:
             raise ValueError(

@@ -50,15 +50,6 @@ class ImagePromptFeatures:
             parts.append(torch.where(m, theirs.to(mine.dtype), mine))
         return ImagePromptFeatures(*parts)
 
-    def zeros_like(self) -> ImagePromptFeatures:
-        """The unconditional prompt (SPEC 6): zero image features and zero pixel latent."""
-        return ImagePromptFeatures(
-            *(
-                None if t is None else torch.zeros_like(t)
-                for t in (self.global_embed, self.local_tokens, self.latent)
-            )
-        )
-
 
 @dataclass
 class Conditioning:

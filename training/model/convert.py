@@ -241,8 +241,11 @@ def _fresh_adapters(
 
 
 def load_original_checkpoint(model: ImageDream, path: str | Path) -> None:
-    """Load a released checkpoint into an existing model (its denoiser is replaced)."""
-    model.denoiser = denoiser_from_original(model.cfg, model.controller.cfg, path)
+    """Load a released checkpoint into an existing model (its denoiser is replaced, on the old
+    one's device and dtype; a pipeline built over the old one keeps the old one)."""
+    old = next(model.denoiser.parameters())
+    denoiser = denoiser_from_original(model.cfg, model.controller.cfg, path)
+    model.denoiser = denoiser.to(device=old.device, dtype=old.dtype)
     model.set_trainable()
 
 

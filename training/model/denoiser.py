@@ -99,8 +99,8 @@ class MultiViewUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
                 model_config=config["model_config"], controller_config=config["controller_config"]
             )
         model.assign_state_dict(load_file(str(weights)), str(weights))
-        if torch_dtype is not None:
-            model.to(torch_dtype)
+        # a bf16-trained export loads as float32 (like the other components) unless asked
+        model.to(torch_dtype or torch.float32)
         return model.eval()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
