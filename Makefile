@@ -25,7 +25,7 @@ export IMAGEDREAM_ASSETS ?= $(ASSETS)
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo render train eval test test-fast lint format bench clean
+.PHONY: help install demo render train eval test test-fast lint format bench bench-learn clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,6 +79,9 @@ bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render setti
 	$(PY) -m training.bench
 	$(PY) -m evaluation.bench
 	$(PY) -m training.bench_pipeline
+
+bench-learn: $(STAMP) ## Train every controller variant on the procedural family, compare (about an hour)
+	$(PY) -m training.bench_learn $(ARGS)
 
 clean: ## Remove outputs, runs and caches (keeps .venv)
 	rm -rf outputs runs wandb .pytest_cache .ruff_cache .mypy_cache

@@ -93,20 +93,23 @@ OBJECTS: dict[str, tuple[str, list[Part]]] = {
 _Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 
-def palette_uv(colour: str) -> tuple[float, float]:
+Palette = dict[str, tuple[int, int, int]]
+
+
+def palette_uv(colour: str, palette: Palette = PALETTE) -> tuple[float, float]:
     """glTF UV (origin top-left, v down) of the centre of a colour's palette cell."""
-    index = list(PALETTE).index(colour)
-    rows = -(-len(PALETTE) // _COLS)
+    index = list(palette).index(colour)
+    rows = -(-len(palette) // _COLS)
     col, row = index % _COLS, index // _COLS
     return (col + 0.5) / _COLS, (row + 0.5) / rows
 
 
-def _palette_image():
+def _palette_image(palette: Palette = PALETTE):
     from PIL import Image
 
-    rows = -(-len(PALETTE) // _COLS)
+    rows = -(-len(palette) // _COLS)
     pixels = np.zeros((rows * _CELL, _COLS * _CELL, 3), dtype=np.uint8)
-    for index, rgb in enumerate(PALETTE.values()):
+    for index, rgb in enumerate(palette.values()):
         row, col = divmod(index, _COLS)
         pixels[row * _CELL : (row + 1) * _CELL, col * _CELL : (col + 1) * _CELL] = rgb
     return Image.fromarray(pixels, mode="RGB")
@@ -129,15 +132,19 @@ def _part_mesh(part: Part):
 
 
 def build_mesh(name: str, frame: str = "blender"):
-    """One object as a textured trimesh.Trimesh, in "blender" (z up) or "gltf" (y up) frame."""
+    """One named object as a textured trimesh.Trimesh, "blender" (z up) or "gltf" (y up)."""
+    return mesh_from_parts(name, OBJECTS[name][1], PALETTE, frame)
+
+
+def mesh_from_parts(name: str, parts: list[Part], palette: Palette, frame: str = "blender"):
+    """Parts coloured from `palette` (one palette texture per object) as a textured mesh."""
     import trimesh
 
-    _, parts = OBJECTS[name]
     meshes, uvs = [], []
     for part in parts:
         mesh = _part_mesh(part)
         meshes.append(mesh)
-        uvs.append(np.tile(palette_uv(part.colour), (len(mesh.vertices), 1)))
+        uvs.append(np.tile(palette_uv(part.colour, palette), (len(mesh.vertices), 1)))
     vertices = np.concatenate([m.vertices for m in meshes])
     offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
     faces = np.concatenate([m.faces + off for m, off in zip(meshes, offsets, strict=True)])
@@ -150,7 +157,7 @@ def build_mesh(name: str, frame: str = "blender"):
     uv = np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1)
     material = trimesh.visual.material.PBRMaterial(
         name=f"{name}_palette",
-        baseColorTexture=_palette_image(),
+        baseColorTexture=_palette_image(palette),
         metallicFactor=0.0,
         roughnessFactor=0.8,
     )
@@ -159,10 +166,15 @@ def build_mesh(name: str, frame: str = "blender"):
 
 
 def glb_bytes(name: str) -> bytes:
+    return mesh_glb(name, build_mesh(name, frame="gltf"))
+
+
+def mesh_glb(name: str, mesh) -> bytes:  # type: ignore[no-untyped-def]
+    """A glTF-frame mesh as GLB bytes (deterministic for the same trimesh and Pillow)."""
     import trimesh
 
     scene = trimesh.Scene()
-    scene.add_geometry(build_mesh(name, frame="gltf"), geom_name=name, node_name=name)
+    scene.add_geometry(mesh, geom_name=name, node_name=name)
     return trimesh.exchange.gltf.export_glb(scene, include_normals=True)
 
 

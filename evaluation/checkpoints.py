@@ -73,3 +73,17 @@ def training_shards_of(checkpoint: str | Path) -> list[str]:
             shards = OmegaConf.select(OmegaConf.load(config), "data.shards", default=None)
             return [str(shards)] if shards else []
     return []
+
+
+def loss_curve_of(checkpoint: str | Path) -> list[tuple[int, float]]:
+    """(step, train/loss) of the run that made the checkpoint, from <run_dir>/metrics.jsonl
+    beside export/; empty when it is not inside a run folder."""
+    import json
+
+    path = Path(checkpoint).expanduser()
+    for run_dir in (path, path.parent):
+        metrics = run_dir / "metrics.jsonl"
+        if path.is_dir() and metrics.is_file():
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            return [(int(r["step"]), float(r["train/loss"])) for r in rows if "train/loss" in r]
+    return []

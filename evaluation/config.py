@@ -105,6 +105,9 @@ class EvalConfig:
     leakage: LeakageConfig = field(default_factory=LeakageConfig)
     original: OriginalCheckpointConfig = field(default_factory=OriginalCheckpointConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # the learning check passes when the model's novel-view PSNR beats the better baseline
+    # (prompt copied, mean training view) by at least this many dB
+    learning_bar_db: float = 3.0
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:

@@ -23,7 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG
-from evaluation.checkpoints import checkpoint_label, load_pipeline, training_shards_of
+from evaluation.baselines import LearningCheck, baseline_scores, learning_check, mean_training_view
+from evaluation.checkpoints import (
+    checkpoint_label,
+    load_pipeline,
+    loss_curve_of,
+    training_shards_of,
+)
 from evaluation.config import EvalConfig, register_configs, to_eval_config
 from evaluation.leakage import check_leakage
 from evaluation.metrics import (
@@ -62,8 +68,11 @@ class Scorers:
         self.lpips = LPIPS(lpips_net, m.batch_size)
         self.infos: list[ModelInfo] = [clip_info, inception_info, lpips_info]
 
-    def score(self, prompt: EvalPrompt, views: np.ndarray) -> dict[str, list[float]]:
-        """Per-view scores of one prompt's generated views (V, H, W, 3)."""
+    def score(
+        self, prompt: EvalPrompt, views: np.ndarray, mean_view: np.ndarray | None = None
+    ) -> dict[str, list[float]]:
+        """Per-view scores of one prompt's generated views (V, H, W, 3) (and, with ground
+        truth, of the baselines: the prompt copied, the mean training view)."""
         scores = {
             "qis": self.qis(views),
             "clip_im": self.clip.image_scores(views[None], prompt.image[None])[0],
@@ -80,6 +89,7 @@ class Scorers:
                     f"ssim{suffix}": ssim(views[sl], gt[sl]),
                     f"lpips{suffix}": self.lpips(views[sl], gt[sl]),
                 }
+            scores |= baseline_scores(prompt.image, gt[1:], mean_view)
         return {k: [float(x) for x in v] for k, v in scores.items()}
 
 
@@ -100,11 +110,19 @@ def collect_prompts(cfg: EvalConfig) -> list[EvalPrompt]:
 
 
 def evaluate_checkpoint(
-    checkpoint: str, prompts: list[EvalPrompt], scorers: Scorers, cfg: EvalConfig, leaked: set[str]
+    checkpoint: str,
+    prompts: list[EvalPrompt],
+    scorers: Scorers,
+    cfg: EvalConfig,
+    leaked: set[str],
+    training_shards: list[str] | None = None,
 ) -> RunResult:
     pipe = load_pipeline(checkpoint, cfg.original).to(cfg.device)
     model = pipe.model
     sampler = MultiViewSampler(pipe, cfg.sampler)
+    mean_view = None
+    if training_shards and any(p.gt_views is not None for p in prompts):
+        mean_view = mean_training_view(training_shards, cfg.prompt, sampler.resolution)
     log.info("sampling %d prompts with %s (%s)", len(prompts), checkpoint, model.controller_name)
     start = time.perf_counter()
     samples = sampler.sample(
@@ -128,13 +146,14 @@ def evaluate_checkpoint(
                 prompt_image=p.image,
                 views=views,
                 gt_views=None if p.gt_views is None else resize_views(p.gt_views, views.shape[1]),
-                scores=scorers.score(p, views),
+                scores=scorers.score(p, views, mean_view),
                 seed=samples.seeds[i],
                 elevation_deg=float(samples.elevation_deg[i]),
                 fov_deg=float(samples.fov_deg[i]),
                 leaked=p.name in leaked,
             )
         )
+    check = learning_check([r.scores for r in results], cfg.learning_bar_db)
     keys = sorted({k for r in results for k in r.scores})
     summary = {
         k: summarize([r.scores[k] for r in results if k in r.scores], cfg.metrics.bootstrap_seed)
@@ -152,6 +171,8 @@ def evaluate_checkpoint(
             "sampler": asdict(cfg.sampler),
             "resolution": sampler.resolution,
             "unconditional": model.cfg.unconditional,
+            "learning_check": None if check is None else check.to_dict(),
+            "loss_curve": loss_curve_of(checkpoint),
         },
     )
 
@@ -187,7 +208,8 @@ def _run(cfg: EvalConfig) -> Path:
                 info.role,
                 info.name,
             )
-    runs = [evaluate_checkpoint(c, prompts, scorers, cfg, leaked) for c in checkpoints]
+    shards = sorted(set(training_shards))
+    runs = [evaluate_checkpoint(c, prompts, scorers, cfg, leaked, shards) for c in checkpoints]
     config = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
     index = write_report(cfg.output_dir, runs, scorers.infos, leakage.to_dict(), config)
     if cfg.wandb.mode != "disabled":
@@ -195,6 +217,13 @@ def _run(cfg: EvalConfig) -> Path:
     for r in runs:
         line = ", ".join(f"{k} {s.format()}" for k, s in r.summary.items())
         log.info("%s: %s", r.label, line)
+        check = r.info.get("learning_check")
+        if check is not None:
+            log.info(
+                "%s: %s",
+                r.label,
+                LearningCheck(**{k: v for k, v in check.items() if k != "passed"}).line(),
+            )
     log.info("report: %s", index)
     return index
 

@@ -65,6 +65,7 @@ def write_report(
         f"{len(runs[0].prompts) if runs else 0} prompt(s); numbers in results.json</p>",
         _models_html(runs, models),
         _leakage_html(leakage),
+        _learning_html(runs, images),
         _table_html(runs),
     ]
     if plot is not None:
@@ -125,6 +126,57 @@ def _leakage_html(leakage: dict[str, Any]) -> str:
         f"<div class=ok>Leakage check: {leakage.get('checked', 0)} object(s) against "
         f"{leakage.get('training_shards', 0)} training shard manifest(s), none found.{note}</div>"
     )
+
+
+def _learning_html(runs: Sequence[RunResult], images: Path) -> str:
+    """The learning check (model vs baselines on novel views) and the training loss curves."""
+    parts = []
+    rows = []
+    for r in runs:
+        check = r.info.get("learning_check")
+        if check is None:
+            continue
+        mean = check["mean_view_psnr"]
+        ok = "ok" if check["passed"] else "warn"
+        rows.append(
+            f"<tr><td>{html.escape(r.label)}</td><td class=num>{check['model_psnr']:.2f}</td>"
+            f"<td class=num>{check['copy_psnr']:.2f}</td>"
+            f"<td class=num>{'-' if mean is None else f'{mean:.2f}'}</td>"
+            f"<td class='num {ok}'><b>{check['margin']:+.2f}</b> "
+            f"({'passes' if check['passed'] else 'misses'} {check['bar']:+.1f})</td></tr>"
+        )
+    if rows:
+        parts.append(
+            "<h2>Learning check</h2><p>Mean PSNR (dB) of the novel views (azimuth 90/180/270) "
+            "against the true renders, next to two baselines that use no network: the prompt "
+            "copied to every view, and the mean of all training views.</p><table><tr><th>model"
+            "</th><th>model</th><th>prompt copied</th><th>mean training view</th><th>margin over "
+            f"the better</th></tr>{''.join(rows)}</table>"
+        )
+    curves = [(r.label, r.info.get("loss_curve") or []) for r in runs]
+    if any(c for _, c in curves):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        for label, curve in curves:
+            if curve:
+                steps, losses = zip(*curve, strict=True)
+                ax.plot(steps, losses, label=label)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("train/loss")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(images / "loss_curve.png", dpi=110)
+        plt.close(fig)
+        parts.append(
+            "<h2>Training loss</h2><img src='images/loss_curve.png' alt='training loss curve'>"
+        )
+    return "".join(parts)
 
 
 def _table_html(runs: Sequence[RunResult]) -> str:

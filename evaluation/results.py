@@ -25,6 +25,9 @@ METRICS: dict[str, tuple[str, bool]] = {
     "psnr_front": ("PSNR front", True),
     "ssim_front": ("SSIM front", True),
     "lpips_front": ("LPIPS front", False),
+    # baselines on the novel views (evaluation.baselines): what a model must beat
+    "psnr_copy": ("PSNR baseline: prompt copied", True),
+    "psnr_mean_view": ("PSNR baseline: mean training view", True),
 }
 
 

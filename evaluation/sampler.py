@@ -37,6 +37,9 @@ class SamplerConfig(SamplingConfig):
     # SPEC 5: captions are trained with this suffix (training.data.caption_text); a prompt with
     # no caption is sent as the empty text, as a caption-less training object is
     text_suffix: str = CAPTION_SUFFIX
+    # False: the model is sent the empty text for every prompt (for models trained with
+    # data.use_captions=false); CLIP(TX) still scores against the caption
+    use_captions: bool = True
     batch_size: int = 2
     seed: int = 0  # prompt i uses seed + i
 
@@ -77,6 +80,8 @@ class MultiViewSampler:
         return ring_c2w(np.asarray(CANONICAL_AZIMUTHS_DEG, float), elevation_deg, distance)
 
     def texts(self, captions: Sequence[str | None]) -> list[str]:
+        if not self.cfg.use_captions:
+            return [""] * len(captions)
         return [caption_text(c or "", self.cfg.text_suffix) for c in captions]
 
     def sample(

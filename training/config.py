@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from training.diffusion import ObjectiveConfig
 from training.model.config import (
     ControllerConfig,
     ModelConfig,
@@ -55,6 +56,10 @@ class DataConfig:
     prompt_dropout: float = 0.1
     text_dropout: float = 0.0  # not stated by the paper: caption replaced by "" on its own
     caption_suffix: str = CAPTION_SUFFIX
+    # False: every example gets the empty text, so the image prompt alone drives the model (a
+    # small model trained on a few captioned objects otherwise learns to draw the object its
+    # caption names and ignores the image)
+    use_captions: bool = True
     # background grey level (0 black, 1 white), one uniform draw per sample (SPEC 5)
     grey_min: float = 0.0
     grey_max: float = 1.0
@@ -143,6 +148,8 @@ class TrainerConfig:
     # DDIM steps of the logged sample grids (through ImageDreamPipeline; CFG scale, negative text
     # and eta are training.diffusion.SamplingConfig's); None = its num_inference_steps
     sample_steps: int | None = None
+    # CFG scale of the sample grids; None = SamplingConfig's (SPEC 6: 5.0)
+    sample_guidance_scale: float | None = None
     num_sample_prompts: int = 2
     # "auto": continue from the run folder's newest checkpoint if there is one; "never": refuse a
     # run folder that has checkpoints; otherwise a checkpoint folder to start from
@@ -180,6 +187,7 @@ class TrainConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def __post_init__(self) -> None:
         if self.engine.warmup_steps > self.trainer.max_steps and self.trainer.max_steps > 1:

@@ -141,7 +141,8 @@ def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConf
         raise SchemaError(f"sample {key}: target azimuths {wanted.tolist()} are not 0/90/180/270")
     rgb = composite_on_grey(record.images, grey)  # (5, H, W, 3)
     pixels = _to_network(rgb, cfg.image_size)  # (5, 3, S, S)
-    caption = "" if text_dropped else caption_text(meta.caption, cfg.caption_suffix)
+    use_text = cfg.use_captions and not text_dropped
+    caption = caption_text(meta.caption, cfg.caption_suffix) if use_text else ""
     return Example(
         key=key,
         targets=pixels[:NUM_TARGETS],

@@ -275,7 +275,7 @@ def build_engine(model: ImageDream, cfg: TrainConfig, dist: DistInfo) -> Engine:
     model.to(dist.device)
     if cfg.engine.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()  # type: ignore[operator]
-    objective = TrainingObjective(model, Diffusion())
+    objective = TrainingObjective(model, Diffusion(objective=cfg.objective))
     trainable = [p for p in objective.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError(f"controller {cfg.controller.name!r} leaves no trainable parameter")

@@ -69,7 +69,7 @@ class ImageDreamPipeline(DiffusionPipeline):
     def __init__(
         self,
         unet: MultiViewUNet,
-        vae: AutoencoderKL,
+        vae: AutoencoderKL,  # or training.model.autoencoder.PixelUnshuffleAutoencoder
         text_encoder: CLIPTextModel,
         tokenizer: CLIPTokenizer,
         scheduler: DDIMScheduler,

@@ -150,12 +150,17 @@ def sample_views(
     elevations_deg: list[float],
     seeds: list[int],  # prompt i draws its initial noise from a generator seeded with seeds[i]
     num_inference_steps: int | None,
+    guidance_scale: float | None = None,
 ) -> np.ndarray:
     """Views through ImageDreamPipeline with its SPEC 6 defaults (CFG scale, negative text, eta)
     -> (B, V, H, W, 3) uint8. `make eval` samples through the same pipeline the same way."""
     from training.pipeline import to_uint8
 
-    kwargs = {} if num_inference_steps is None else {"num_inference_steps": num_inference_steps}
+    kwargs: dict[str, Any] = {}
+    if num_inference_steps is not None:
+        kwargs["num_inference_steps"] = num_inference_steps
+    if guidance_scale is not None:
+        kwargs["guidance_scale"] = guidance_scale
     out = pipe(
         images,
         prompt=texts,
@@ -203,6 +208,7 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
             batch.elevation_deg,
             [cfg.trainer.seed + i for i in range(len(batch))],
             cfg.trainer.sample_steps,
+            cfg.trainer.sample_guidance_scale,
         )
     model.train(was_training)
     rows = []

@@ -28,9 +28,27 @@ __all__ = [
 
 @dataclass
 class BuiltinSourceConfig:
-    """The built-in example objects (data_pipeline.samples), written into OUT/builtin_assets."""
+    """Built-in objects, written into OUT/builtin_assets: the three named examples
+    (data_pipeline.samples) when count is 0, else the first `count` members of the procedural
+    family (data_pipeline.procedural) in `split` ("all", "train" or "heldout"; the split is a
+    function of each member's name, so train and held-out never share an object)."""
 
     kind: str = "builtin"
+    count: int = 0
+    split: str = "all"
+    heldout_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        from data_pipeline.procedural import SPLITS
+
+        if self.count < 0:
+            raise ValueError(f"source.count must be >= 0, got {self.count}")
+        if self.split not in SPLITS:
+            raise ValueError(f"source.split must be one of {SPLITS}, got {self.split!r}")
+        if self.split != "all" and self.count == 0:
+            raise ValueError("source.split needs the procedural family: set source.count > 0")
+        if not 0.0 <= self.heldout_fraction <= 1.0:
+            raise ValueError("source.heldout_fraction must lie in [0, 1]")
 
 
 def build_source(cfg: Any, output_dir: str | Path) -> Source:
@@ -45,6 +63,11 @@ def build_source(cfg: Any, output_dir: str | Path) -> Source:
 
         folder = Path(output_dir) / "builtin_assets"
         folder.mkdir(parents=True, exist_ok=True)
-        write_builtin_samples(folder)
+        if getattr(cfg, "count", 0):
+            from data_pipeline.procedural import write_family
+
+            write_family(folder, cfg.count, cfg.split, cfg.heldout_fraction)
+        else:
+            write_builtin_samples(folder)
         return LocalSource(LocalSourceConfig(root=str(folder)), name="builtin")
     raise ValueError(f"unknown source kind {kind!r} (known: builtin, local, objaverse)")

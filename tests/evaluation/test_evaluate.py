@@ -125,5 +125,5 @@ def test_cli_with_the_demo_experiment(tmp_path, trained_run) -> None:
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["config"]["num_threads"] == 1  # set by eval_experiment/demo.yaml
+    assert results["config"]["num_threads"] == 2  # set by eval_experiment/demo.yaml
     assert (out / "index.html").is_file()

@@ -52,10 +52,17 @@ class UNetConfig:
                 )
 
 
+VAE_KINDS = ("kl", "pixel_unshuffle")
+
+
 @dataclass
 class VAEConfig:
-    """SD 2.1 AutoencoderKL (factor 8 at full size)."""
+    """The first stage. "kl": SD 2.1's AutoencoderKL (factor 8 at full size; the sizes below).
+    "pixel_unshuffle": training.model.autoencoder.PixelUnshuffleAutoencoder, parameter-free,
+    latents = the pixels folded by `factor` (3 factor^2 channels), for small pixel-space models."""
 
+    kind: str = "kl"
+    factor: int = 2  # pixel_unshuffle only
     block_out_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
     layers_per_block: int = 2
     latent_channels: int = 4
@@ -143,6 +150,20 @@ class ModelConfig:
             raise ValueError(
                 f"model.unconditional={self.unconditional!r}; expected one of {UNCONDITIONAL_MODES}"
             )
+        if self.vae.kind not in VAE_KINDS:
+            raise ValueError(f"model.vae.kind={self.vae.kind!r}; expected one of {VAE_KINDS}")
+        if self.vae.kind == "pixel_unshuffle":
+            f = self.vae.factor
+            if self.vae.latent_channels != 3 * f * f:
+                raise ValueError(
+                    f"model.vae.latent_channels must be 3 x factor^2 = {3 * f * f} for "
+                    f"pixel_unshuffle with factor {f}, got {self.vae.latent_channels}"
+                )
+            if self.unet.sample_size * f != self.vae.sample_size:
+                raise ValueError(
+                    f"model.unet.sample_size x vae.factor = {self.unet.sample_size * f} must "
+                    f"equal model.vae.sample_size {self.vae.sample_size}"
+                )
         if self.vae.latent_channels != self.unet.latent_channels:
             raise ValueError(
                 f"vae.latent_channels {self.vae.latent_channels} != unet.latent_channels "

@@ -39,7 +39,13 @@ from training.model.config import (
 # --------------------------------------------------------------------------------------- VAE
 
 
-def build_vae(cfg: VAEConfig, sd21_path: str | None) -> Any:  # AutoencoderKL
+def build_vae(cfg: VAEConfig, sd21_path: str | None) -> Any:  # AutoencoderKL-like
+    if cfg.kind == "pixel_unshuffle":  # nothing to load: it has no weights
+        from training.model.autoencoder import PixelUnshuffleAutoencoder
+
+        return PixelUnshuffleAutoencoder(
+            factor=cfg.factor, sample_size=cfg.sample_size, scaling_factor=cfg.scaling_factor
+        ).eval()
     if sd21_path is not None:
         vae = AutoencoderKL.from_pretrained(
             Path(sd21_path) / "vae", local_files_only=True, low_cpu_mem_usage=False

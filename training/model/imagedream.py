@@ -135,7 +135,7 @@ class ImageDream(nn.Module):
         """(..., C, h, w) scaled latents -> (..., 3, H, W) images in [-1, 1]."""
         lead = latents.shape[:-3]
         z = latents.reshape(-1, *latents.shape[-3:]) / self.latent_scale
-        z = z.to(next(self.vae.parameters()).dtype)
+        z = z.to(self.vae.dtype)
         x = self.vae.decode(z).sample.clamp(-1, 1)  # (N, 3, H, W)
         return x.reshape(*lead, *x.shape[1:])
 
