@@ -81,7 +81,7 @@ bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render setti
 	$(PY) -m training.bench_pipeline
 
 bench-learn: $(STAMP) ## Train every controller variant on the procedural family, compare (about an hour)
-	$(PY) -m training.bench_learn $(ARGS)
+	$(PY) -m evaluation.bench_learn $(ARGS)
 
 clean: ## Remove outputs, runs and caches (keeps .venv)
 	rm -rf outputs runs wandb .pytest_cache .ruff_cache .mypy_cache

@@ -155,28 +155,34 @@ def _learning_html(runs: Sequence[RunResult], images: Path) -> str:
         )
     curves = [(r.label, r.info.get("loss_curve") or []) for r in runs]
     if any(c for _, c in curves):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        for label, curve in curves:
-            if curve:
-                steps, losses = zip(*curve, strict=True)
-                ax.plot(steps, losses, label=label)
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel("train/loss")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(images / "loss_curve.png", dpi=110)
-        plt.close(fig)
+        plot_loss_curves(dict(curves), images / "loss_curve.png", "train/loss")
         parts.append(
             "<h2>Training loss</h2><img src='images/loss_curve.png' alt='training loss curve'>"
         )
     return "".join(parts)
+
+
+def plot_loss_curves(curves: dict[str, list[tuple[int, float]]], path: Path, ylabel: str) -> Path:
+    """One log-scale line per run: (step, loss) pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for label, curve in curves.items():
+        if curve:
+            steps, losses = zip(*curve, strict=True)
+            ax.plot(steps, losses, label=label)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _table_html(runs: Sequence[RunResult]) -> str:

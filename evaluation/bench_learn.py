@@ -13,7 +13,7 @@ bench/results/learn.{md,json} and bench/results/learn_curves.png, learn_samples.
    baselines (the prompt copied, the mean training view); the learning curves of all variants
    in one plot; a grid of samples.
 
-    python -m training.bench_learn [--steps 1200] [--count 60] [--variants none pixel ...]
+    python -m evaluation.bench_learn [--steps 1200] [--count 60] [--variants none pixel ...]
 """
 
 from __future__ import annotations
@@ -110,16 +110,16 @@ def novel_view_scores(pipe: Any, shards: Path, mean_view: np.ndarray | None) -> 
     out = sampler.sample(
         np.stack([r.image for r in rings]),
         [r.text for r in rings],
-        elevations_deg=[r.elevation_deg for r in rings],
+        elevations_deg=[float(r.elevation_deg or 0.0) for r in rings],
     )
     net, _ = load_lpips(None)
     lp = LPIPS(net)
     size = out.views.shape[2]
     from evaluation.evaluate import resize_views
 
+    truths = [resize_views(r.gt_views, size) for r in rings if r.gt_views is not None]
     rows = []
-    for r, views in zip(rings, out.views, strict=True):
-        gt = resize_views(r.gt_views, size)
+    for r, views, gt in zip(rings, out.views, truths, strict=True):
         rows.append({
             "psnr": psnr(views[1:], gt[1:]).tolist(),
             "ssim": ssim(views[1:], gt[1:]).tolist(),
@@ -131,7 +131,7 @@ def novel_view_scores(pipe: Any, shards: Path, mean_view: np.ndarray | None) -> 
         "objects": len(rings),
         **summary,
         "views": out.views[:4],
-        "truth": [resize_views(r.gt_views, size) for r in rings[:4]],
+        "truth": truths[:4],
         "prompts": [r.image for r in rings[:4]],
     }
 
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=60, help="family members (train + held-out)")
     parser.add_argument("--variants", nargs="+", default=VARIANTS)
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "bench_learn")
+    parser.add_argument("--out", type=Path, default=OUT, help="where learn.md / learn.json go")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
@@ -191,26 +192,13 @@ def main() -> None:
 
 
 def write(results, curves, samples, args, seconds, load_at_start) -> None:  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    out = args.out
     from PIL import Image
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for variant, curve in curves.items():
-        if curve:
-            steps, losses = zip(*curve, strict=True)
-            ax.plot(steps, losses, label=variant)
-    ax.set_yscale("log")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("train/loss (weighted)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(OUT / "learn_curves.png", dpi=110)
-    plt.close(fig)
+    from evaluation.report import plot_loss_curves
+
+    out.mkdir(parents=True, exist_ok=True)
+    plot_loss_curves(curves, out / "learn_curves.png", "train/loss (weighted)")
     rows = []
     for views, truth, prompts in samples.values():
         for v, t, p in zip(views, truth, prompts, strict=True):
@@ -220,15 +208,15 @@ def write(results, curves, samples, args, seconds, load_at_start) -> None:  # ty
         grid = np.concatenate(rows, axis=0)
         Image.fromarray(grid).resize(
             (grid.shape[1] * 3, grid.shape[0] * 3), Image.Resampling.NEAREST
-        ).save(OUT / "learn_samples.png")
+        ).save(out / "learn_samples.png")
     payload = {"steps": args.steps, "count": args.count, "seconds": seconds,
                "load_average_at_start": load_at_start, "variants": results}  # fmt: skip
-    (OUT / "learn.json").write_text(json.dumps(payload, indent=1))
+    (out / "learn.json").write_text(json.dumps(payload, indent=1))
     any_run = next(iter(results.values()))
     lines = [
         "# Learning benchmark across the controller variants",
         "",
-        f"`python -m training.bench_learn --steps {args.steps} --count {args.count}` on "
+        f"`python -m evaluation.bench_learn --steps {args.steps} --count {args.count}` on "
         f"{os.cpu_count()} CPU cores ({platform.platform()}), torch {torch.__version__}; "
         f"{seconds / 60:.0f} min in all, load average at start {load_at_start}.",
         "",
@@ -275,8 +263,8 @@ def write(results, curves, samples, args, seconds, load_at_start) -> None:  # ty
         "![samples](learn_samples.png)",
         "",
     ]
-    (OUT / "learn.md").write_text("\n".join(lines))
-    print((OUT / "learn.md").read_text())
+    (out / "learn.md").write_text("\n".join(lines))
+    print((out / "learn.md").read_text())
 
 
 if __name__ == "__main__":
