@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjec
 
 from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, ring_c2w
 from training.diffusion import Diffusion, SamplingConfig, build_sampling_scheduler
+from training.model.autoencoder import PixelUnshuffleAutoencoder
 from training.model.denoiser import MultiViewUNet
 from training.model.encoders import HFImageEncoder
 from training.model.imagedream import ImageDream
@@ -69,7 +70,8 @@ class ImageDreamPipeline(DiffusionPipeline):
     def __init__(
         self,
         unet: MultiViewUNet,
-        vae: AutoencoderKL,  # or training.model.autoencoder.PixelUnshuffleAutoencoder
+        # typing.Union: diffusers' component type check reads Union, not the | form
+        vae: Union[AutoencoderKL, PixelUnshuffleAutoencoder],  # noqa: UP007
         text_encoder: CLIPTextModel,
         tokenizer: CLIPTokenizer,
         scheduler: DDIMScheduler,

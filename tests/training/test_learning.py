@@ -27,6 +27,7 @@ STEPS = 900
 LEARNS_FROM_THE_PROMPT = pytest.mark.xfail(
     strict=True,
     reason="issue 9: the demo model does not yet learn to use its prompt within this budget",
+    raises=AssertionError,  # only the learning checks assert; a crash still fails the test
 )
 
 
@@ -68,7 +69,8 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
              f"run_dir={run_dir}", f"trainer.max_steps={STEPS}", "trainer.ckpt_every=0",
              "trainer.sample_every=0", "trainer.progress=false", "wandb.mode=disabled"]  # fmt: skip
     proc = subprocess.run(train, cwd=REPO, env=env(), capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-4000:])
     print(f"training {STEPS} steps took {time.perf_counter() - start:.0f} s")
 
     cfg = from_yaml((run_dir / "config.yaml").read_text())
@@ -83,7 +85,8 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
     # one ring per object: its front view is the prompt, its renders are the truth
     rings = load_heldout_rings(shards, PromptConfig(background=0.5), [0.0, 90.0, 180.0, 270.0])
     rings = sorted((r for r in rings if r.name.endswith("_r0")), key=lambda r: r.name)
-    assert len(rings) == 3
+    if len(rings) != 3:
+        raise RuntimeError(f"expected one ring per built-in object, got {[r.name for r in rings]}")
     sampler = MultiViewSampler(
         pipe, SamplerConfig(num_inference_steps=25, guidance_scale=3.0, use_captions=False)
     )
@@ -92,7 +95,8 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
         [r.text for r in rings],  # sent as the empty text: the image alone must drive it
         elevations_deg=[float(r.elevation_deg or 0.0) for r in rings],
     )
-    assert out.texts == ["", "", ""]
+    if out.texts != ["", "", ""]:
+        raise RuntimeError(f"the model was sent text: {out.texts}")
     size = out.views.shape[2]
     truth = np.stack(
         [np.stack([np.asarray(_resize(v, size)) for v in r.gt_views[1:]]) for r in rings]

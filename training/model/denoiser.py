@@ -100,7 +100,9 @@ class MultiViewUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             )
         model.assign_state_dict(load_file(str(weights)), str(weights))
         # a bf16-trained export loads as float32 (like the other components) unless asked
-        model.to(torch_dtype or torch.float32)
+        dtype = torch_dtype or torch.float32
+        if any(p.dtype != dtype for p in model.parameters()):
+            model.to(dtype)
         return model.eval()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
