@@ -61,7 +61,16 @@ def test_eval_on_the_tiny_model_writes_the_report(tmp_path, trained_run) -> None
     assert names[:4] == ["blue_gem", "pine_tree", "red_mug", "rubber_duck"]
     assert sorted(names[4:]) == ["duck_r0", "lamp_r0"]
     gt = {"psnr", "ssim", "lpips"}
-    assert set(r["summary"]) == {"qis", "clip_tx", "clip_im"} | gt | {f"{k}_front" for k in gt}
+    baselines = {"psnr_copy", "psnr_mean_view"}  # mean view: from the run's training shards
+    assert (
+        set(r["summary"])
+        == {"qis", "clip_tx", "clip_im"} | gt | {f"{k}_front" for k in gt} | baselines
+    )
+    check = r["info"]["learning_check"]
+    assert check["n_prompts"] == 2 and check["margin"] == pytest.approx(
+        check["model_psnr"] - max(check["copy_psnr"], check["mean_view_psnr"])
+    )
+    assert "Learning check" in index.read_text()
     # 2 held-out rings: 3 novel views (azimuth 90/180/270) each, view 0 apart
     assert r["summary"]["psnr"]["n_images"] == 6 and r["summary"]["psnr_front"]["n_images"] == 2
     assert r["summary"]["qis"]["n_images"] == 24
@@ -112,12 +121,14 @@ def test_cli_with_the_demo_experiment(tmp_path, trained_run) -> None:
     """What `make demo` runs: `eval_experiment=demo` selects the evaluation preset."""
     env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     out = tmp_path / "eval"
+    rings = write_ring_shard(tmp_path / "rings" / "shards" / "shard-00000.tar", ["duck"])
     cmd = [
         sys.executable,
         "-m",
         "evaluation.evaluate",
         "eval_experiment=demo",
         f"checkpoint={trained_run / 'export'}",
+        f"heldout_shards={rings.parent}",
         "sampler.num_inference_steps=2",
         "wandb.mode=disabled",
         f"output_dir={out}",
@@ -126,4 +137,6 @@ def test_cli_with_the_demo_experiment(tmp_path, trained_run) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["num_threads"] == 2  # set by eval_experiment/demo.yaml
+    assert results["config"]["sampler"]["use_captions"] is False  # prompt-only, as trained
+    assert "learning check" in proc.stderr + proc.stdout
     assert (out / "index.html").is_file()
