@@ -28,9 +28,9 @@ STAMP := $(VENV)/.installed
 .PHONY: help install demo render train eval test test-fast lint format bench bench-learn clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Hydra overrides go as VAR=value (e.g. make train controller=pixel trainer.max_steps=10)."
-	@echo "  Knobs: NPROC=N (training processes here), ARGS='raw hydra args', BENCH=quick|full."
+	@echo "  Knobs: NPROC=N (training processes here), ARGS='raw hydra args' (bench-learn: its flags), BENCH=quick|full."
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies (once)
 
-demo: $(STAMP) ## Whole job on the built-in example: render samples, train the tiny model, evaluate it
+demo: $(STAMP) ## Whole job on the built-in example: render, train the demo model (~10 min), evaluate
 	$(PY) -m data_pipeline.job source=builtin output_dir=$(DEMO_DIR)/render render=demo
 	$(PY) -m training.train experiment=demo 'data.shards=$(DEMO_DIR)/render/shards' run_dir=$(DEMO_DIR)/train
 	$(PY) -m evaluation.evaluate eval_experiment=demo checkpoint=$(DEMO_DIR)/train/export 'heldout_shards=$(DEMO_DIR)/render/shards' output_dir=$(DEMO_DIR)/eval
