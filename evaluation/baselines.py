@@ -39,6 +39,7 @@ def mean_training_view(
     count = 0
     for i, rec in enumerate(read_rings(list(shards))):
         if i >= limit:
+            log.info("mean training view: the first %d rings of %s (limit reached)", limit, shards)
             break
         for rgba in rec.images:
             rgb = composite(rgba, cfg.background)
