@@ -25,7 +25,7 @@ export IMAGEDREAM_ASSETS ?= $(ASSETS)
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo render train eval test test-fast lint format bench bench-learn clean
+.PHONY: help install demo render train eval test test-fast fuzz lint format bench bench-learn clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ test: $(STAMP) ## Run every test, slow end-to-end ones included (what CI runs)
 
 test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+fuzz: $(STAMP) ## Longer fuzzing of the asset inspectors, shard reader and prompt loader (FUZZ_EXAMPLES=2000)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest -o timeout=3600 tests/data_pipeline/test_fuzz.py tests/evaluation/test_fuzz_prompts.py $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint + format check, mypy on our packages
 	$(VENV)/bin/ruff check .

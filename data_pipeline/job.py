@@ -5,8 +5,9 @@
 Reads top to bottom in `run_job`: list the source, skip what a previous run finished, fan the
 rest out to Ray actors (each owns a killable render process, see data_pipeline.worker), stage
 every rendered object and quarantine every refused one as results arrive, then (re)write the
-shards from the staged objects and write OUT/summary.json. This is the only module that imports
-`ray`. Layout of OUT: see docs/RENDERING.md.
+shards from the staged objects, index them (OUT/shards/index.json, removed before the first shard
+changes and written after the last, see data_pipeline.dataset_index) and write OUT/summary.json.
+This is the only module that imports `ray`. Layout of OUT: see docs/RENDERING.md.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hydra
 from omegaconf import DictConfig
 
 from data_pipeline.config import RenderJobConfig, register_configs, to_job_config
+from data_pipeline.dataset_index import remove_index, write_index
 from data_pipeline.errors import TRANSIENT, Reason
 from data_pipeline.ledger import (
     LedgerEntry,
@@ -44,7 +46,12 @@ from data_pipeline.summary import (
     plain_config,
     print_summary,
 )
-from data_pipeline.worker import DEFAULT_RENDERER, ObjectResult, RenderWorker
+from data_pipeline.worker import (
+    DEFAULT_RENDERER,
+    ObjectResult,
+    RenderWorker,
+    remove_stale_work_dirs,
+)
 
 JOB_FILE = "job.json"
 # This many objects in a row failing with errors that are not refusals (no success between) means
@@ -243,6 +250,7 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
     out = Path(cfg.output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, cfg)
+    clean_work_dirs(out)
 
     source = build_source(cfg.source, out)
     specs, duplicates = find_duplicates(list(source.list_objects()))
@@ -298,13 +306,17 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
             phases["render"] = time.monotonic() - start
         finally:
             stop_actors(actors)  # kills the render processes too
+            clean_work_dirs(out)  # and actors that died during the run left theirs
             if owns_ray:
                 import ray
 
                 ray.shutdown()
 
     start = time.monotonic()
-    manifests = write_shards_from_staging(staged, out / "shards", cfg.num_shards)
+    shards_dir = out / "shards"
+    remove_index(shards_dir)  # from here until write_index the folder is visibly incomplete
+    manifests = write_shards_from_staging(staged, shards_dir, cfg.num_shards)
+    write_index(shards_dir, manifests)  # last: the folder is complete
     rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
     phases["shards"] = time.monotonic() - start
     phases["total"] = time.monotonic() - job_start
@@ -315,6 +327,14 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
     print_summary(summary)
     log_wandb(cfg, summary)
     return summary
+
+
+def clean_work_dirs(out: Path) -> None:
+    """Remove the render-* work folders that earlier (killed) runs or dead actors left behind;
+    those of live render actors are locked and kept (data_pipeline.worker)."""
+    removed = remove_stale_work_dirs(out / "work")
+    if removed:
+        print(f"removed {len(removed)} work folders left by killed render runs in {out / 'work'}")
 
 
 def record(
@@ -341,8 +361,12 @@ def record(
                 "attempts": result.attempts,
                 "wall_seconds": round(result.wall_seconds, 4),
                 "blender_seconds": round(result.blender_seconds, 4),
+                "notes": result.notes,
+                "rings_with_notes": result.rings_with_notes,
             },
         )
+        for note in result.notes:
+            print(f"note: {result.path}: {note}")
         return
     if result.unexpected:
         print(f"error: {result.path}: {result.detail} (not quarantined; retried next run)")

@@ -3,19 +3,33 @@
 `read_rings` accepts what WebDataset accepts (local paths, brace patterns such as
 "out/shards/shard-{00000..00003}.tar", http(s)/pipe: URLs) plus local globs and folders.
 Bad samples raise `SchemaError` naming the shard and the key; nothing is ever substituted.
+
+A folder is read only when its dataset index (data_pipeline.dataset_index) says it is complete
+and every shard has its indexed size; otherwise `IncompleteDatasetError`, unless the caller
+passes `allow_incomplete=True` (then the folder's shard-*.tar files are read, with a warning).
+Explicit tar paths, globs, braces and URLs name their files themselves and need no index.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from braceexpand import braceexpand
 
+from data_pipeline.dataset_index import (
+    SHARD_GLOB,
+    check_shard,
+    incomplete,
+    read_index,
+    shards_folder,
+)
 from data_pipeline.schema import (
     MANIFEST_SUFFIX,
+    IncompleteDatasetError,
     RingRecord,
     SchemaError,
     ShardManifest,
@@ -24,26 +38,50 @@ from data_pipeline.schema import (
 )
 from data_pipeline.shards import sha256_file
 
+log = logging.getLogger(__name__)
+
 _REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "file:")
 
-
-def list_shards(directory: str | os.PathLike[str]) -> list[str]:
-    """Sorted shard tars of a folder (OUT/shards, or OUT itself if it holds a shards/ folder)."""
-    directory = Path(directory)
-    if (directory / "shards").is_dir():
-        directory = directory / "shards"
-    return sorted(str(p) for p in directory.glob("shard-*.tar"))
+Urls = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
-def expand_urls(urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Braces expanded; local folders and globs become sorted file lists; URLs pass through."""
+def list_shards(directory: str | os.PathLike[str], allow_incomplete: bool = False) -> list[str]:
+    """Shard tars of a complete folder (OUT/shards, or OUT holding shards/) in index order.
+
+    Raises `IncompleteDatasetError` when the folder has no complete index, the index and the
+    folder's shard-*.tar files disagree, or a shard's size is not the indexed one. With
+    `allow_incomplete=True` such a folder's shard-*.tar files are returned (sorted) with a warning.
+    """
+    folder = shards_folder(directory)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"shard folder {folder} does not exist")
+    try:
+        index = read_index(folder)
+        for entry in index.shards:
+            try:
+                check_shard(folder / entry.name, entry, verify_sha256=False)
+            except SchemaError as exc:
+                raise incomplete(
+                    folder, str(exc), "the shard changed after the index was written"
+                ) from exc
+        return [str(folder / e.name) for e in index.shards]
+    except IncompleteDatasetError as exc:
+        if not allow_incomplete:
+            raise
+        log.warning("reading an incomplete dataset (allow_incomplete=True): %s", exc)
+        return sorted(str(p) for p in folder.glob(SHARD_GLOB))
+
+
+def expand_urls(urls: Urls, allow_incomplete: bool = False) -> list[str]:
+    """Braces expanded; local folders (through `list_shards`, which checks their index) and
+    globs become file lists; URLs and tar paths pass through."""
     items = [urls] if isinstance(urls, str | os.PathLike) else list(urls)
     out: list[str] = []
     for item in (e for i in items for e in braceexpand(str(i))):
         if item.startswith(_REMOTE_PREFIXES):
             out.append(item)
         elif os.path.isdir(item):
-            found = list_shards(item)
+            found = list_shards(item, allow_incomplete)
             if not found:
                 raise FileNotFoundError(f"no shard-*.tar in folder {item}")
             out.extend(found)
@@ -60,13 +98,17 @@ def expand_urls(urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
 
 
 def read_rings(
-    urls: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    views: Sequence[int] | None = None,
+    urls: Urls, views: Sequence[int] | None = None, allow_incomplete: bool = False
 ) -> Iterator[RingRecord]:
-    """Every ring of the given shards, in order, decoding only `views` (all if None)."""
+    """Every ring of the given shards, in order, decoding only `views` (all if None).
+
+    A folder must hold a complete dataset (see `list_shards`) unless `allow_incomplete`.
+    """
     import webdataset as wds  # imports torch (seconds): only when rings are actually read
 
-    for url in expand_urls(urls):  # one shard at a time, so every error names its shard
+    for url in expand_urls(
+        urls, allow_incomplete
+    ):  # one shard at a time, so every error names its shard
         iterator = iter(wds.WebDataset([url], shardshuffle=False, empty_check=False))
         while True:
             try:
@@ -81,13 +123,15 @@ def read_rings(
                 raise SchemaError(f"shard {url}: {exc}") from exc
 
 
-def read_manifests(directory: str | os.PathLike[str]) -> list[ShardManifest]:
-    """Manifests of every shard in a folder (OUT or OUT/shards), sorted by shard name.
+def read_manifests(
+    directory: str | os.PathLike[str], allow_incomplete: bool = False
+) -> list[ShardManifest]:
+    """Manifests of every shard in a complete folder (OUT or OUT/shards), in index order.
 
     A shard without its manifest is an error: the writer always writes both.
     """
     manifests = []
-    for shard in list_shards(directory):
+    for shard in list_shards(directory, allow_incomplete):
         mpath = manifest_path_for(shard)
         if not os.path.exists(mpath):
             raise SchemaError(f"shard {shard} has no manifest {Path(mpath).name}")
@@ -113,6 +157,7 @@ def verify_shard(path: str | os.PathLike[str]) -> ShardManifest:
 
 __all__ = [
     "MANIFEST_SUFFIX",
+    "IncompleteDatasetError",
     "expand_urls",
     "list_shards",
     "read_manifests",

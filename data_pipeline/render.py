@@ -324,6 +324,7 @@ def render_object(
                     "distance_jitter": params.jitter,
                     "cycles_seed": params.cycles_seed,
                 },
+                notes=list(report.notes),
             )
             ring = RenderedRing(meta, [encode_png(v) for v in views], seconds)
             validate_ring(ring)

@@ -30,6 +30,12 @@ from data_pipeline.cameras import CONVENTION
 SCHEMA_VERSION = "imagedream-ring/1"
 SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
 
+
+def is_supported_version(value: object) -> bool:
+    """True for a schema_version this reader knows (any JSON value may come in)."""
+    return isinstance(value, str) and value in SUPPORTED_VERSIONS
+
+
 META_EXT = "meta.json"
 VIEW_EXT = "view{index:03d}.png"
 _VIEW_RE = re.compile(r"^view(\d{3})\.png$")
@@ -40,6 +46,11 @@ MANIFEST_SUFFIX = ".manifest.json"
 
 class SchemaError(ValueError):
     """A sample or manifest does not follow this schema (names the key and the reason)."""
+
+
+class IncompleteDatasetError(SchemaError):
+    """A shard folder without a complete dataset index (data_pipeline.dataset_index): a render
+    job was killed while rewriting it, or its files no longer match the index."""
 
 
 def validate_uid(uid: str) -> str:
@@ -73,6 +84,9 @@ class RingMeta:
     resolution: int
     lights: dict[str, Any] = field(default_factory=dict)
     render: dict[str, Any] = field(default_factory=dict)  # engine, samples, seed, blender, ...
+    # What was wrong with the asset but did not stop it rendering, e.g. a missing texture
+    # (data_pipeline.geometry.AssetReport.notes). Absent in older shards: read as [].
+    notes: list[str] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
     camera_convention: str = CONVENTION
 
@@ -81,12 +95,9 @@ class RingMeta:
 
     @classmethod
     def from_json(cls, raw: bytes, key: str = "?") -> RingMeta:
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SchemaError(f"sample {key}: {META_EXT} is not JSON ({exc})") from exc
+        data = _load_json_object(raw, f"sample {key}: {META_EXT}")
         version = data.get("schema_version")
-        if version not in SUPPORTED_VERSIONS:
+        if not is_supported_version(version):
             raise SchemaError(
                 f"sample {key}: schema_version {version!r} is not supported "
                 f"(this reader knows {sorted(SUPPORTED_VERSIONS)})"
@@ -96,10 +107,71 @@ class RingMeta:
                 f"sample {key}: camera_convention {data.get('camera_convention')!r} != {CONVENTION}"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - data.keys() - {"lights", "render"}
+        missing = names - data.keys() - _OPTIONAL_META
         if missing:
             raise SchemaError(f"sample {key}: {META_EXT} lacks fields {sorted(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        for name, kind in _META_TYPES.items():
+            if name in data and not _is(data[name], kind):
+                raise SchemaError(
+                    f"sample {key}: {META_EXT} field {name} is {type(data[name]).__name__}, "
+                    f"expected {kind}"
+                )
+        meta = cls(**{k: v for k, v in data.items() if k in names})
+        _check_ring_shapes(meta, key)
+        return meta
+
+
+# Fields a reader may find absent (older shards): they take their defaults.
+_OPTIONAL_META = frozenset({"lights", "render", "notes"})
+# JSON type of every field; "number" is int or float (not bool), "numbers" a list of them.
+_META_TYPES = {
+    "uid": "str", "ring": "int", "caption": "str", "source": "str", "asset_path": "str",
+    "asset_sha256": "str", "elevation_deg": "number", "fov_deg": "number",
+    "distance": "number", "azimuths_deg": "numbers", "c2w": "list",
+    "border_fraction": "numbers", "resolution": "int", "lights": "dict", "render": "dict",
+    "notes": "strs",
+}  # fmt: skip
+
+
+def _is(value: Any, kind: str) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "number":
+        return number
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "numbers":
+        return isinstance(value, list) and all(_is(v, "number") for v in value)
+    if kind == "strs":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, {"str": str, "list": list, "dict": dict}[kind])
+
+
+def _check_ring_shapes(meta: RingMeta, key: str) -> None:
+    """Poses (V, 4, 4), border fractions (V,) and a positive resolution, V = len(azimuths)."""
+    num_views = len(meta.azimuths_deg)
+    try:
+        c2w = np.asarray(meta.c2w, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # ragged or non-numeric nested lists
+        raise SchemaError(f"sample {key}: c2w is not a (V, 4, 4) array of numbers") from exc
+    if c2w.shape != (num_views, 4, 4):
+        raise SchemaError(f"sample {key}: c2w has shape {c2w.shape}, expected ({num_views}, 4, 4)")
+    if len(meta.border_fraction) != num_views:
+        raise SchemaError(
+            f"sample {key}: {len(meta.border_fraction)} border fractions for {num_views} views"
+        )
+    if meta.resolution < 1:
+        raise SchemaError(f"sample {key}: resolution {meta.resolution} is not positive")
+
+
+def _load_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object, or SchemaError naming `what` (never another exception type)."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SchemaError(f"{what} is not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SchemaError(f"{what} is not a JSON object (got {type(data).__name__})")
+    return data
 
 
 @dataclass
@@ -134,12 +206,23 @@ def encode_png(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(raw: bytes, key: str, index: int) -> np.ndarray:
+def decode_png(raw: bytes, key: str, index: int, resolution: int | None = None) -> np.ndarray:
+    """(H, W, 4) uint8 of one view; with `resolution`, the size is checked from the PNG header
+    before any pixel is decoded (a corrupt header cannot make us allocate a huge image)."""
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise SchemaError(f"sample {key}: view {index} is {type(raw).__name__}, not PNG bytes")
     try:
         with Image.open(io.BytesIO(raw)) as img:
-            img.load()
+            if img.format != "PNG":
+                raise SchemaError(f"sample {key}: view {index} is {img.format}, expected PNG")
+            if resolution is not None and img.size != (resolution, resolution):
+                raise SchemaError(
+                    f"sample {key}: view {index} is {img.size[0]}x{img.size[1]} px, metadata "
+                    f"says {resolution}x{resolution}"
+                )
             if img.mode != "RGBA":
                 raise SchemaError(f"sample {key}: view {index} is {img.mode}, expected RGBA")
+            img.load()
             return np.asarray(img)
     except SchemaError:
         raise
@@ -178,7 +261,9 @@ def decode_sample(sample: dict[str, Any], views: Sequence[int] | None = None) ->
     bad = [v for v in wanted if not 0 <= v < num_views]
     if bad:
         raise SchemaError(f"sample {key}: view indices {bad} out of range 0..{num_views - 1}")
-    images = np.stack([decode_png(sample[VIEW_EXT.format(index=v)], key, v) for v in wanted])
+    res = meta.resolution
+    decoded = [decode_png(sample[VIEW_EXT.format(index=v)], key, v, res) for v in wanted]
+    images = np.stack(decoded) if decoded else np.zeros((0, res, res, 4), dtype=np.uint8)
     return RingRecord(key=key, meta=meta, images=images, views=wanted)
 
 
@@ -214,16 +299,24 @@ class ShardManifest:
 
     @classmethod
     def from_json(cls, raw: bytes, name: str = "?") -> ShardManifest:
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SchemaError(f"manifest {name}: not JSON ({exc})") from exc
-        if data.get("schema_version") not in SUPPORTED_VERSIONS:
+        data = _load_json_object(raw, f"manifest {name}")
+        if not is_supported_version(data.get("schema_version")):
             raise SchemaError(
                 f"manifest {name}: schema_version {data.get('schema_version')!r} not supported"
             )
-        entries = [ManifestEntry(**e) for e in data.pop("entries")]
-        return cls(entries=entries, **data)
+        try:
+            entries = [ManifestEntry(**e) for e in data.pop("entries")]
+            manifest = cls(entries=entries, **data)
+        except (KeyError, TypeError) as exc:  # a field missing, unknown or not an object
+            raise SchemaError(f"manifest {name}: malformed ({type(exc).__name__}: {exc})") from exc
+        if not (
+            isinstance(manifest.shard, str)
+            and _is(manifest.tar_bytes, "int")
+            and isinstance(manifest.tar_sha256, str)
+            and all(isinstance(e.uid, str) and isinstance(e.asset_sha256, str) for e in entries)
+        ):
+            raise SchemaError(f"manifest {name}: malformed (a field has the wrong type)")
+        return manifest
 
 
 def manifest_path_for(shard_path: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from data_pipeline.config import RenderJobConfig
-from data_pipeline.ledger import LedgerEntry
+from data_pipeline.ledger import LedgerEntry, read_rendered
 from data_pipeline.sources import ObjectSpec
 from data_pipeline.worker import ObjectResult
 
@@ -40,6 +40,10 @@ def make_summary(
     per_object = [r.wall_seconds for r in rendered]
     views = sum(r.rings for r in rendered) * cfg.render.num_views
     quarantined = {u: e for u, e in ledger.items() if u not in staged}
+    noted = [r for r in rendered if r.notes]
+    # every staged object's latest timing line (earlier runs too) says whether it had notes
+    latest = {rec.get("uid"): rec for rec in read_rendered(out) if isinstance(rec, dict)}
+    noted_total = [latest[u] for u in staged if latest.get(u, {}).get("notes")]
     job_seconds = phases["total"]
     return {
         "output_dir": str(out),
@@ -53,14 +57,24 @@ def make_summary(
             "quarantined_by_reason": dict(Counter(str(r.reason) for r in refused)),
             "retried": sum(r.attempts > 1 for r in results),
             "errors": len(errors),  # not refusals, not quarantined: retried by the next run
+            # rendered, but the asset had a defect recorded in RingMeta.notes (missing texture...)
+            "with_notes": {
+                "objects": len(noted),
+                "rings": sum(r.rings_with_notes for r in noted),
+            },
         },
         "errors": [{"uid": r.uid, "path": r.path, "detail": r.detail} for r in errors],
+        "notes": [{"uid": r.uid, "path": r.path, "notes": r.notes} for r in noted],
         "total": {
             "staged": len(staged),
             "quarantined": len(quarantined),
             "quarantined_by_reason": dict(Counter(e.reason for e in quarantined.values())),
             "shards": len(manifests),
             "rings": sum(len(m.entries) for m in manifests),
+            "with_notes": {
+                "objects": len(noted_total),
+                "rings": sum(int(rec.get("rings_with_notes", 0)) for rec in noted_total),
+            },
         },
         "timing": {
             "job_seconds": job_seconds,
@@ -95,6 +109,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"workers {timing['workers']}, overhead ratio {_fmt(timing['overhead_ratio'])}, "
         f"{_fmt(timing['seconds_per_object'])} s/object",
     ]
+    if run["with_notes"]["objects"]:
+        lines.append(
+            f"{run['with_notes']['objects']} objects ({run['with_notes']['rings']} rings) rendered "
+            "with notes (e.g. a missing texture): see summary.json 'notes' and RingMeta.notes"
+        )
     if run["errors"]:
         lines.append(
             f"{run['errors']} objects failed with errors that are not refusals (not quarantined, "

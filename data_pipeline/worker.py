@@ -11,12 +11,17 @@ Two halves:
   child is started for the next request. Transient reasons (errors.TRANSIENT) are retried up to
   `max_attempts`; the result is always an `ObjectResult`, never an exception.
 
+Each `RenderWorker` owns a work folder OUT/work/render-XXXX (the render process's TMPDIR: staged
+tars, Blender's temporaries) and holds a lock on it while alive; `remove_stale_work_dirs` deletes
+the folders whose owner is gone (a killed job, a dead actor) and never a live one.
+
 The job wraps `RenderWorker` in a Ray actor (job.py); tests drive it directly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import json
 import os
@@ -45,6 +50,8 @@ DEFAULT_RENDERER = "data_pipeline.render:render_object"
 WARM_UP = {DEFAULT_RENDERER: "data_pipeline.blenderproc_env:ensure_blenderproc"}
 STARTUP_TIMEOUT_S = 300.0  # importing bpy on a cold disk can take a while; not an object's fault
 _REPO_ROOT = str(Path(__file__).resolve().parents[1])
+WORK_PREFIX = "render-"  # OUT/work/render-XXXX, one per RenderWorker
+LOCK_FILE = ".lock"  # inside it, flock'ed by its owner for as long as the owner lives
 
 
 @dataclass
@@ -61,6 +68,8 @@ class ObjectResult:
     blender_seconds: float = 0.0  # sum over rings, as reported by the renderer
     wall_seconds: float = 0.0  # fetch + all attempts, in the worker
     history: list[str] = field(default_factory=list)  # "attempt 1: timeout: ..." per failure
+    notes: list[str] = field(default_factory=list)  # RingMeta.notes of its rings (distinct)
+    rings_with_notes: int = 0
     # True when the failure was not a Refusal (an error in the environment, the config or our
     # code, not a property of the asset): the job reports it but does not quarantine the object.
     unexpected: bool = False
@@ -78,12 +87,23 @@ class UnexpectedRenderError(RuntimeError):
 
 
 class RenderProcess:
-    """One child render process; restarted after a timeout, a crash or `recycle_after` objects."""
+    """One child render process; restarted after a timeout, a crash or `recycle_after` objects.
 
-    def __init__(self, renderer: str, log_path: str | Path, recycle_after: int = 100):
+    With `tmp_dir`, the child's TMPDIR is that folder (its temporaries then live in the worker's
+    work folder) and whatever a killed child left there is removed when it is replaced.
+    """
+
+    def __init__(
+        self,
+        renderer: str,
+        log_path: str | Path,
+        recycle_after: int = 100,
+        tmp_dir: str | Path | None = None,
+    ):
         self.renderer = renderer
         self.log_path = Path(log_path)
         self.recycle_after = recycle_after
+        self.tmp_dir = None if tmp_dir is None else Path(tmp_dir)
         self.proc: subprocess.Popen[bytes] | None = None
         self.served = 0
 
@@ -92,6 +112,8 @@ class RenderProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in [_REPO_ROOT, env.get("PYTHONPATH")] if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.tmp_dir is not None:
+            env["TMPDIR"] = str(self.tmp_dir)
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "data_pipeline.worker", "--renderer", self.renderer],
@@ -132,6 +154,8 @@ class RenderProcess:
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
                 stream.close()
+        if self.tmp_dir is not None:  # a killed Blender's half-written frames and tars
+            _empty_dir(self.tmp_dir, keep={LOCK_FILE})
         return status
 
     def log_tail(self, chars: int = 800) -> str:
@@ -192,10 +216,12 @@ class RenderWorker:
         self.time_limit_s = time_limit_s
         self.max_attempts = max_attempts
         self.work_dir = Path(work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix="render-", dir=self.work_dir))
-        log = self.work_dir / "logs" / f"render-{os.getpid()}-{self.tmp.name[7:]}.log"
-        self.process = RenderProcess(renderer, log, recycle_after)
+        self.tmp: Path
+        self._lock: int | None
+        self.tmp, self._lock = claim_work_dir(self.work_dir)
+        suffix = self.tmp.name.removeprefix(WORK_PREFIX)
+        log = self.work_dir / "logs" / f"render-{os.getpid()}-{suffix}.log"
+        self.process = RenderProcess(renderer, log, recycle_after, tmp_dir=self.tmp)
 
     def warm_up(self) -> None:
         """Start the render process now, so Blender's import is not charged to the first object."""
@@ -209,6 +235,9 @@ class RenderWorker:
         """Stop the render process and remove temporaries (the log stays, for post-mortems)."""
         self.process.kill()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def process_object(self, spec: ObjectSpec) -> ObjectResult:
         start = time.monotonic()
@@ -253,6 +282,78 @@ class RenderWorker:
         out.unlink()
         result.rings = int(answer["rings"])
         result.blender_seconds = float(answer["blender_seconds"])
+        result.notes = list(answer.get("notes", []))
+        result.rings_with_notes = int(answer.get("rings_with_notes", 0))
+
+
+# -- work folders -------------------------------------------------------------------------------
+
+
+def claim_work_dir(work_dir: Path) -> tuple[Path, int]:
+    """A fresh work_dir/render-XXXX locked by this process: (folder, lock fd; close to release).
+
+    Made under a hidden name, locked, then renamed, so a render-* folder is locked from the
+    moment it can be seen: `remove_stale_work_dirs` cannot take a live one for a leftover.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    hidden = Path(tempfile.mkdtemp(prefix=f".{WORK_PREFIX}", dir=work_dir))
+    fd = os.open(hidden / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new file: nobody else can hold it
+    folder = work_dir / hidden.name[1:]
+    os.rename(hidden, folder)
+    return folder, fd
+
+
+def remove_stale_work_dirs(work_dir: str | Path, hidden_age_s: float = 3600.0) -> list[Path]:
+    """Delete the render-* folders of work_dir whose owner is gone (killed job or actor); a
+    folder whose lock is held by a live RenderWorker, of this run or another, is kept. Hidden
+    .render-* folders (an owner killed between mkdtemp and rename) go once `hidden_age_s` old.
+    Returns the removed folders."""
+    work_dir = Path(work_dir)
+    removed: list[Path] = []
+    if not work_dir.is_dir():
+        return removed
+    for folder in sorted(work_dir.glob(f"{WORK_PREFIX}*")):
+        if folder.is_dir() and _remove_if_ownerless(folder):
+            removed.append(folder)
+    now = time.time()
+    for hidden in work_dir.glob(f".{WORK_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if now - hidden.stat().st_mtime > hidden_age_s:
+                shutil.rmtree(hidden, ignore_errors=True)
+                removed.append(hidden)
+    return removed
+
+
+def _remove_if_ownerless(folder: Path) -> bool:
+    """Take the folder's lock if its owner is gone, and remove the folder while holding it."""
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR)
+    except FileNotFoundError:  # made before locks existed: nobody owns it
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False  # a live worker's
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _empty_dir(folder: Path, keep: set[str]) -> None:
+    for child in folder.iterdir() if folder.is_dir() else ():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _settings_dict(settings: Any) -> dict[str, Any]:
@@ -303,6 +404,8 @@ def render_to_tar(renderer: Callable[..., Any], request: dict[str, Any]) -> dict
         "ok": True,
         "rings": len(rings),
         "blender_seconds": float(sum(r.blender_seconds for r in rings)),
+        "notes": sorted({note for r in rings for note in r.meta.notes}),
+        "rings_with_notes": sum(bool(r.meta.notes) for r in rings),
     }
 
 

@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def mean_training_view(
-    shards: Sequence[str], cfg: PromptConfig, size: int, limit: int = 2000
+    shards: Sequence[str],
+    cfg: PromptConfig,
+    size: int,
+    limit: int = 2000,
+    allow_incomplete: bool = False,
 ) -> np.ndarray | None:
     """(size, size, 3) uint8 mean of up to `limit` training rings' views, composited on the
     evaluation background; None without training shards."""
@@ -37,7 +41,7 @@ def mean_training_view(
 
     total = np.zeros((size, size, 3), dtype=np.float64)
     count = 0
-    for i, rec in enumerate(read_rings(list(shards))):
+    for i, rec in enumerate(read_rings(list(shards), allow_incomplete=allow_incomplete)):
         if i >= limit:
             log.info("mean training view: the first %d rings of %s (limit reached)", limit, shards)
             break

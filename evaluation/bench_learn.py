@@ -105,7 +105,7 @@ def novel_view_scores(pipe: Any, shards: Path, mean_view: np.ndarray | None) -> 
                                             [0.0, 90.0, 180.0, 270.0]) if r.name.endswith("_r0")]  # fmt: skip
     rings.sort(key=lambda r: r.name)
     sampler = MultiViewSampler(
-        pipe, SamplerConfig(num_inference_steps=25, guidance_scale=3.0, batch_size=8)
+        pipe, SamplerConfig(num_inference_steps=25, guidance_scale=3.0, eta=1.0, batch_size=8)
     )
     out = sampler.sample(
         np.stack([r.image for r in rings]),
@@ -226,7 +226,7 @@ def write(results, curves, samples, args, seconds, load_at_start) -> None:  # ty
         "trained on). Model: conf/model/demo.yaml (6.6 M-parameter UNet, 32 px, pixel-unshuffle "
         "first stage), the settings of conf/experiment/demo.yaml, captions on, the whole UNet "
         f"trained in every variant, {args.steps} optimiser steps of batch 3 from seed 0 each. "
-        "Sampling: 25 DDIM steps, CFG 3, one ring per object with its front view as the prompt. "
+        "Sampling: 25 DDIM steps, CFG 3, eta 1 (as the demo samples), one ring per object with its front view as the prompt. "
         "Losses: plain epsilon MSE at the same fixed examples, noise and timesteps for every "
         "variant. Metrics: novel views (azimuth 90/180/270) against the true renders on the "
         "grey-0.5 background; LPIPS with a random AlexNet backbone (no weights here): compare it "

@@ -96,6 +96,9 @@ class EvalConfig:
     default_prompts: bool = True  # use the shipped set when `prompts` is null
     heldout_shards: str | None = None  # held-out rendered rings (ground truth metrics)
     heldout_limit: int | None = None
+    # shard folders (held-out and training) are read through their dataset index; true reads a
+    # folder without a complete one (e.g. one a killed render job was rewriting) as it is
+    allow_incomplete: bool = False
     output_dir: str = "outputs/eval"
     device: str = "cpu"
     num_threads: int | None = None  # torch CPU threads; null -> torch's default

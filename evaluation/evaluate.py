@@ -5,7 +5,8 @@
         [sampler.num_inference_steps=50] [metrics=local] [compare=[runs/OTHER/export]]
 
 Reads top to bottom: prompts, leakage check, metric networks, then per checkpoint: load,
-sample, score; finally the report (and W&B).
+sample, score; finally the report (and W&B). Prompt files that cannot be used are skipped,
+logged and listed in the report; prompts used with their background are flagged the same way.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ from evaluation.metrics import (
     ssim,
     summarize,
 )
-from evaluation.prompts import EvalPrompt, load_heldout_rings, load_prompt_folder
+from evaluation.prompts import (
+    EvalPrompt,
+    PromptProblem,
+    load_heldout_rings,
+    load_prompt_folder,
+)
 from evaluation.report import log_wandb, write_report
 from evaluation.results import PromptResult, RunResult
 from evaluation.sampler import MultiViewSampler
@@ -93,20 +99,43 @@ class Scorers:
         return {k: [float(x) for x in v] for k, v in scores.items()}
 
 
-def collect_prompts(cfg: EvalConfig) -> list[EvalPrompt]:
+def collect_prompts(cfg: EvalConfig) -> tuple[list[EvalPrompt], list[PromptProblem]]:
+    """The prompts to evaluate, and the prompt files skipped (each logged with its reason)."""
     prompts: list[EvalPrompt] = []
-    if cfg.prompts is not None:
-        prompts += load_prompt_folder(cfg.prompts, cfg.prompt)
-    elif cfg.default_prompts:
-        prompts += load_prompt_folder(DEFAULT_PROMPTS, cfg.prompt)
+    skipped: list[PromptProblem] = []
+    folder = cfg.prompts if cfg.prompts is not None else DEFAULT_PROMPTS
+    if cfg.prompts is not None or cfg.default_prompts:
+        matte = None
+        if cfg.prompt.remove_background is not None:
+            from evaluation.matting import load_matte
+
+            matte = load_matte(cfg.prompt.remove_background, cfg.device)
+        loaded = load_prompt_folder(folder, cfg.prompt, matte)
+        prompts += loaded.prompts
+        skipped += loaded.skipped
     if cfg.heldout_shards is not None:
         prompts += load_heldout_rings(
-            cfg.heldout_shards, cfg.prompt, CANONICAL_AZIMUTHS_DEG, cfg.heldout_limit
+            cfg.heldout_shards,
+            cfg.prompt,
+            CANONICAL_AZIMUTHS_DEG,
+            cfg.heldout_limit,
+            allow_incomplete=cfg.allow_incomplete,
         )
     names = [p.name for p in prompts]
     if len(set(names)) != len(names):
         raise ValueError(f"prompt names must be unique, got {names}")
-    return prompts
+    for problem in skipped:
+        log.warning("skipped prompt %s", problem.line())
+    for p in prompts:
+        if p.background_kept:
+            log.warning(
+                "prompt %s (%s) has no alpha (no transparent pixel): used with its background, "
+                "which the paper's protocol removes (prompt.remove_background=MODEL_DIR, "
+                "docs/EVALUATION.md)",
+                p.name,
+                p.source,
+            )
+    return prompts, skipped
 
 
 def evaluate_checkpoint(
@@ -122,7 +151,12 @@ def evaluate_checkpoint(
     sampler = MultiViewSampler(pipe, cfg.sampler)
     mean_view = None
     if training_shards and any(p.gt_views is not None for p in prompts):
-        mean_view = mean_training_view(training_shards, cfg.prompt, sampler.resolution)
+        mean_view = mean_training_view(
+            training_shards,
+            cfg.prompt,
+            sampler.resolution,
+            allow_incomplete=cfg.allow_incomplete,
+        )
     log.info("sampling %d prompts with %s (%s)", len(prompts), checkpoint, model.controller_name)
     start = time.perf_counter()
     samples = sampler.sample(
@@ -151,6 +185,8 @@ def evaluate_checkpoint(
                 elevation_deg=float(samples.elevation_deg[i]),
                 fov_deg=float(samples.fov_deg[i]),
                 leaked=p.name in leaked,
+                background_kept=p.background_kept,
+                background_removed=p.background_removed,
             )
         )
     check = learning_check([r.scores for r in results], cfg.learning_bar_db)
@@ -191,12 +227,14 @@ def run(cfg: EvalConfig) -> Path:
 
 
 def _run(cfg: EvalConfig) -> Path:
-    prompts = collect_prompts(cfg)
+    prompts, skipped = collect_prompts(cfg)
     checkpoints = [c for c in [cfg.checkpoint, *cfg.compare] if c is not None]
     training_shards = list(cfg.leakage.training_shards)
     if cfg.leakage.from_run:
         training_shards += [s for c in checkpoints for s in training_shards_of(c)]
-    leakage = check_leakage(prompts, sorted(set(training_shards)), cfg.leakage.mode)
+    leakage = check_leakage(
+        prompts, sorted(set(training_shards)), cfg.leakage.mode, cfg.allow_incomplete
+    )
     leaked = {leak.prompt for leak in leakage.leaks}
     for name in sorted(leaked):
         log.warning("prompt %s is in the training shards (leakage.mode=flag)", name)
@@ -211,7 +249,9 @@ def _run(cfg: EvalConfig) -> Path:
     shards = sorted(set(training_shards))
     runs = [evaluate_checkpoint(c, prompts, scorers, cfg, leaked, shards) for c in checkpoints]
     config = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
-    index = write_report(cfg.output_dir, runs, scorers.infos, leakage.to_dict(), config)
+    index = write_report(
+        cfg.output_dir, runs, scorers.infos, leakage.to_dict(), config, skipped=skipped
+    )
     if cfg.wandb.mode != "disabled":
         log_wandb(runs, scorers.infos, cfg.wandb, config, cfg.output_dir)
     for r in runs:
@@ -224,6 +264,8 @@ def _run(cfg: EvalConfig) -> Path:
                 r.label,
                 LearningCheck(**{k: v for k, v in check.items() if k != "passed"}).line(),
             )
+    if skipped:
+        log.warning("%d prompt file(s) skipped, listed in the report", len(skipped))
     log.info("report: %s", index)
     return index
 

@@ -34,7 +34,9 @@ class TrainingIndex:
     shards: int = 0
 
     @classmethod
-    def from_shards(cls, sources: Sequence[str | Path]) -> TrainingIndex:
+    def from_shards(
+        cls, sources: Sequence[str | Path], allow_incomplete: bool = False
+    ) -> TrainingIndex:
         """From the manifests beside the training shards: folders (OUT or OUT/shards), brace
         patterns, globs or tar paths, several per string joined by "::" as in data.shards."""
         from data_pipeline.reader import expand_urls
@@ -42,7 +44,7 @@ class TrainingIndex:
 
         index = cls()
         urls = [u for source in sources for u in str(source).split("::") if u]
-        for shard in expand_urls(urls):
+        for shard in expand_urls(urls, allow_incomplete=allow_incomplete):
             manifest = Path(manifest_path_for(shard))
             if not manifest.is_file():
                 raise FileNotFoundError(
@@ -93,7 +95,10 @@ def find_leaks(prompts: Sequence[EvalPrompt], index: TrainingIndex) -> tuple[lis
 
 
 def check_leakage(
-    prompts: Sequence[EvalPrompt], training_shards: Sequence[str | Path], mode: str = "refuse"
+    prompts: Sequence[EvalPrompt],
+    training_shards: Sequence[str | Path],
+    mode: str = "refuse",
+    allow_incomplete: bool = False,
 ) -> LeakageReport:
     """Check `prompts` against the manifests in `training_shards` (folders); see module doc."""
     if mode not in MODES:
@@ -101,7 +106,7 @@ def check_leakage(
     if mode == "off" or not training_shards:
         names = [p.name for p in prompts]
         return LeakageReport(mode if training_shards else "off", 0, 0, names, [])
-    index = TrainingIndex.from_shards(training_shards)
+    index = TrainingIndex.from_shards(training_shards, allow_incomplete)
     leaks, unchecked = find_leaks(prompts, index)
     report = LeakageReport(mode, index.shards, len(prompts) - len(unchecked), unchecked, leaks)
     if leaks and mode == "refuse":

@@ -2,7 +2,8 @@
 
     <out>/index.html     per prompt: the prompt image beside its generated views (and the true
                          renders when known), the metrics table (mean ± std [95% CI]), the models
-                         used, leakage status, plots comparing the evaluated checkpoints
+                         used, leakage status, the prompt files skipped and the prompts used
+                         with their background, plots comparing the evaluated checkpoints
     <out>/images/        every image the page shows (PNG)
     <out>/results.json   every number, per view, per prompt and summarised
 
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from evaluation.metrics.models import ModelInfo
+from evaluation.prompts import PromptProblem
 from evaluation.results import METRICS, RunResult
 
 DISPLAY_PX = 128  # generated views are shown at least this wide (tiny models make 16 px views)
@@ -47,24 +49,33 @@ def write_report(
     models: Sequence[ModelInfo],
     leakage: dict[str, Any],
     config: dict[str, Any],
+    skipped: Sequence[PromptProblem] = (),
 ) -> Path:
-    """Write index.html, images/ and results.json; returns the index.html path."""
+    """Write index.html, images/ and results.json; returns the index.html path. `skipped`: the
+    prompt files that could not be used (evaluation.prompts.load_prompt_folder)."""
     out = Path(out_dir)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
+    kept = [p for p in runs[0].prompts if p.background_kept] if runs else []
     results = {
         "runs": [r.to_dict() for r in runs],
         "models": [m.to_dict() for m in models],
         "leakage": leakage,
+        "skipped_prompts": [p.to_dict() for p in skipped],
+        "background_kept": [{"name": p.name, "source": p.source} for p in kept],
         "config": config,
     }
     (out / "results.json").write_text(json.dumps(_finite(results), indent=1))
     plot = _write_plot(images / "metrics.png", runs)
+    skipped_note = f", {len(skipped)} skipped" if skipped else ""
     body = [
         f"<h1>ImageDream evaluation</h1><p class=sub>{len(runs)} model(s), "
-        f"{len(runs[0].prompts) if runs else 0} prompt(s); numbers in results.json</p>",
+        f"{len(runs[0].prompts) if runs else 0} prompt(s){skipped_note}; numbers in "
+        "results.json</p>",
         _models_html(runs, models),
         _leakage_html(leakage),
+        _skipped_html(skipped),
+        _background_html(runs, config),
         _learning_html(runs, images),
         _table_html(runs),
     ]
@@ -126,6 +137,49 @@ def _leakage_html(leakage: dict[str, Any]) -> str:
         f"<div class=ok>Leakage check: {leakage.get('checked', 0)} object(s) against "
         f"{leakage.get('training_shards', 0)} training shard manifest(s), none found.{note}</div>"
     )
+
+
+def _skipped_html(skipped: Sequence[PromptProblem]) -> str:
+    if not skipped:
+        return ""
+    rows = "".join(
+        f"<tr><td><code>{html.escape(p.path)}</code></td><td>{html.escape(p.reason)}</td></tr>"
+        for p in skipped
+    )
+    return (
+        f"<h2 id=skipped-prompts>Skipped prompts</h2><div class=warn>{len(skipped)} prompt "
+        "file(s) could not be used and were left out of every number below.</div>"
+        f"<table><tr><th>file</th><th>reason</th></tr>{rows}</table>"
+    )
+
+
+def _background_html(runs: Sequence[RunResult], config: dict[str, Any]) -> str:
+    """Prompts evaluated with their background (no alpha, no matting model) and those whose
+    background the matting model removed."""
+    prompts = runs[0].prompts if runs else []
+    kept = [p for p in prompts if p.background_kept]
+    removed = [p for p in prompts if p.background_removed]
+    model = (config.get("prompt") or {}).get("remove_background")
+    parts = []
+    if kept:
+        rows = "".join(
+            f"<tr><td>{html.escape(p.name)}</td><td><code>{html.escape(p.source)}</code></td></tr>"
+            for p in kept
+        )
+        parts.append(
+            f"<h2 id=background-kept>Prompts with their background</h2><div class=warn>"
+            f"{len(kept)} prompt(s) have no alpha channel (or no transparent pixel) and were used "
+            "with their background; "
+            "the paper's protocol removes it (give a local segmentation model as "
+            "prompt.remove_background, docs/EVALUATION.md).</div>"
+            f"<table><tr><th>prompt</th><th>file</th></tr>{rows}</table>"
+        )
+    if removed:
+        parts.append(
+            f"<div class=ok>Background removed by <code>{html.escape(str(model))}</code> for "
+            f"{len(removed)} prompt(s): {html.escape(', '.join(p.name for p in removed))}.</div>"
+        )
+    return "".join(parts)
 
 
 def _learning_html(runs: Sequence[RunResult], images: Path) -> str:
@@ -228,6 +282,8 @@ def _gallery_html(run: RunResult, r_index: int, images: Path) -> str:
             f"{METRICS[k][0]} {_mean(vals):.3g}" for k, vals in p.scores.items() if k in METRICS
         )
         leak = " <span class=leak>IN TRAINING SET</span>" if p.leaked else ""
+        if p.background_kept:
+            leak += " <span class=leak>BACKGROUND KEPT</span>"
         caption = html.escape(p.text) if p.text else "<i>no caption</i>"
         parts.append(
             f"<h3>{html.escape(p.name)}{leak}</h3><div>{caption} "

@@ -44,6 +44,8 @@ class PromptResult:
     elevation_deg: float = 0.0
     fov_deg: float = 0.0
     leaked: bool = False
+    background_kept: bool = False  # no alpha, no matting model: evaluated with its background
+    background_removed: bool = False  # alpha from the matting model (prompt.remove_background)
 
 
 @dataclass
@@ -76,6 +78,8 @@ class RunResult:
                     "elevation_deg": p.elevation_deg,
                     "fov_deg": p.fov_deg,
                     "leaked": p.leaked,
+                    "background_kept": p.background_kept,
+                    "background_removed": p.background_removed,
                     "has_ground_truth": p.gt_views is not None,
                     "scores": p.scores,
                 }

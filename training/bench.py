@@ -75,17 +75,21 @@ def write_synthetic_shards(
     num_views: int = 8,
     resolution: int = 32,
 ) -> list[str]:
-    """Shards of synthetic rings written with the project's shard writer; returns their paths."""
+    """Shards of synthetic rings written with the project's shard writer, and their dataset
+    index (as a render job writes it, last); returns their paths."""
+    from data_pipeline.dataset_index import write_index
+
     directory = Path(directory)
-    paths = []
+    paths, manifests = [], []
     for s in range(num_shards):
         samples = [
             synthetic_ring(f"obj{s:03d}x{i:04d}", num_views, resolution, seed=s * 10_000 + i)
             for i in range(rings_per_shard)
         ]
         path = directory / shard_name(s)
-        write_shard(path, samples)
+        manifests.append(write_shard(path, samples))
         paths.append(str(path))
+    write_index(directory, manifests)
     return paths
 
 

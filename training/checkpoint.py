@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from data_pipeline.shards import atomic_write_bytes
+
 if TYPE_CHECKING:
     from training.config import TrainConfig
     from training.data import Loader
@@ -241,9 +243,8 @@ def read_checkpoint(
 
 
 def prepare_run_dir(cfg: TrainConfig, is_main: bool) -> Path:
-    """Create the run folder and write the resolved config to <run_dir>/config.yaml."""
-    from training.config import to_yaml
-
+    """Create the run folder (refusing one with checkpoints under trainer.resume=never). Nothing
+    in it is written here: `write_run_config` runs once the resume has been accepted."""
     run_dir = Path(cfg.run_dir)
     if cfg.trainer.resume == "never" and list_checkpoints(run_dir):
         raise FileExistsError(
@@ -252,10 +253,16 @@ def prepare_run_dir(cfg: TrainConfig, is_main: bool) -> Path:
         )
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / f".{CONFIG_FILE}.tmp"
-        tmp.write_text(to_yaml(cfg))
-        os.replace(tmp, run_dir / CONFIG_FILE)
     return run_dir
+
+
+def write_run_config(cfg: TrainConfig, run_dir: Path, is_main: bool) -> None:
+    """The resolved config as <run_dir>/config.yaml (after a resume was accepted, so a refused
+    one leaves the folder as it was)."""
+    from training.config import to_yaml
+
+    if is_main:
+        atomic_write_bytes(run_dir / CONFIG_FILE, to_yaml(cfg).encode())
 
 
 def save_checkpoint(

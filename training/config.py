@@ -63,6 +63,15 @@ class DataConfig:
     # background grey level (0 black, 1 white), one uniform draw per sample (SPEC 5)
     grey_min: float = 0.0
     grey_max: float = 1.0
+    # A shard folder is read through its dataset index (written last by the render job); true
+    # reads a folder without a complete one (e.g. one a killed job was rewriting) as it is
+    allow_incomplete: bool = False
+    verify_sha256: bool = False  # check each shard's sha256 against the index (size: always)
+    # Bad records (undecodable samples, unreadable shards): the run stops when more than this
+    # share of the records a stream has read are bad, checked once it has read
+    # bad_data_min_records (so a stream where nothing decodes stops within that many)
+    max_bad_fraction: float = 0.05
+    bad_data_min_records: int = 1000
 
     def __post_init__(self) -> None:
         if self.views_per_ring is not None and (
@@ -83,6 +92,11 @@ class DataConfig:
             )
         if self.batch_size < 1 or self.num_workers < 0 or self.image_size < 8:
             raise ValueError("data.batch_size >= 1, data.num_workers >= 0, data.image_size >= 8")
+        if not 0.0 <= self.max_bad_fraction <= 1.0 or self.bad_data_min_records < 1:
+            raise ValueError(
+                f"data.max_bad_fraction={self.max_bad_fraction} must lie in [0, 1] and "
+                f"data.bad_data_min_records={self.bad_data_min_records} be >= 1"
+            )
         if self.shuffle_initial > self.shuffle_buffer:
             raise ValueError("data.shuffle_initial must not exceed data.shuffle_buffer")
 
@@ -145,11 +159,13 @@ class TrainerConfig:
     ckpt_every: int = 1000  # 0 = only at the end
     keep_checkpoints: int = 3
     sample_every: int = 0  # 0 = no sample grids
-    # DDIM steps of the logged sample grids (through ImageDreamPipeline; CFG scale, negative text
-    # and eta are training.diffusion.SamplingConfig's); None = its num_inference_steps
+    # DDIM steps of the logged sample grids (through ImageDreamPipeline; the negative text is
+    # training.diffusion.SamplingConfig's); None = its num_inference_steps
     sample_steps: int | None = None
     # CFG scale of the sample grids; None = SamplingConfig's (SPEC 6: 5.0)
     sample_guidance_scale: float | None = None
+    # DDIM eta of the sample grids; None = SamplingConfig's (SPEC 6: 0, deterministic)
+    sample_eta: float | None = None
     num_sample_prompts: int = 2
     # "auto": continue from the run folder's newest checkpoint if there is one; "never": refuse a
     # run folder that has checkpoints; otherwise a checkpoint folder to start from
@@ -162,6 +178,8 @@ class TrainerConfig:
             raise ValueError("trainer.max_steps, log_every and keep_checkpoints must be >= 1")
         if self.ckpt_every < 0 or self.sample_every < 0:
             raise ValueError("trainer.ckpt_every and sample_every must be >= 0 (0 = off)")
+        if self.sample_eta is not None and self.sample_eta < 0:
+            raise ValueError(f"trainer.sample_eta must be >= 0, got {self.sample_eta}")
 
 
 @dataclass

@@ -18,8 +18,20 @@ function of its position, and the loader's state is a few integers: how many raw
 role has consumed and which role the DataLoader's round-robin serves next. Resuming rebuilds the
 stream, skips the consumed raw samples before decoding them, and rotates the worker-to-role map.
 
-Undecodable samples (`SchemaError`) are logged with their key and reason and counted
-(`Batch.bad_samples`, logged as data/bad_samples); they are never replaced by other data.
+Bad data goes through one path. A sample that does not decode (`SchemaError`) and a shard that
+cannot be read (a truncated or damaged tar, a file whose size or sha256 differs from the dataset
+index) are each one *bad record*, named by file and key; the good samples a damaged shard gave
+before the damage are kept. Each distinct bad record is logged once with its reason and counted
+once (`DataState.bad_samples`, logged as data/bad_samples), however often the stream meets it
+again; nothing is ever replaced by other data. When more than `data.max_bad_fraction` of the
+records a stream has read are bad (checked once it has read `data.bad_data_min_records`), the
+run stops with `BadDataError` naming the files, so a stream where nothing decodes stops at once
+instead of spinning.
+
+A shard folder is read through its dataset index (data_pipeline.dataset_index, written last by the
+render job): a folder without a complete index is refused unless `data.allow_incomplete=true`, and
+each shard is checked against its index entry before it is read (size always, sha256 with
+`data.verify_sha256=true`).
 
 Shapes: B examples, V views in a ring, H x W pixels.
 """
@@ -28,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,14 +187,22 @@ class Batch:
     text_dropped: Tensor  # (B,) bool
     keys: list[str]
     role: int = 0  # which stream produced it
-    consumed: int = 0  # raw samples that stream has consumed after this batch
-    bad_samples: int = 0  # undecodable samples that stream has met so far
+    consumed: int = 0  # records (raw samples and bad shards) that stream has read after this batch
+    bad_events: int = 0  # bad records that stream has met so far, repeats included
+    # distinct bad records the stream met since its previous batch: (id, reason)
+    new_bad: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.captions)
 
 
-def collate(examples: Sequence[Example], role: int, consumed: int, bad: int) -> Batch:
+def collate(
+    examples: Sequence[Example],
+    role: int,
+    consumed: int,
+    bad_events: int,
+    new_bad: list[tuple[str, str]],
+) -> Batch:
     return Batch(
         targets=torch.from_numpy(np.stack([e.targets for e in examples])),
         prompt=torch.from_numpy(np.stack([e.prompt for e in examples])),
@@ -193,7 +214,8 @@ def collate(examples: Sequence[Example], role: int, consumed: int, bad: int) -> 
         keys=[e.key for e in examples],
         role=role,
         consumed=consumed,
-        bad_samples=bad,
+        bad_events=bad_events,
+        new_bad=new_bad,
     )
 
 
@@ -201,16 +223,44 @@ def collate(examples: Sequence[Example], role: int, consumed: int, bad: int) -> 
 # The stream
 
 
-def expand_shards(spec: str) -> list[str]:
-    """Shard list from data.shards: "::"-separated paths, folders, globs, braces or URLs."""
+BAD_RECORD = "__bad__"  # key of the marker a stream yields for a shard it could not read
+# what reading a damaged tar raises (webdataset passes tarfile's and the file system's errors on)
+_SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, SchemaError)
+
+
+class BadDataError(RuntimeError):
+    """Too much of the training data is unreadable (data.max_bad_fraction)."""
+
+
+@dataclass
+class Shards:
+    """The shard list of data.shards, and the dataset index entries of those read from a folder."""
+
+    urls: list[str]
+    entries: dict[str, Any] = field(default_factory=dict)  # url -> dataset_index.IndexEntry
+
+
+def resolve_shards(cfg: DataConfig) -> Shards:
+    """data.shards ("::"-separated folders, paths, globs, braces or URLs) -> shards. A folder is
+    read through its dataset index (refused without a complete one unless
+    data.allow_incomplete=true); other forms name their files and are taken as given."""
+    from data_pipeline.dataset_index import read_index, shards_folder
     from data_pipeline.reader import expand_urls
 
-    urls: list[str] = []
-    for item in expand_urls([s for s in spec.split("::") if s]):
-        urls.extend(wds.shardlists.expand_urls(item))
-    if not urls:
-        raise FileNotFoundError(f"data.shards={spec!r} names no shard")
-    return urls
+    out = Shards(urls=[])
+    for item in (s for s in cfg.shards.split("::") if s):
+        if os.path.isdir(item) and not cfg.allow_incomplete:
+            folder = shards_folder(item)
+            for entry in read_index(folder).shards:
+                url = os.path.join(folder, entry.name)
+                out.urls.append(url)
+                out.entries[url] = entry
+            continue
+        for url in expand_urls(item, allow_incomplete=cfg.allow_incomplete):
+            out.urls.extend(wds.shardlists.expand_urls(url))
+    if not out.urls:
+        raise FileNotFoundError(f"data.shards={cfg.shards!r} names no shard")
+    return out
 
 
 @dataclass
@@ -221,17 +271,20 @@ class DataState:
     world_size: int
     num_workers: int  # streams (roles) of this rank; max(1, data.num_workers)
     next_role: int = 0  # the role whose batch the DataLoader yields next
-    consumed: list[int] = field(default_factory=list)  # raw samples consumed, per role
-    bad: list[int] = field(default_factory=list)  # undecodable samples met, per role
+    consumed: list[int] = field(default_factory=list)  # records read, per role
+    bad_events: list[int] = field(default_factory=list)  # bad records met (repeats too), per role
+    bad_ids: list[list[str]] = field(default_factory=list)  # distinct bad records, per role
     batches: int = 0
 
     def __post_init__(self) -> None:
         self.consumed = self.consumed or [0] * self.num_workers
-        self.bad = self.bad or [0] * self.num_workers
+        self.bad_events = self.bad_events or [0] * self.num_workers
+        self.bad_ids = self.bad_ids or [[] for _ in range(self.num_workers)]
 
     @property
     def bad_samples(self) -> int:
-        return sum(self.bad)
+        """Distinct bad records (samples and shards) this rank has met."""
+        return sum(len(ids) for ids in self.bad_ids)
 
     def update(self, batch: Batch) -> None:
         if batch.role != self.next_role:
@@ -239,7 +292,8 @@ class DataState:
                 f"data stream out of order: got role {batch.role}, expected {self.next_role}"
             )
         self.consumed[batch.role] = batch.consumed
-        self.bad[batch.role] = batch.bad_samples
+        self.bad_events[batch.role] = batch.bad_events
+        self.bad_ids[batch.role].extend(i for i, _ in batch.new_bad)
         self.next_role = (self.next_role + 1) % self.num_workers
         self.batches += 1
 
@@ -252,14 +306,57 @@ class DataState:
             )
 
 
+class BadDataBudget:
+    """One stream's bad records: each distinct one logged and counted once; the run stops when
+    their share passes data.max_bad_fraction."""
+
+    def __init__(self, cfg: DataConfig, where: str, events: int, ids: list[str]) -> None:
+        self.cfg, self.where, self.events = cfg, where, events
+        self.seen: dict[str, str] = dict.fromkeys(ids, "(met before the resume)")
+        self.new: list[tuple[str, str]] = []
+
+    def add(self, record_id: str, reason: str, consumed: int) -> None:
+        self.events += 1
+        if record_id not in self.seen:
+            self.seen[record_id] = reason
+            self.new.append((record_id, reason))
+            log.warning(
+                "bad training data skipped (%d distinct so far in %s): %s: %s",
+                len(self.seen),
+                self.where,
+                record_id,
+                reason,
+            )
+        cfg = self.cfg
+        if consumed >= cfg.bad_data_min_records and self.events > cfg.max_bad_fraction * consumed:
+            raise BadDataError(self.message(consumed))
+
+    def take_new(self) -> list[tuple[str, str]]:
+        new, self.new = self.new, []
+        return new
+
+    def message(self, consumed: int) -> str:
+        shown = list(self.seen.items())[:10]
+        files = "; ".join(f"{i}: {r}" for i, r in shown)
+        more = f" (and {len(self.seen) - len(shown)} more)" if len(self.seen) > len(shown) else ""
+        return (
+            f"{self.events} of the {consumed} records {self.where} read were unreadable "
+            f"({self.events / consumed:.1%} > data.max_bad_fraction={self.cfg.max_bad_fraction}); "
+            f"{len(self.seen)} distinct: {files}{more}. Repair or re-render those shards "
+            "(data_pipeline.reader.verify_shard checks one against its manifest), or raise "
+            "data.max_bad_fraction."
+        )
+
+
 class RingStream(IterableDataset):
     """Infinite, seeded stream of Batches for one rank; each DataLoader worker plays one role."""
 
     def __init__(
-        self, cfg: DataConfig, urls: list[str], seed: int, state: DataState, sampling_seed: int
+        self, cfg: DataConfig, shards: Shards, seed: int, state: DataState, sampling_seed: int
     ) -> None:
         super().__init__()
-        self.cfg, self.urls, self.seed, self.state = cfg, urls, seed, state
+        self.cfg, self.shards, self.seed, self.state = cfg, shards, seed, state
+        self.urls = shards.urls
         self.sampling_seed = sampling_seed
 
     def _shard_source(self, role: int) -> Iterator[dict[str, str]]:
@@ -285,11 +382,26 @@ class RingStream(IterableDataset):
                 yield {"url": self.urls[int(i)]}
             epoch += 1
 
+    def _records(self, role: int) -> Iterator[dict[str, Any]]:
+        """Raw samples of one role's shards, in order. A shard that fails its index check or
+        cannot be read (to its end) yields one bad-record marker where it failed; the samples it
+        gave before that are kept."""
+        from data_pipeline.dataset_index import check_shard
+
+        for source in self._shard_source(role):
+            url = source["url"]
+            try:
+                entry = self.shards.entries.get(url)
+                if entry is not None:
+                    check_shard(url, entry, verify_sha256=self.cfg.verify_sha256)
+                yield from wds.tarfile_samples([source])
+            except _SHARD_ERRORS as exc:
+                yield {"__key__": None, "__url__": url, BAD_RECORD: _reason(exc)}
+
     def role_batches(self, role: int) -> Iterator[Batch]:
         cfg, st = self.cfg, self.state
         raw = wds.DataPipeline(
-            lambda: self._shard_source(role),
-            wds.tarfile_to_samples(),
+            lambda: self._records(role),
             wds.shuffle(
                 cfg.shuffle_buffer,
                 initial=cfg.shuffle_initial,
@@ -298,7 +410,9 @@ class RingStream(IterableDataset):
                 ),
             ),
         )
-        consumed, bad = st.consumed[role], st.bad[role]
+        consumed = st.consumed[role]
+        where = f"stream {role} of rank {st.rank}"
+        budget = BadDataBudget(cfg, where, st.bad_events[role], st.bad_ids[role])
         stream = iter(raw)
         for _ in range(consumed):  # skip what the checkpointed run already used, undecoded
             next(stream)
@@ -306,20 +420,17 @@ class RingStream(IterableDataset):
         for sample in stream:
             rng = np.random.default_rng([self.seed, st.rank, role, consumed])
             consumed += 1
+            url = str(sample.get("__url__"))
+            if BAD_RECORD in sample:
+                budget.add(url, str(sample[BAD_RECORD]), consumed)
+                continue
             try:
                 examples.append(make_example(sample, rng, cfg))
             except SchemaError as exc:
-                bad += 1
-                log.warning(
-                    "undecodable sample %s from %s skipped (%d so far in this stream): %s",
-                    sample.get("__key__"),
-                    sample.get("__url__"),
-                    bad,
-                    exc,
-                )
+                budget.add(f"{url} sample {sample.get('__key__')}", str(exc), consumed)
                 continue
             if len(examples) == cfg.batch_size:
-                yield collate(examples, role, consumed, bad)
+                yield collate(examples, role, consumed, budget.events, budget.take_new())
                 examples = []
 
     def __iter__(self) -> Iterator[Batch]:
@@ -333,11 +444,12 @@ class Loader:
 
     def __init__(self, cfg: DataConfig, state: DataState, seed: int) -> None:
         self.cfg, self.state, self.seed = cfg, state, seed
-        self.urls = expand_shards(cfg.shards)
+        self.shards = resolve_shards(cfg)
+        self.urls = self.shards.urls
         self._iter: Iterator[Batch] | None = None
 
     def _start(self) -> Iterator[Batch]:
-        dataset = RingStream(self.cfg, self.urls, self.seed, self.state, sampling_seed=self.seed)
+        dataset = RingStream(self.cfg, self.shards, self.seed, self.state, sampling_seed=self.seed)
         if self.cfg.num_workers == 0:
             return iter(dataset)
         loader = DataLoader(
@@ -368,11 +480,14 @@ class Loader:
             "num_workers": s.num_workers,
             "next_role": s.next_role,
             "consumed": list(s.consumed),
-            "bad": list(s.bad),
+            "bad_events": list(s.bad_events),
+            "bad_ids": [list(ids) for ids in s.bad_ids],
             "batches": s.batches,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # "bad" (a count that included repeats) is what checkpoints before the bad-data budget held
+        state = {k: v for k, v in state.items() if k != "bad"}
         restored = DataState(**state)
         restored.check_compatible(self.state.rank, self.state.world_size, self.state.num_workers)
         if self._iter is not None:
@@ -383,3 +498,10 @@ class Loader:
 def build_loader(cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1) -> Loader:
     state = DataState(rank=rank, world_size=world_size, num_workers=max(1, cfg.num_workers))
     return Loader(cfg, state, seed)
+
+
+def _reason(exc: BaseException) -> str:
+    """A shard error as one line: webdataset appends the url to the arguments of what it passes
+    on, which the record already names."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

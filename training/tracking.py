@@ -2,7 +2,10 @@
 
 W&B mode "auto" is online when WANDB_API_KEY is set and offline otherwise (files land in
 <run_dir>/wandb/offline-run-*; `wandb sync` uploads them later). The W&B run id is stored in
-<run_dir>/wandb_run_id.txt, so a resumed run continues the same W&B run (resume="allow").
+<run_dir>/wandb_run_id.txt, so a resumed run continues the same W&B run (resume="allow"). Offline,
+W&B cannot resume in place: each resumed session adds a folder with the same id, and
+`python -m training.tracking sync <run_dir>` uploads them in order into the one run. On resume
+the run folder's metrics.jsonl is cut back to the checkpoint's step, so no step appears twice.
 Named `tracking` rather than `logging` so it never shadows the standard library.
 """
 
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from data_pipeline.shards import atomic_write_bytes
 from training.config import TrainConfig, WandbConfig
 
 RUN_ID_FILE = "wandb_run_id.txt"
@@ -40,10 +44,45 @@ def run_id(run_dir: Path) -> str:
         return path.read_text().strip()
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     new_id = "".join(secrets.choice(alphabet) for _ in range(8))
-    tmp = path.with_name(f".{RUN_ID_FILE}.tmp")
-    tmp.write_text(new_id + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, f"{new_id}\n".encode())
     return new_id
+
+
+def offline_parts(run_dir: Path) -> list[Path]:
+    """The offline W&B folders of a run, oldest first. W&B cannot resume an offline run in
+    place, so each resumed session of an offline run writes one more folder with the same id."""
+    run = run_id(run_dir) if (run_dir / RUN_ID_FILE).is_file() else None
+    if run is None:
+        return []
+    return sorted((run_dir / "wandb").glob(f"offline-run-*-{run}"))
+
+
+def sync_commands(run_dir: Path, project: str | None = None) -> list[list[str]]:
+    """`wandb sync` commands that upload an offline run's parts into its one W&B run: the first
+    part as is, each later one appended to it (`--id <run id> --append`)."""
+    parts = offline_parts(run_dir)
+    extra = ["--project", project] if project else []
+    commands = []
+    for i, part in enumerate(parts):
+        append = ["--id", run_id(run_dir), "--append"] if i else []
+        commands.append(["wandb", "sync", *extra, *append, str(part)])
+    return commands
+
+
+def cut_metrics(path: Path, step: int) -> None:
+    """Keep the lines of a metrics.jsonl up to `step` (the checkpoint a run resumes from): what a
+    killed run logged after its last checkpoint is logged again by the resumed one, so without
+    this those steps would appear twice. A torn last line is dropped too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # torn by a kill mid-write
+    atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
 
 
 class Tracker:
@@ -67,6 +106,7 @@ class Tracker:
         self._last_time = time.perf_counter()
         if not is_main:
             return
+        cut_metrics(run_dir / METRICS_FILE, start_step)
         mode = wandb_mode(cfg)
         if mode != "disabled":
             import wandb
@@ -151,9 +191,11 @@ def sample_views(
     seeds: list[int],  # prompt i draws its initial noise from a generator seeded with seeds[i]
     num_inference_steps: int | None,
     guidance_scale: float | None = None,
+    eta: float | None = None,
 ) -> np.ndarray:
-    """Views through ImageDreamPipeline with its SPEC 6 defaults (CFG scale, negative text, eta)
-    -> (B, V, H, W, 3) uint8. `make eval` samples through the same pipeline the same way."""
+    """Views through ImageDreamPipeline, with its SPEC 6 defaults (CFG scale, eta, negative
+    text) for what is None -> (B, V, H, W, 3) uint8. `make eval` samples through the same
+    pipeline the same way."""
     from training.pipeline import to_uint8
 
     kwargs: dict[str, Any] = {}
@@ -161,6 +203,8 @@ def sample_views(
         kwargs["num_inference_steps"] = num_inference_steps
     if guidance_scale is not None:
         kwargs["guidance_scale"] = guidance_scale
+    if eta is not None:
+        kwargs["eta"] = eta
     out = pipe(
         images,
         prompt=texts,
@@ -209,6 +253,7 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
             [cfg.trainer.seed + i for i in range(len(batch))],
             cfg.trainer.sample_steps,
             cfg.trainer.sample_guidance_scale,
+            cfg.trainer.sample_eta,
         )
     model.train(was_training)
     rows = []
@@ -216,3 +261,28 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
         rows.append(np.concatenate([prompt[i], *generated[i]], axis=1))
         rows.append(np.concatenate([np.zeros_like(prompt[i]), *truth[i]], axis=1))
     return np.concatenate(rows, axis=0), " | ".join(batch.captions)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m training.tracking sync RUN_DIR [--project P] [--dry-run]`."""
+    import argparse
+    import subprocess
+
+    parser = argparse.ArgumentParser(prog="python -m training.tracking")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sync = sub.add_parser("sync", help="upload an offline run (all its resumed parts) to W&B")
+    sync.add_argument("run_dir", type=Path)
+    sync.add_argument("--project", default=None)
+    sync.add_argument("--dry-run", action="store_true", help="print the commands only")
+    args = parser.parse_args(argv)
+    commands = sync_commands(args.run_dir, args.project)
+    if not commands:
+        raise SystemExit(f"{args.run_dir}: no offline W&B run (no {RUN_ID_FILE} or no folders)")
+    for command in commands:
+        print(" ".join(command))
+        if not args.dry_run:
+            subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ from training.checkpoint import (
     prepare_run_dir,
     restore_training_state,
     save_checkpoint,
+    write_run_config,
 )
 from training.config import TrainConfig, load_config, register_configs
 from training.data import Loader, build_loader
@@ -46,6 +47,7 @@ def train(cfg: TrainConfig) -> Path:
     ema = build_ema(engine, cfg.engine.ema_decay)
     loader = build_loader(cfg.data, cfg.trainer.seed, dist.rank, dist.world_size)
     step = restore_training_state(cfg, run_dir, engine, loader, ema, dist.rank)
+    write_run_config(cfg, run_dir, dist.is_main)  # only now: a refused resume changes nothing
     tracker = build_tracker(cfg, run_dir, dist.is_main, start_step=step)
     if step and dist.is_main:
         log.info("resumed %s at step %d of %d", run_dir, step, cfg.trainer.max_steps)

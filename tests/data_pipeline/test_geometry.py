@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.geometry import inspect_asset, load_normalised_mesh
@@ -235,3 +236,75 @@ def test_good_and_merely_odd_real_assets_pass(assets_dir, relative):
     corners = report.normalise(np.array([report.bbox_min, report.bbox_max]))
     assert (corners[1] - corners[0]).max() == pytest.approx(1.0)
     np.testing.assert_allclose(corners.sum(axis=0), 0.0, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- accurate reasons
+
+
+def _glb_v1(tmp_path: Path) -> Path:
+    """A binary glTF 1.0 (KHR_binary_glTF) file: header magic, version 1, length, then the
+    scene's content length and format (0 = JSON), the 1.0 document (objects keyed by id) and
+    the binary body."""
+    blob = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=np.float32).tobytes()
+    doc = {
+        "asset": {"version": "1.0"},
+        "buffers": {"binary_glTF": {"byteLength": len(blob), "type": "arraybuffer"}},
+        "meshes": {"m": {"primitives": [{"attributes": {"POSITION": "a"}}]}},
+    }
+    content = json.dumps(doc).encode()
+    content += b" " * (-len(content) % 4)
+    header = b"glTF" + struct.pack("<IIII", 1, 20 + len(content) + len(blob), len(content), 0)
+    return _write(tmp_path, "v1.glb", header + content + blob)
+
+
+def test_gltf_1_binary_is_refused_as_gltf_1_not_as_truncated(tmp_path):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_glb_v1(tmp_path))
+    assert info.value.reason is Reason.UNSUPPORTED_FORMAT
+    assert "glTF 1.0 is not supported (glTF 2.0 only)" in info.value.detail
+    assert "truncated" not in info.value.detail and "v1.glb" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"asset": {"version": "1.0"}, "buffers": {}},
+        {"buffers": {"b": {"uri": "b.bin"}}, "meshes": {}},  # 1.0 without an asset version
+    ],
+)
+def test_gltf_1_json_is_refused_as_gltf_1(tmp_path, doc):
+    with pytest.raises(Refusal) as info:
+        inspect_asset(_write(tmp_path, "v1.gltf", json.dumps(doc)))
+    assert info.value.reason is Reason.UNSUPPORTED_FORMAT
+    assert "glTF 1.0 is not supported" in info.value.detail
+
+
+def _obj_with_material(tmp_path: Path, mtl: str | None, texture: bool) -> Path:
+    if mtl is not None:
+        (tmp_path / "cube.mtl").write_text(mtl)
+    if texture:
+        Image.new("RGB", (4, 4), (200, 30, 30)).save(tmp_path / "wood.png")
+    return _write(tmp_path, "cube.obj", "mtllib cube.mtl\nusemtl wood\n" + CUBE_OBJ)
+
+
+MTL = "newmtl wood\nKd 0.8 0.8 0.8\nmap_Kd -s 1 1 1 -o 0 0 wood.png\n"
+
+
+def test_obj_with_its_material_and_texture_has_no_notes(tmp_path):
+    assert inspect_asset(_obj_with_material(tmp_path, MTL, texture=True)).notes == ()
+
+
+def test_obj_whose_texture_is_missing_passes_with_a_note(tmp_path):
+    report = inspect_asset(_obj_with_material(tmp_path, MTL, texture=False))
+    assert report.num_faces > 0
+    assert report.notes == (
+        "texture 'wood.png' (map_Kd in cube.mtl) is missing: rendered without it",
+    )
+
+
+def test_obj_whose_material_library_is_missing_passes_with_a_note(tmp_path):
+    report = inspect_asset(_obj_with_material(tmp_path, None, texture=False))
+    assert report.num_faces > 0
+    assert report.notes == (
+        "material library 'cube.mtl' is missing: rendered without its materials",
+    )

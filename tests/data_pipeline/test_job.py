@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from data_pipeline.config import RayConfig, RenderJobConfig
+from data_pipeline.dataset_index import read_index
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.job import JobError, run_job
-from data_pipeline.ledger import read_ledger
+from data_pipeline.ledger import read_ledger, read_rendered
 from data_pipeline.reader import read_manifests, read_rings, verify_shard
 from data_pipeline.render_settings import RenderedRing, RenderSettings
 from data_pipeline.sources import LocalSource, LocalSourceConfig, ObjaverseSourceConfig
-from data_pipeline.worker import RenderWorker
+from data_pipeline.worker import RenderWorker, remove_stale_work_dirs
 from tests.data_pipeline.test_schema import synthetic_ring
 from tests.data_pipeline.test_sources import make_objaverse_cache
 
@@ -33,8 +34,8 @@ TINY = dict(num_views=4, rings=2, resolution=16, samples=1)
 def fake_render(asset_path, uid, caption, source, settings, seed, sha256=None):
     """Behaves as the asset's bytes say: hang, crash, boom (an error that is not a refusal),
     refuse, killactor (kill the Ray actor once), flaky (crash once), or render
-    (after `sleep=SECONDS` if given). The bytes decide, not the environment: Ray actors inherit
-    the cluster's environment, not the driver's."""
+    (after `sleep=SECONDS` if given; with a note in every ring for `note`). The bytes decide, not
+    the environment: Ray actors inherit the cluster's environment, not the driver's."""
     data = Path(asset_path).read_bytes()
     if b"hang" in data:
         time.sleep(3600)
@@ -61,6 +62,8 @@ def fake_render(asset_path, uid, caption, source, settings, seed, sha256=None):
     for r in range(settings.rings):
         meta, views = synthetic_ring(uid, r, settings.num_views, settings.resolution, seed % 1000)
         meta.caption, meta.source, meta.asset_path = caption, source, str(asset_path)
+        if b"note" in data:
+            meta.notes = ["fake: texture 'wood.png' is missing: rendered without it"]
         rings.append(RenderedRing(meta, views, blender_seconds=delay / settings.rings + 0.001))
     return rings
 
@@ -141,7 +144,88 @@ def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_
     assert "boom" in boom.detail
 
 
+_KILLABLE_WORKER = """
+import sys, time
+from data_pipeline.render_settings import RenderSettings
+from data_pipeline.worker import RenderWorker
+worker = RenderWorker(None, RenderSettings(), time_limit_s=1, max_attempts=1, work_dir=sys.argv[1])
+print(worker.tmp, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_work_folders_of_killed_workers_are_removed_and_live_ones_kept(tmp_path):
+    work = tmp_path / "work"
+    (work / "render-oldstyle").mkdir(parents=True)  # a killed run of before the locks
+    (work / "logs").mkdir()
+    killed = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_WORKER, str(work)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    assert killed.stdout is not None
+    killed_dir = Path(killed.stdout.readline().decode().strip())
+    live = RenderWorker(None, RenderSettings(**TINY), time_limit_s=1, max_attempts=1, work_dir=work)
+    try:
+        assert remove_stale_work_dirs(work) == [work / "render-oldstyle"]
+        assert killed_dir.is_dir(), "a live worker's folder (another process) was removed"
+        killed.kill()
+        killed.wait()
+        assert remove_stale_work_dirs(work) == [killed_dir]
+        assert live.tmp.is_dir(), "a live worker's folder (this process) was removed"
+        assert (work / "logs").is_dir()
+    finally:
+        killed.kill()
+        killed.wait()
+        live.close()
+    assert not live.tmp.exists()
+    assert sorted(p.name for p in work.iterdir()) == ["logs"]
+
+
 # -- the Ray job --------------------------------------------------------------------------------
+
+
+def test_job_removes_work_folders_of_earlier_killed_runs(tmp_path, ray_cluster):
+    root = make_assets(tmp_path / "a", {"one": "fine"})
+    out = tmp_path / "out"
+    leftovers = [out / "work" / "render-killed1", out / "work" / "render-killed2"]
+    for folder in leftovers:
+        folder.mkdir(parents=True)
+    (leftovers[1] / ".one.tar.tmp-123").write_bytes(b"half a tar")
+    run_job(job_config(out, root, ray=RayConfig(workers=1)), renderer=FAKE)
+    assert not any(f.exists() for f in leftovers)
+    assert not list((out / "work").glob("*render-*")), "this run's own folders are gone too"
+
+
+def test_job_writes_a_dataset_index_the_reader_accepts(tmp_path, ray_cluster):
+    root = make_assets(tmp_path / "a", {"one": "fine", "two": "fine", "bad": "refuse"})
+    out = tmp_path / "out"
+    summary = run_job(job_config(out, root), renderer=FAKE)
+    index = read_index(out / "shards")
+    assert index.complete and (index.num_objects, index.num_rings) == (2, 4)
+    assert [e.name for e in index.shards] == summary["shards"]
+    specs = LocalSource(LocalSourceConfig(root=str(root))).list_objects()
+    uids = [s.uid for s in specs if not s.path.endswith("bad.glb")]
+    assert sorted(shard_keys(out)) == sorted(f"{u}_r{r}" for u in uids for r in (0, 1))
+
+
+def test_rings_of_assets_with_notes_are_counted_in_the_summary(tmp_path, ray_cluster):
+    root = make_assets(tmp_path / "a", {"plain": "fine", "untextured": "fine note"})
+    out = tmp_path / "out"
+    summary = run_job(job_config(out, root), renderer=FAKE)
+    assert summary["this_run"]["with_notes"] == {"objects": 1, "rings": 2}
+    assert summary["total"]["with_notes"] == {"objects": 1, "rings": 2}
+    (noted,) = summary["notes"]
+    assert Path(noted["path"]).stem == "untextured" and "wood.png" in noted["notes"][0]
+    notes = {Path(r.meta.asset_path).stem: r.meta.notes for r in read_rings(out, views=[0])}
+    assert notes["plain"] == [] and "wood.png" in notes["untextured"][0]
+    assert {Path(r["path"]).stem: bool(r["notes"]) for r in read_rendered(out)} == {
+        "plain": False,
+        "untextured": True,
+    }
+    again = run_job(job_config(out, root), renderer=FAKE)  # nothing rendered, still counted
+    assert again["this_run"]["with_notes"] == {"objects": 0, "rings": 0}
+    assert again["total"]["with_notes"] == {"objects": 1, "rings": 2}
 
 
 def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path, ray_cluster):
@@ -184,6 +268,7 @@ def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path,
         "quarantined_by_reason": {},
         "retried": 0,
         "errors": 1,
+        "with_notes": {"objects": 0, "rings": 0},
     }
     assert again["resumed"] == {"already_staged": 3, "already_quarantined": 3}
     assert sorted(shard_keys(out)) == sorted(keys)

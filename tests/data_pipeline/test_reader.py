@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from data_pipeline.dataset_index import write_index
 from data_pipeline.reader import expand_urls, list_shards, read_manifests, read_rings
 from data_pipeline.schema import SchemaError, encode_sample
 from data_pipeline.shards import write_shard
@@ -12,9 +13,11 @@ from tests.data_pipeline.test_schema import synthetic_ring
 
 @pytest.fixture
 def shard_dir(tmp_path):
+    manifests = []
     for sid in range(3):
         samples = [encode_sample(*synthetic_ring(f"s{sid}-o{j}", seed=j)) for j in range(2)]
-        write_shard(tmp_path / f"shard-{sid:05d}.tar", samples)
+        manifests.append(write_shard(tmp_path / f"shard-{sid:05d}.tar", samples))
+    write_index(tmp_path, manifests)
     return tmp_path
 
 
@@ -42,7 +45,9 @@ def test_truncated_shard_raises_schema_error(shard_dir):
     path = shard_dir / "shard-00001.tar"
     path.write_bytes(path.read_bytes()[:3000])
     with pytest.raises(SchemaError, match=r"shard .*shard-00001\.tar"):
-        list(read_rings(str(shard_dir)))
+        list(read_rings(str(shard_dir)))  # the index's size check
+    with pytest.raises(SchemaError, match=r"shard .*shard-00001\.tar"):
+        list(read_rings(str(path)))  # reading the tar itself
 
 
 def test_manifest_missing_is_reported(shard_dir):

@@ -351,6 +351,22 @@ def test_same_seed_renders_the_same_ring_parameters(samples_dir, house_ring):
 
 
 @pytest.mark.slow
+def test_obj_with_a_missing_texture_renders_and_its_rings_say_so(tmp_path):
+    from tests.data_pipeline.test_geometry import CUBE_OBJ
+
+    (tmp_path / "cube.mtl").write_text("newmtl wood\nKd 0.8 0.5 0.2\nmap_Kd wood.png\n")
+    obj = tmp_path / "cube.obj"
+    obj.write_text("mtllib cube.mtl\nusemtl wood\n" + CUBE_OBJ)
+    settings = replace(TINY, num_views=4, resolution=32, samples=2)
+    (ring,) = render_object(obj, "cube", "a cube", "local", settings, 0)
+    assert ring.meta.notes == [
+        "texture 'wood.png' (map_Kd in cube.mtl) is missing: rendered without it"
+    ]
+    assert all((_decode(png)[..., 3] > 127).any() for png in ring.views_png)  # still rendered
+    assert RingMeta.from_json(ring.meta.to_json()).notes == ring.meta.notes
+
+
+@pytest.mark.slow
 def test_blender_errors_become_render_error_refusals(samples_dir, monkeypatch):
     from data_pipeline.blenderproc_env import ensure_blenderproc
 

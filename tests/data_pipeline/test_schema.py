@@ -145,3 +145,49 @@ def test_writer_refuses_samples_that_break_the_schema(tmp_path):
     with pytest.raises(SchemaError, match="shard-00000.tar: sample old_r0: schema_version"):
         write_shard(tmp_path / "shard-00000.tar", [sample])
     assert list(tmp_path.iterdir()) == []  # nothing half-written is left behind
+
+
+def test_meta_without_notes_from_older_shards_reads_as_no_notes():
+    meta, views = synthetic_ring("older")
+    sample = encode_sample(meta, views)
+    data = json.loads(sample["meta.json"])
+    del data["notes"]  # what every shard written before notes existed holds
+    sample["meta.json"] = json.dumps(data).encode()
+    assert decode_sample(sample, views=[0]).meta.notes == []
+    meta.notes = ["texture 'a.png' is missing"]
+    assert decode_sample(encode_sample(meta, views), views=[0]).meta.notes == meta.notes
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("azimuths_deg", 5, "azimuths_deg is int"),
+        ("c2w", [[1.0]], "c2w has shape"),
+        ("c2w", [[["a"] * 4] * 4] * 8, "c2w is not"),
+        ("border_fraction", [0.0], "1 border fractions for 8 views"),
+        ("notes", "missing texture", "notes is str"),
+    ],
+)
+def test_meta_fields_of_the_wrong_type_or_shape_are_schema_errors(field, value, message):
+    meta, views = synthetic_ring("typed")
+    sample = encode_sample(meta, views)
+    data = json.loads(sample["meta.json"])
+    data[field] = value
+    sample["meta.json"] = json.dumps(data).encode()
+    with pytest.raises(SchemaError, match=f"typed_r0: .*{message}"):
+        decode_sample(sample)
+
+
+def test_meta_that_is_not_a_json_object_is_a_schema_error():
+    meta, views = synthetic_ring("list")
+    sample = encode_sample(meta, views)
+    sample["meta.json"] = b"[1, 2]"
+    with pytest.raises(SchemaError, match="list_r0: meta.json is not a JSON object"):
+        decode_sample(sample)
+
+
+def test_a_view_of_another_size_than_the_metadata_says_is_refused():
+    meta, views = synthetic_ring("sizes", resolution=16)
+    views[3] = encode_png(np.zeros((8, 8, 4), dtype=np.uint8))
+    with pytest.raises(SchemaError, match="sizes_r0: view 3 is 8x8 px, metadata says 16x16"):
+        decode_sample(encode_sample(meta, views))

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from data_pipeline.dataset_index import write_index
 from data_pipeline.reader import read_manifests, read_rings, verify_shard
 from data_pipeline.schema import SchemaError, encode_sample
 from data_pipeline.shards import (
@@ -70,6 +71,7 @@ def test_manifest_lists_members_with_sizes_and_hashes(tmp_path):
         "sha256": hashlib.sha256(png).hexdigest(),
     }
     assert verify_shard(tmp_path / "shard-00000.tar") == manifest
+    write_index(tmp_path, [manifest])
     assert read_manifests(tmp_path) == [manifest]
 
 
@@ -140,7 +142,7 @@ def test_rewrite_from_staging_has_each_object_once(tmp_path):
 
     # more objects and another shard count: stale shards go, still each object once
     staged = _stage(tmp_path, UIDS[:14])
-    write_shards_from_staging(staged, shards, num_shards=5)
+    write_index(shards, write_shards_from_staging(staged, shards, num_shards=5))
     keys = [r.key for r in read_rings(str(shards), views=[0])]
     assert sorted(keys) == sorted(f"{u}_r{r}" for u in UIDS[:14] for r in range(2))
     for m in read_manifests(shards):

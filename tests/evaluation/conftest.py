@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from data_pipeline.cameras import distance_for_fov, ring_azimuths, ring_c2w
+from data_pipeline.dataset_index import write_index_from_manifests
 from data_pipeline.schema import RingMeta, encode_png, encode_sample
 from data_pipeline.shards import write_shard
 from evaluation.metrics.models import write_tiny_clip
@@ -94,4 +95,5 @@ def write_ring_shard(path: Path, uids: Sequence[str], shas: Sequence[str] | None
         pngs = [encode_png(v) for v in ring_views(len(meta.azimuths_deg), seed=i)]
         samples.append(encode_sample(meta, pngs))
     write_shard(path, samples)
+    write_index_from_manifests(path.parent)  # the folder reads as a complete dataset
     return path

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from evaluation.checkpoints import checkpoint_label, load_pipeline
 from evaluation.config import OriginalCheckpointConfig, register_configs, to_eval_config
@@ -91,6 +93,49 @@ def test_eval_on_the_tiny_model_writes_the_report(tmp_path, trained_run) -> None
                 ]
             )
         )
+
+
+def test_bad_prompt_files_are_skipped_logged_and_reported(tmp_path, tiny_export, caplog) -> None:
+    """A garbage and a truncated JPEG among good prompts: the good ones are evaluated, the two
+    are named with their reason in the log, results.json and the report; the RGB photo is
+    evaluated with its background and flagged."""
+    from tests.evaluation.test_prompts import _encoded, _rgba_object
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    Image.fromarray(_rgba_object(), "RGBA").save(folder / "chair.png")
+    (folder / "chair.txt").write_text("a red chair")
+    Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(folder / "photo.jpg")
+    (folder / "garbage.jpg").write_bytes(np.random.default_rng(0).bytes(3000))
+    (folder / "truncated.jpg").write_bytes(_encoded("JPEG", size=64)[:1200])
+    out = tmp_path / "eval"
+    cfg = _compose(
+        [
+            f"checkpoint={tiny_export}",
+            f"prompts={folder}",
+            "sampler.num_inference_steps=1",
+            "wandb.mode=disabled",
+            f"output_dir={out}",
+        ]
+    )
+    with caplog.at_level("WARNING", logger="evaluation"):
+        index = run(cfg)
+    results = json.loads((out / "results.json").read_text())
+    assert [p["name"] for p in results["runs"][0]["prompts"]] == ["chair", "photo"]
+    skipped = {Path(p["path"]).name: p["reason"] for p in results["skipped_prompts"]}
+    assert set(skipped) == {"garbage.jpg", "truncated.jpg"}
+    assert "truncated" in skipped["truncated.jpg"]
+    assert results["background_kept"] == [{"name": "photo", "source": str(folder / "photo.jpg")}]
+    page = index.read_text()
+    assert "Skipped prompts" in page and str(folder / "garbage.jpg") in page
+    assert str(folder / "truncated.jpg") in page and "BACKGROUND KEPT" in page
+    assert str(folder / "garbage.jpg") in caplog.text and "truncated" in caplog.text
+    assert "photo" in caplog.text and "used with its background" in caplog.text
+
+    for path in folder.glob("[cp]*"):  # only the bad files left: a clear error naming the folder
+        path.unlink()
+    with pytest.raises(ValueError, match=f"none of the 2 prompt images in {folder}"):
+        run(_compose([f"checkpoint={tiny_export}", f"prompts={folder}", f"output_dir={out}2"]))
 
 
 def test_checkpoint_forms(trained_run, tiny_export, tmp_path) -> None:

@@ -8,6 +8,7 @@ import re
 import numpy as np
 
 from evaluation.metrics import ModelInfo, summarize
+from evaluation.prompts import PromptProblem
 from evaluation.report import write_report
 from evaluation.results import PromptResult, RunResult
 
@@ -77,6 +78,34 @@ def test_report_references_existing_images_and_names_the_models(tmp_path) -> Non
     assert results["runs"][0]["prompts"][0]["scores"]["psnr"][0] == "inf"
     assert results["models"][0]["path"] == "/weights/clip-h14"
     assert results["runs"][1]["summary"]["qis"]["n_images"] == 8
+
+
+def test_report_lists_skipped_prompts_and_prompts_with_their_background(tmp_path) -> None:
+    run = _run("step_1000", False, 0)
+    run.prompts[0].background_kept = True
+    run.prompts[0].source = "/prompts/photo_<1>.jpg"
+    skipped = [
+        PromptProblem("/prompts/garbage.jpg", "not a readable PNG/JPEG/WEBP image"),
+        PromptProblem(
+            "/prompts/cut.jpg", "cannot decode the image (OSError: image file is truncated)"
+        ),
+    ]
+    config = {"prompt": {"remove_background": None}}
+    index = write_report(tmp_path, [run], [], {"mode": "off"}, config, skipped=skipped)
+    page = index.read_text()
+    assert "Skipped prompts" in page and "2 skipped" in page
+    for problem in skipped:
+        assert problem.path in page and problem.reason in page
+    assert "Prompts with their background" in page and "BACKGROUND KEPT" in page
+    assert "/prompts/photo_&lt;1&gt;.jpg" in page  # escaped
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["skipped_prompts"] == [p.to_dict() for p in skipped]
+    assert results["background_kept"] == [{"name": "obj0", "source": "/prompts/photo_<1>.jpg"}]
+    assert [p["background_kept"] for p in results["runs"][0]["prompts"]] == [True, False]
+    # nothing to say: no section
+    clean = write_report(tmp_path / "clean", [_run("a", False, 0)], [], {"mode": "off"}, {})
+    assert "Skipped prompts" not in clean.read_text()
+    assert "Prompts with their background" not in clean.read_text()
 
 
 def _refuse(name: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,8 +156,69 @@ def test_undecodable_samples_are_counted_not_replaced(tmp_path, caplog):
     keys = [k for b in batches for k in b.keys]
     assert sorted(keys) == sorted(s["__key__"] for s in good), "each good ring once, nothing else"
     assert loader.state.bad_samples == 2
-    assert batches[-1].bad_samples == 2
-    assert sum("undecodable sample bad" in r.getMessage() for r in caplog.records) == 2
+    assert sum(len(b.new_bad) for b in batches) == 2
+    assert sum(" sample bad" in r.getMessage() for r in caplog.records) == 2
+    # a second pass meets the same two again: still two distinct, logged once each
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        more = [next(loader) for _ in range(3)]
+    assert sorted(k for b in more for k in b.keys) == sorted(keys)
+    assert loader.state.bad_samples == 2 and loader.state.bad_events == [4]
+    assert sum(" sample bad" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_truncated_shard_is_one_bad_record_and_its_good_samples_are_kept(tmp_path):
+    from data_pipeline.shards import write_shard
+
+    good = [synthetic_ring(f"g{i}", num_views=8, resolution=RES, seed=i) for i in range(4)]
+    damaged = [synthetic_ring(f"d{i}", num_views=8, resolution=RES, seed=10 + i) for i in range(4)]
+    write_shard(tmp_path / "shard-00000.tar", good)
+    path = tmp_path / "shard-00001.tar"
+    write_shard(path, damaged)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size * 3 // 5)  # cut inside a later sample: the first ones are whole
+    shards = f"{tmp_path / 'shard-00000.tar'}::{path}"
+    cfg = data_cfg(shards, sampling="epoch", batch_size=1, shuffle_buffer=1, shuffle_initial=1)
+    loader = build_loader(cfg, seed=0)
+    batches = [next(loader) for _ in range(12)]  # several passes over both shards
+    keys = {k for b in batches for k in b.keys}
+    assert {f"g{i}_r0" for i in range(4)} <= keys
+    assert "d0_r0" in keys, "the samples before the damage are used"
+    assert "d3_r0" not in keys, "nothing past the damage"
+    assert loader.state.bad_samples == 1, "one damaged shard, counted once over every pass"
+    assert loader.state.bad_events[0] >= 2
+    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    assert record == str(path) and reason, (record, reason)
+
+
+def test_a_stream_where_nothing_decodes_stops_at_once_naming_the_files(tmp_path):
+    from training.data import BadDataError
+
+    path = tmp_path / "shard-00000.tar"
+    path.write_bytes(b"this is no tar file" * 100)
+    cfg = data_cfg(str(path), bad_data_min_records=50)
+    loader = build_loader(cfg, seed=0)
+    with pytest.raises(BadDataError, match="data.max_bad_fraction") as err:
+        next(loader)
+    assert str(path) in str(err.value) and "50 of the 50 records" in str(err.value)
+
+
+def test_bad_fraction_over_the_budget_stops_the_run(tmp_path):
+    from training.data import BadDataError
+
+    good = [synthetic_ring(f"good{i}", num_views=8, resolution=RES, seed=i) for i in range(6)]
+    shard = tmp_path / "shard-00000.tar"
+    _corrupt_shard(shard, good, ["bad0", "bad1"])  # 2 of every 8 records bad: 25 %
+    # unshuffled, so the running share after 8 or more records is known: at most 4 of 12
+    unshuffled = dict(sampling="epoch", shuffle_buffer=1, shuffle_initial=1)
+    within = data_cfg(str(shard), bad_data_min_records=8, max_bad_fraction=0.4, **unshuffled)
+    loader = build_loader(within, seed=0)
+    assert len([next(loader) for _ in range(12)]) == 12  # it goes on
+    over = data_cfg(str(shard), bad_data_min_records=8, max_bad_fraction=0.2, **unshuffled)
+    loader = build_loader(over, seed=0)
+    with pytest.raises(BadDataError, match="sample bad"):
+        for _ in range(12):
+            next(loader)
 
 
 def _ring_with_views(uid: str, num_views: int) -> dict:
@@ -164,19 +226,23 @@ def _ring_with_views(uid: str, num_views: int) -> dict:
 
 
 def test_ring_with_view_count_not_multiple_of_four_is_counted(tmp_path):
+    from data_pipeline.dataset_index import write_index_from_manifests
     from data_pipeline.shards import write_shard
 
     write_shard(
         tmp_path / "shard-00000.tar", [_ring_with_views("ok", 8), _ring_with_views("odd", 6)]
     )
+    write_index_from_manifests(tmp_path)
     cfg = data_cfg(
         str(tmp_path), sampling="epoch", batch_size=1, shuffle_buffer=1, shuffle_initial=1
     )
     loader = build_loader(cfg, seed=0)
     batches = [next(loader), next(loader)]
     assert [b.keys for b in batches] == [["ok_r0"], ["ok_r0"]]
-    # every raw sample read that did not become an example was counted (whatever the tar order)
-    assert loader.state.bad_samples == loader.state.consumed[0] - 2 >= 1
+    # every raw sample read that did not become an example was met as bad (whatever the tar
+    # order), and counted once: it is one ring
+    assert loader.state.bad_events[0] == loader.state.consumed[0] - 2 >= 1
+    assert loader.state.bad_samples == 1
 
 
 def _take(loader: Loader, n: int):
@@ -226,3 +292,50 @@ def test_epoch_sampling_needs_a_shard_per_stream(tmp_path):
     loader = build_loader(data_cfg(str(tmp_path), sampling="epoch"), seed=0, rank=0, world_size=2)
     with pytest.raises(ValueError, match="resampled"):
         next(loader)
+
+
+def test_a_folder_without_a_complete_index_is_refused_unless_allowed(tmp_path):
+    from data_pipeline.dataset_index import INDEX_FILE
+    from data_pipeline.schema import IncompleteDatasetError
+
+    write_synthetic_shards(tmp_path, num_shards=2, rings_per_shard=3, num_views=8, resolution=RES)
+    (tmp_path / INDEX_FILE).unlink()  # as a job killed while rewriting the shards leaves it
+    with pytest.raises(IncompleteDatasetError, match="data.allow_incomplete=true") as err:
+        build_loader(data_cfg(str(tmp_path)), seed=0)
+    assert str(tmp_path) in str(err.value)
+    loader = build_loader(data_cfg(str(tmp_path), allow_incomplete=True), seed=0)
+    assert len(next(loader)) == 2
+
+
+def test_a_shard_that_differs_from_its_index_is_a_bad_record(tmp_path):
+    paths = write_synthetic_shards(
+        tmp_path, num_shards=2, rings_per_shard=3, num_views=8, resolution=RES
+    )
+    with open(paths[1], "ab") as f:
+        f.write(b"\0" * 512)  # still a readable tar, but not the file the index lists
+    cfg = data_cfg(str(tmp_path), sampling="epoch", batch_size=1)
+    loader = build_loader(cfg, seed=0)
+    batches = [next(loader) for _ in range(9)]  # three passes
+    assert all(k.startswith("obj000") for b in batches for k in b.keys), "shard 1 was read"
+    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    assert record == paths[1] and "bytes" in reason and "index.json" in reason, reason
+    assert loader.state.bad_samples == 1
+
+    # the sha256 check (off by default) catches a same-size change
+    clean = tmp_path / "clean"
+    paths = write_synthetic_shards(
+        clean, num_shards=2, rings_per_shard=3, num_views=8, resolution=RES
+    )
+    shard = Path(paths[1])
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF  # in the tar's zero padding: the tar still reads, its hash differs
+    shard.write_bytes(bytes(data))
+    plain = build_loader(data_cfg(str(clean), sampling="epoch", batch_size=1), seed=0)
+    assert {k[:6] for _ in range(6) for k in next(plain).keys} == {"obj000", "obj001"}
+    strict = build_loader(
+        data_cfg(str(clean), sampling="epoch", batch_size=1, verify_sha256=True), seed=0
+    )
+    batches = [next(strict) for _ in range(6)]
+    assert {k[:6] for b in batches for k in b.keys} == {"obj000"}
+    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    assert record == paths[1] and "sha256" in reason, reason

@@ -18,7 +18,7 @@ import torch
 from tests.training.test_train import REPO, env
 
 pytestmark = pytest.mark.slow
-STEPS = 900
+STEPS = 1500
 
 # Measured (issue 9, open): after 900 steps the fixed-noise loss falls 0.845 -> 0.010, but the
 # samples do not yet tell the objects apart (the mug's views came out nearer the robot's), and the
@@ -29,6 +29,10 @@ LEARNS_FROM_THE_PROMPT = pytest.mark.xfail(
     reason="issue 9: the demo model does not yet learn to use its prompt within this budget",
     raises=AssertionError,  # only the learning checks assert; a crash still fails the test
 )
+
+
+def _env() -> dict[str, str]:
+    return {**env(), "OMP_NUM_THREADS": "2"}  # the suite runs one test at a time on 2 cores
 
 
 def _fixed_noise_loss(model, cfg, shards: Path) -> float:
@@ -60,7 +64,7 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
     from training.pipeline import ImageDreamPipeline
 
     render = [sys.executable, "-m", "data_pipeline.job", "source=builtin", "render=demo"]
-    subprocess.run([*render, f"output_dir={tmp_path / 'render'}"], cwd=REPO, env=env(),
+    subprocess.run([*render, f"output_dir={tmp_path / 'render'}"], cwd=REPO, env=_env(),
                    check=True, capture_output=True, timeout=600)  # fmt: skip
     shards = tmp_path / "render" / "shards"
     run_dir = tmp_path / "train"
@@ -68,7 +72,7 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
     train = [sys.executable, "-m", "training.train", "experiment=demo", f"data.shards={shards}",
              f"run_dir={run_dir}", f"trainer.max_steps={STEPS}", "trainer.ckpt_every=0",
              "trainer.sample_every=0", "trainer.progress=false", "wandb.mode=disabled"]  # fmt: skip
-    proc = subprocess.run(train, cwd=REPO, env=env(), capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(train, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1200)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-4000:])
     print(f"training {STEPS} steps took {time.perf_counter() - start:.0f} s")
@@ -88,7 +92,7 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
     if len(rings) != 3:
         raise RuntimeError(f"expected one ring per built-in object, got {[r.name for r in rings]}")
     sampler = MultiViewSampler(
-        pipe, SamplerConfig(num_inference_steps=25, guidance_scale=3.0, use_captions=False)
+        pipe, SamplerConfig(num_inference_steps=25, guidance_scale=3.0, eta=1.0, use_captions=False)
     )
     out = sampler.sample(
         np.stack([r.image for r in rings]),

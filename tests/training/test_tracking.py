@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from training.config import WandbConfig
-from training.tracking import METRICS_FILE, RUN_ID_FILE, Tracker, wandb_mode
+from training.tracking import (
+    METRICS_FILE,
+    RUN_ID_FILE,
+    Tracker,
+    offline_parts,
+    sync_commands,
+    wandb_mode,
+)
 
 BLOCK = 32 * 1024
 FILE_HEADER = 7  # ":W&B" ident, magic, version
@@ -128,6 +135,24 @@ def test_offline_run_holds_metrics_config_and_resumes_same_id(tmp_path, offline_
     rows = [json.loads(x) for x in (run_dir / METRICS_FILE).read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert list((run_dir / "samples").glob("samples_grid_00000002.png"))
+
+    # W&B cannot resume offline in place: two folders, one id; the sync commands upload the
+    # first as is and append the second to the same run
+    parts = offline_parts(run_dir)
+    assert len(parts) == 2 and all(p.name.endswith(run_id) for p in parts)
+    first, second = sync_commands(run_dir, project="p")
+    assert first == ["wandb", "sync", "--project", "p", str(parts[0])]
+    assert second == ["wandb", "sync", "--project", "p", "--id", run_id, "--append", str(parts[1])]
+
+
+def test_resume_cuts_metrics_back_to_the_checkpoint_step(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lines = [json.dumps({"step": s, "train/loss": 1.0 / s}) for s in range(1, 6)]
+    (run_dir / METRICS_FILE).write_text("\n".join(lines) + '\n{"step": 6, "train/lo')  # torn
+    Tracker(WandbConfig(mode="disabled"), run_dir, "x", {}, True, 10, 3, False).close()
+    rows = [json.loads(x) for x in (run_dir / METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
 
 
 def test_wandb_mode_auto(monkeypatch):

@@ -71,7 +71,7 @@ def kill_tree(proc: subprocess.Popen) -> None:
 
 
 def metrics(run_dir: Path) -> dict[int, dict[str, float]]:
-    """step -> metrics; a step logged twice (before a kill and after the resume) keeps the last."""
+    """step -> metrics (the last line of a step, if it were logged twice)."""
     out = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -173,6 +173,10 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, shards):
 
     expected, got = metrics(reference), metrics(killed)
     assert sorted(got) == list(range(1, 7))
+    # step 4 was logged before the kill and again after the resume: metrics.jsonl was cut back
+    # to the step-3 checkpoint, so each step is there once
+    steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7)), steps
     for step in range(4, 7):
         for key in ("train/loss", "train/grad_norm", "train/lr"):
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-6, abs=1e-7), (
@@ -185,6 +189,23 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path, shards):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-6, atol=1e-7)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_refused_resume_changes_nothing_in_the_run_folder(tmp_path, shards):
+    common = [f"data.shards={shards}", f"run_dir={tmp_path / 'run'}", "trainer.ckpt_every=2"]
+    run(1, [*common, "data.num_workers=1", "trainer.max_steps=2"])
+    before = _snapshot(tmp_path / "run")
+    proc = subprocess.run(
+        command(1, [*common, "data.num_workers=2", "trainer.max_steps=4"]),
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "exact resume needs the same layout of data streams" in proc.stderr
+    assert _snapshot(tmp_path / "run") == before  # config.yaml still holds the accepted settings
 
 
 def test_deepspeed_launcher(tmp_path, shards):
