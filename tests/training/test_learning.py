@@ -20,15 +20,11 @@ from tests.training.test_train import REPO, env
 pytestmark = pytest.mark.slow
 STEPS = 1500
 
-# Measured (issue 9, open): after 900 steps the fixed-noise loss falls 0.845 -> 0.010, but the
-# samples do not yet tell the objects apart (the mug's views came out nearer the robot's), and the
-# 2400-step demo still misses its learning bar. strict: the day the trainer learns this, the test
-# passes and the xfail must go.
-LEARNS_FROM_THE_PROMPT = pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: the demo model does not yet learn to use its prompt within this budget",
-    raises=AssertionError,  # only the learning checks assert; a crash still fails the test
-)
+# Measured here (issue 9): 1500 steps on 2 threads, fixed-noise loss 0.845 -> 0.005; squared
+# error of each object's sampled novel views to the true views of (house, mug, robot): house
+# [2181, 4713, 3177], mug [3057, 836, 1449], robot [2791, 1954, 1194], sampled with eta 1 as the
+# demo samples. After 900 steps (with eta 0, and again with eta 1) the mug's views came out nearer
+# the robot's.
 
 
 def _env() -> dict[str, str]:
@@ -55,7 +51,6 @@ def _fixed_noise_loss(model, cfg, shards: Path) -> float:
     return float(np.mean(losses))
 
 
-@LEARNS_FROM_THE_PROMPT
 def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
     from evaluation.prompts import PromptConfig, load_heldout_rings
     from evaluation.sampler import MultiViewSampler, SamplerConfig
