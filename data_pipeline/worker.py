@@ -298,7 +298,15 @@ def claim_work_dir(work_dir: Path) -> tuple[Path, int]:
     work_dir.mkdir(parents=True, exist_ok=True)
     hidden = Path(tempfile.mkdtemp(prefix=f".{WORK_PREFIX}", dir=work_dir))
     fd = os.open(hidden / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new file: nobody else can hold it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new file: nobody else can hold it
+    except OSError as exc:
+        os.close(fd)
+        shutil.rmtree(hidden, ignore_errors=True)
+        raise OSError(
+            f"cannot lock a render work folder in {work_dir} ({exc}): the job needs a local file "
+            "system with flock for its scratch folders (set work_dir to local disk)"
+        ) from exc
     folder = work_dir / hidden.name[1:]
     os.rename(hidden, folder)
     return folder, fd
@@ -336,9 +344,9 @@ def _remove_if_ownerless(folder: Path) -> bool:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError:  # held by a live worker (BlockingIOError), or no flock on this file system
         os.close(fd)
-        return False  # a live worker's
+        return False
     try:
         shutil.rmtree(folder, ignore_errors=True)
     finally:

@@ -34,7 +34,12 @@ def load_matte(path: str | Path, device: str = "cpu") -> Matte:
         )
     from transformers import AutoConfig, pipeline
 
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"prompt.remove_background: cannot read {folder / 'config.json'}: {exc}"
+        ) from exc
     labels = [str(v) for v in (getattr(config, "id2label", None) or {}).values()]
     if BACKGROUND_LABEL not in (label.lower() for label in labels):
         raise ValueError(

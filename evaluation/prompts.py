@@ -226,6 +226,8 @@ def load_prompt(path: Path, cfg: PromptConfig, matte: Matte | None = None) -> Ev
     if background_kept and matte is not None:
         image = remove_background(image, matte, path)
         background_kept, background_removed = False, True
+    elif background_kept:
+        image = image.convert("RGB")  # an opaque RGBA image is a photo: centre-cropped as RGB
     try:
         pixels = preprocess(image, cfg)
     except EmptyAlphaError as e:

@@ -188,7 +188,8 @@ class Batch:
     keys: list[str]
     role: int = 0  # which stream produced it
     consumed: int = 0  # records (raw samples and bad shards) that stream has read after this batch
-    bad_events: int = 0  # bad records that stream has met so far, repeats included
+    bad_events: int = 0  # bad records that stream has met so far (weighted), repeats included
+    records: int = 0  # records that stream has read so far (weighted): the budget's denominator
     # distinct bad records the stream met since its previous batch: (id, reason)
     new_bad: list[tuple[str, str]] = field(default_factory=list)
 
@@ -200,7 +201,7 @@ def collate(
     examples: Sequence[Example],
     role: int,
     consumed: int,
-    bad_events: int,
+    budget: BadDataBudget,
     new_bad: list[tuple[str, str]],
 ) -> Batch:
     return Batch(
@@ -214,7 +215,8 @@ def collate(
         keys=[e.key for e in examples],
         role=role,
         consumed=consumed,
-        bad_events=bad_events,
+        bad_events=budget.events,
+        records=budget.records,
         new_bad=new_bad,
     )
 
@@ -224,8 +226,10 @@ def collate(
 
 
 BAD_RECORD = "__bad__"  # key of the marker a stream yields for a shard it could not read
-# what reading a damaged tar raises (webdataset passes tarfile's and the file system's errors on)
-_SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, SchemaError)
+WEIGHT = "__weight__"  # how many records that marker stands for in the bad-data budget
+# What reading a damaged tar raises: tarfile's and the file system's errors, EOFError, and
+# ValueError (webdataset's duplicate-member and bad-header errors; SchemaError is one too)
+_SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
 
 
 class BadDataError(RuntimeError):
@@ -243,24 +247,57 @@ class Shards:
 def resolve_shards(cfg: DataConfig) -> Shards:
     """data.shards ("::"-separated folders, paths, globs, braces or URLs) -> shards. A folder is
     read through its dataset index (refused without a complete one unless
-    data.allow_incomplete=true); other forms name their files and are taken as given."""
-    from data_pipeline.dataset_index import read_index, shards_folder
+    data.allow_incomplete=true, which lists its tar files). Every shard that a readable index
+    lists, whichever form named it, is checked against its entry before it is read."""
+    from data_pipeline.dataset_index import INDEX_FILE, IndexEntry, read_index, shards_folder
     from data_pipeline.reader import expand_urls
+    from data_pipeline.schema import IncompleteDatasetError
 
     out = Shards(urls=[])
+    indexes: dict[str, dict[str, IndexEntry]] = {}  # folder -> shard file name -> entry
+
+    def entries_of(folder: str) -> dict[str, IndexEntry]:
+        if folder not in indexes:
+            try:
+                indexes[folder] = {e.name: e for e in read_index(folder).shards}
+            except IncompleteDatasetError:
+                if not cfg.allow_incomplete:
+                    raise
+                indexes[folder] = {}
+        return indexes[folder]
+
     for item in (s for s in cfg.shards.split("::") if s):
         if os.path.isdir(item) and not cfg.allow_incomplete:
-            folder = shards_folder(item)
-            for entry in read_index(folder).shards:
-                url = os.path.join(folder, entry.name)
-                out.urls.append(url)
+            folder = str(shards_folder(item))
+            urls = [os.path.join(folder, name) for name in entries_of(folder)]
+        else:
+            urls = [
+                u
+                for url in expand_urls(item, allow_incomplete=cfg.allow_incomplete)
+                for u in wds.shardlists.expand_urls(url)
+            ]
+        for url in urls:
+            out.urls.append(url)
+            if "://" in url or url.startswith("pipe:"):
+                continue  # remote: its index is the reader's business (issue 11)
+            folder, name = os.path.split(os.path.abspath(url))
+            has_index = os.path.exists(os.path.join(folder, INDEX_FILE))
+            if has_index and (entry := _entry_or_none(entries_of, folder, name)) is not None:
                 out.entries[url] = entry
-            continue
-        for url in expand_urls(item, allow_incomplete=cfg.allow_incomplete):
-            out.urls.extend(wds.shardlists.expand_urls(url))
     if not out.urls:
         raise FileNotFoundError(f"data.shards={cfg.shards!r} names no shard")
     return out
+
+
+def _entry_or_none(entries_of: Any, folder: str, name: str) -> Any:
+    """The index entry of a shard named by path; None when the folder's index cannot be read
+    (an explicit path needs no complete folder) or does not list it."""
+    from data_pipeline.schema import IncompleteDatasetError
+
+    try:
+        return entries_of(folder).get(name)
+    except IncompleteDatasetError:
+        return None
 
 
 @dataclass
@@ -273,18 +310,24 @@ class DataState:
     next_role: int = 0  # the role whose batch the DataLoader yields next
     consumed: list[int] = field(default_factory=list)  # records read, per role
     bad_events: list[int] = field(default_factory=list)  # bad records met (repeats too), per role
+    records: list[int] = field(default_factory=list)  # records read (weighted), per role
     bad_ids: list[list[str]] = field(default_factory=list)  # distinct bad records, per role
     batches: int = 0
 
     def __post_init__(self) -> None:
         self.consumed = self.consumed or [0] * self.num_workers
         self.bad_events = self.bad_events or [0] * self.num_workers
+        self.records = self.records or list(self.consumed)
         self.bad_ids = self.bad_ids or [[] for _ in range(self.num_workers)]
 
     @property
+    def distinct_bad(self) -> set[str]:
+        """The distinct bad records (samples and shards) this rank's streams have met."""
+        return set().union(*self.bad_ids)
+
+    @property
     def bad_samples(self) -> int:
-        """Distinct bad records (samples and shards) this rank has met."""
-        return sum(len(ids) for ids in self.bad_ids)
+        return len(self.distinct_bad)
 
     def update(self, batch: Batch) -> None:
         if batch.role != self.next_role:
@@ -293,6 +336,7 @@ class DataState:
             )
         self.consumed[batch.role] = batch.consumed
         self.bad_events[batch.role] = batch.bad_events
+        self.records[batch.role] = batch.records
         self.bad_ids[batch.role].extend(i for i, _ in batch.new_bad)
         self.next_role = (self.next_role + 1) % self.num_workers
         self.batches += 1
@@ -308,15 +352,24 @@ class DataState:
 
 class BadDataBudget:
     """One stream's bad records: each distinct one logged and counted once; the run stops when
-    their share passes data.max_bad_fraction."""
+    their share of what the stream read passes data.max_bad_fraction."""
 
-    def __init__(self, cfg: DataConfig, where: str, events: int, ids: list[str]) -> None:
-        self.cfg, self.where, self.events = cfg, where, events
+    def __init__(
+        self, cfg: DataConfig, where: str, events: int, records: int, ids: list[str]
+    ) -> None:
+        self.cfg, self.where = cfg, where
+        self.events = events  # bad records met (weighted), repeats included
+        self.records = records  # records read (weighted), the good ones included
         self.seen: dict[str, str] = dict.fromkeys(ids, "(met before the resume)")
         self.new: list[tuple[str, str]] = []
 
-    def add(self, record_id: str, reason: str, consumed: int) -> None:
-        self.events += 1
+    def read(self, weight: int) -> None:
+        self.records += weight
+
+    def add(self, record_id: str, reason: str, weight: int) -> None:
+        """A bad record; `weight` more records read (0 for a sample already counted by read)."""
+        self.read(weight)
+        self.events += max(1, weight)
         if record_id not in self.seen:
             self.seen[record_id] = reason
             self.new.append((record_id, reason))
@@ -328,23 +381,27 @@ class BadDataBudget:
                 reason,
             )
         cfg = self.cfg
-        if consumed >= cfg.bad_data_min_records and self.events > cfg.max_bad_fraction * consumed:
-            raise BadDataError(self.message(consumed))
+        if self.records >= cfg.bad_data_min_records and (
+            self.events > cfg.max_bad_fraction * self.records
+        ):
+            raise BadDataError(self.message())
 
     def take_new(self) -> list[tuple[str, str]]:
         new, self.new = self.new, []
         return new
 
-    def message(self, consumed: int) -> str:
+    def message(self) -> str:
         shown = list(self.seen.items())[:10]
         files = "; ".join(f"{i}: {r}" for i, r in shown)
         more = f" (and {len(self.seen) - len(shown)} more)" if len(self.seen) > len(shown) else ""
         return (
-            f"{self.events} of the {consumed} records {self.where} read were unreadable "
-            f"({self.events / consumed:.1%} > data.max_bad_fraction={self.cfg.max_bad_fraction}); "
-            f"{len(self.seen)} distinct: {files}{more}. Repair or re-render those shards "
-            "(data_pipeline.reader.verify_shard checks one against its manifest), or raise "
-            "data.max_bad_fraction."
+            f"{self.events} of the {self.records} records {self.where} read were unreadable "
+            f"({self.events / self.records:.1%} > data.max_bad_fraction="
+            f"{self.cfg.max_bad_fraction}; a shard that failed counts as the rings its index "
+            f"lists and it did not give); {len(self.seen)} distinct: {files}{more}. Repair or "
+            "re-render them (data_pipeline.dataset_index.verify_dataset checks a folder against "
+            "its index, data_pipeline.reader.verify_shard a shard against its manifest), or "
+            "raise data.max_bad_fraction."
         )
 
 
@@ -358,6 +415,7 @@ class RingStream(IterableDataset):
         self.cfg, self.shards, self.seed, self.state = cfg, shards, seed, state
         self.urls = shards.urls
         self.sampling_seed = sampling_seed
+        self._checked: dict[str, SchemaError | None] = {}
 
     def _shard_source(self, role: int) -> Iterator[dict[str, str]]:
         """Infinite shard order of one role (a pure function of seed, rank and role)."""
@@ -384,19 +442,38 @@ class RingStream(IterableDataset):
 
     def _records(self, role: int) -> Iterator[dict[str, Any]]:
         """Raw samples of one role's shards, in order. A shard that fails its index check or
-        cannot be read (to its end) yields one bad-record marker where it failed; the samples it
-        gave before that are kept."""
-        from data_pipeline.dataset_index import check_shard
-
+        cannot be read (to its end) yields one bad-record marker where it failed, weighted by
+        the rings it did not give (from the index; 1 without one) so that the bad-data budget
+        sees a lost shard as the rings it held; the samples it gave before that are kept
+        (webdataset drops the one it was assembling when the tar broke)."""
         for source in self._shard_source(role):
             url = source["url"]
+            entry = self.shards.entries.get(url)
+            given = 0
             try:
-                entry = self.shards.entries.get(url)
-                if entry is not None:
-                    check_shard(url, entry, verify_sha256=self.cfg.verify_sha256)
-                yield from wds.tarfile_samples([source])
+                self._check(url, entry)
+                for sample in wds.tarfile_samples([source]):
+                    given += 1
+                    yield sample
             except _SHARD_ERRORS as exc:
-                yield {"__key__": None, "__url__": url, BAD_RECORD: _reason(exc)}
+                lost = max(1, entry.rings - given) if entry is not None else 1
+                yield {"__key__": None, "__url__": url, BAD_RECORD: _reason(exc), WEIGHT: lost}
+
+    def _check(self, url: str, entry: Any) -> None:
+        """The shard against its index entry; the answer is kept per url (the file is hashed
+        once per process, not at every visit)."""
+        from data_pipeline.dataset_index import check_shard
+
+        if entry is None:
+            return
+        if url not in self._checked:
+            try:
+                check_shard(url, entry, verify_sha256=self.cfg.verify_sha256)
+                self._checked[url] = None
+            except SchemaError as exc:
+                self._checked[url] = exc
+        if (error := self._checked[url]) is not None:
+            raise error
 
     def role_batches(self, role: int) -> Iterator[Batch]:
         cfg, st = self.cfg, self.state
@@ -412,7 +489,7 @@ class RingStream(IterableDataset):
         )
         consumed = st.consumed[role]
         where = f"stream {role} of rank {st.rank}"
-        budget = BadDataBudget(cfg, where, st.bad_events[role], st.bad_ids[role])
+        budget = BadDataBudget(cfg, where, st.bad_events[role], st.records[role], st.bad_ids[role])
         stream = iter(raw)
         for _ in range(consumed):  # skip what the checkpointed run already used, undecoded
             next(stream)
@@ -422,15 +499,16 @@ class RingStream(IterableDataset):
             consumed += 1
             url = str(sample.get("__url__"))
             if BAD_RECORD in sample:
-                budget.add(url, str(sample[BAD_RECORD]), consumed)
+                budget.add(url, str(sample[BAD_RECORD]), int(sample[WEIGHT]))
                 continue
+            budget.read(1)
             try:
                 examples.append(make_example(sample, rng, cfg))
             except SchemaError as exc:
-                budget.add(f"{url} sample {sample.get('__key__')}", str(exc), consumed)
+                budget.add(f"{url} sample {sample.get('__key__')}", str(exc), 0)
                 continue
             if len(examples) == cfg.batch_size:
-                yield collate(examples, role, consumed, budget.events, budget.take_new())
+                yield collate(examples, role, consumed, budget, budget.take_new())
                 examples = []
 
     def __iter__(self) -> Iterator[Batch]:
@@ -481,6 +559,7 @@ class Loader:
             "next_role": s.next_role,
             "consumed": list(s.consumed),
             "bad_events": list(s.bad_events),
+            "records": list(s.records),
             "bad_ids": [list(ids) for ids in s.bad_ids],
             "batches": s.batches,
         }
@@ -503,5 +582,8 @@ def build_loader(cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1)
 def _reason(exc: BaseException) -> str:
     """A shard error as one line: webdataset appends the url to the arguments of what it passes
     on, which the record already names."""
-    text = str(exc.args[0]) if exc.args else str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror  # args[0] is the errno
+    else:
+        text = str(exc.args[0]) if exc.args else str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

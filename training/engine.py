@@ -225,6 +225,13 @@ class Engine:
         torch.distributed.all_reduce(t)
         return float(t.item()) / self.dist.world_size
 
+    def distinct_over_ranks(self, items: set[str]) -> int:
+        """How many distinct items all ranks hold together (for the bad-record count: a bad
+        shard met by several ranks is one bad shard)."""
+        gathered: list[Any] = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(gathered, sorted(items))
+        return len(set().union(*map(set, gathered)))
+
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 

@@ -120,11 +120,10 @@ def log_metrics(
         return
     metrics = dict(metrics)
     metrics["train/loss"] = engine.mean_over_ranks(metrics["train/loss"])
-    world = engine.dist.world_size
-    metrics["data/bad_samples"] = engine.mean_over_ranks(loader.state.bad_samples) * world
+    metrics["data/bad_samples"] = float(engine.distinct_over_ranks(loader.state.distinct_bad))
     metrics["perf/peak_memory_gib"] = engine.peak_memory_gib()
     metrics["train/samples_seen"] = float(
-        step * cfg.data.batch_size * cfg.engine.grad_accum * world
+        step * cfg.data.batch_size * cfg.engine.grad_accum * engine.dist.world_size
     )
     tracker.log(metrics, step)
 

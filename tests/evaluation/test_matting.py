@@ -111,8 +111,10 @@ def test_object_alpha_is_the_union_of_the_non_background_masks() -> None:
     }
 
 
-def test_a_local_segmentation_model_removes_the_background(tmp_path) -> None:
-    """The real transformers pipeline, read from disk with the downloader patched to fail."""
+def test_a_local_segmentation_model_removes_the_background(tmp_path, monkeypatch) -> None:
+    """The real transformers pipeline, read from disk, offline, with the downloader patched to
+    fail."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     prompts = _photo_folder(tmp_path / "p")
     everything = _tiny_segmenter(tmp_path / "all_object", 5.0)
     nothing = _tiny_segmenter(tmp_path / "all_background", -5.0)

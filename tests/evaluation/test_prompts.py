@@ -61,6 +61,16 @@ def test_rgb_prompts_are_cropped_square_and_kept() -> None:
     assert out.shape == (32, 32, 3) and (out > 250).all()
 
 
+def test_an_opaque_rgba_prompt_is_a_photo_cropped_like_rgb(tmp_path) -> None:
+    photo = np.random.default_rng(0).integers(0, 256, (40, 80, 3), dtype=np.uint8)
+    opaque = np.concatenate([photo, np.full((40, 80, 1), 255, np.uint8)], axis=2)
+    Image.fromarray(photo, "RGB").save(tmp_path / "a_rgb.png")
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "b_rgba.png")
+    rgb, rgba = load_prompt_folder(tmp_path, PromptConfig(size=32)).prompts
+    assert rgba.background_kept and rgb.background_kept
+    np.testing.assert_array_equal(rgba.image, rgb.image)  # not re-centred into a white border
+
+
 def test_folder_prompts_with_captions_and_ids(tmp_path) -> None:
     Image.fromarray(_rgba_object(), "RGBA").save(tmp_path / "b_chair.png")
     (tmp_path / "b_chair.txt").write_text("a red chair\n")
