@@ -80,6 +80,7 @@ bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render setti
 	$(PY) -m data_pipeline.bench $(if $(filter full,$(BENCH)),,--quick)
 	$(PY) -m training.bench_model $(if $(filter full,$(BENCH)),,--quick)
 	$(PY) -m training.bench
+	$(PY) -m training.bench_resume
 	$(PY) -m evaluation.bench
 	$(PY) -m training.bench_pipeline
 

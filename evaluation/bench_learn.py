@@ -46,7 +46,7 @@ def render(work: Path, count: int) -> dict[str, Path]:
     out = {}
     for split in ("train", "heldout"):
         folder = work / f"render_{split}"
-        if not (folder / "summary.json").is_file():
+        if not (folder / "shards" / "index.json").is_file():  # the job resumes what it has
             cmd = [sys.executable, "-m", "data_pipeline.job", "source=builtin", "render=demo",
                    f"source.count={count}", f"source.split={split}", f"output_dir={folder}"]  # fmt: skip
             subprocess.run(cmd, cwd=REPO, env=_env(), check=True, capture_output=True)
@@ -54,8 +54,16 @@ def render(work: Path, count: int) -> dict[str, Path]:
     return out
 
 
+TRAIN_SECONDS = "bench_train_seconds.txt"  # a reused run keeps the training time it took
+
+
 def train(work: Path, variant: str, shards: Path, steps: int) -> tuple[Path, float]:
+    """Train one variant, or reuse its run folder when it holds a finished export (so scoring
+    can be rerun without training again)."""
     run_dir = work / f"run_{variant}"
+    timing = run_dir / TRAIN_SECONDS
+    if (run_dir / "export" / "model_index.json").is_file() and timing.is_file():
+        return run_dir, float(timing.read_text())
     start = time.perf_counter()
     if not (run_dir / "export" / "model_index.json").is_file():
         cmd = [sys.executable, "-m", "training.train", "experiment=demo",
@@ -66,7 +74,9 @@ def train(work: Path, variant: str, shards: Path, steps: int) -> tuple[Path, flo
         proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"training {variant} failed:\n{proc.stderr[-4000:]}")
-    return run_dir, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    timing.write_text(f"{seconds:.1f}\n")
+    return run_dir, seconds
 
 
 def fixed_noise_loss(model: Any, cfg: Any, shards: Path, seeds: int = 8) -> float:

@@ -10,13 +10,16 @@ Prompt dropout is only drawn here (`Example.prompt_dropped`, with the text empti
 model-side input of a dropped prompt is training.diffusion.unconditional_features, the same
 function the sampler's CFG branch calls.
 
-Exact resume. Each training process (rank) reads through `num_workers` DataLoader workers; each
-worker plays one *role* r, an independent, seeded stream: shard order from an RNG seeded by
-(seed, rank, r), a seeded shuffle buffer, and every per-example random draw from an RNG seeded by
-(seed, rank, r, index of the raw sample in the stream). A role's stream is therefore a pure
-function of its position, and the loader's state is a few integers: how many raw samples each
-role has consumed and which role the DataLoader's round-robin serves next. Resuming rebuilds the
-stream, skips the consumed raw samples before decoding them, and rotates the worker-to-role map.
+Exact resume in constant time. Each training process (rank) reads through `num_workers`
+DataLoader workers; each worker plays one *role* r, an independent, seeded stream: shard order
+from an RNG seeded by (seed, rank, r), a shuffle buffer with its own seeded RNG, and every
+per-example random draw from an RNG seeded by (seed, rank, r, index of the record in the
+stream). A checkpoint holds, per role, a `StreamPosition`: the next record to read (which shard
+of the role's shard order, which record in it), the (shard, record) references of what the
+shuffle buffer holds, and the buffer RNG's state; plus how many records each role has consumed
+and which role the DataLoader's round-robin serves next. Resuming replays the shard order (RNG
+draws, no I/O), reads again only the shards the buffer's records came from and the current shard
+up to its offset, and rotates the worker-to-role map: its cost does not grow with training time.
 
 Bad data goes through one path. A sample that does not decode (`SchemaError`) and a shard that
 cannot be read (a truncated or damaged tar, a file whose size or sha256 differs from the dataset
@@ -190,6 +193,7 @@ class Batch:
     consumed: int = 0  # records (raw samples and bad shards) that stream has read after this batch
     bad_events: int = 0  # bad records that stream has met so far (weighted), repeats included
     records: int = 0  # records that stream has read so far (weighted): the budget's denominator
+    position: dict[str, Any] = field(default_factory=dict)  # that stream's StreamPosition after it
     # distinct bad records the stream met since its previous batch: (id, reason)
     new_bad: list[tuple[str, str]] = field(default_factory=list)
 
@@ -203,6 +207,7 @@ def collate(
     consumed: int,
     budget: BadDataBudget,
     new_bad: list[tuple[str, str]],
+    position: StreamPosition,
 ) -> Batch:
     return Batch(
         targets=torch.from_numpy(np.stack([e.targets for e in examples])),
@@ -218,6 +223,7 @@ def collate(
         bad_events=budget.events,
         records=budget.records,
         new_bad=new_bad,
+        position=position.to_dict(),
     )
 
 
@@ -301,6 +307,25 @@ def _entry_or_none(entries_of: Any, folder: str, name: str) -> Any:
 
 
 @dataclass
+class StreamPosition:
+    """Where one role's stream stands (see the module docstring); JSON-able."""
+
+    shard: int = 0  # position in the role's shard order of the shard read next
+    offset: int = 0  # records already taken from that shard
+    buffer: list[tuple[int, int]] = field(default_factory=list)  # (shard, offset), buffer order
+    rng: dict[str, Any] | None = None  # the buffer RNG's state; None: fresh from its seed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shard": self.shard, "offset": self.offset,
+                "buffer": [list(ref) for ref in self.buffer], "rng": self.rng}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StreamPosition:
+        buffer = [(int(k), int(o)) for k, o in d["buffer"]]
+        return cls(int(d["shard"]), int(d["offset"]), buffer, d["rng"])
+
+
+@dataclass
 class DataState:
     """Where the stream of one rank stands; saved in every checkpoint (per rank)."""
 
@@ -312,9 +337,11 @@ class DataState:
     bad_events: list[int] = field(default_factory=list)  # bad records met (repeats too), per role
     records: list[int] = field(default_factory=list)  # records read (weighted), per role
     bad_ids: list[list[str]] = field(default_factory=list)  # distinct bad records, per role
+    positions: list[dict[str, Any]] = field(default_factory=list)  # StreamPosition, per role
     batches: int = 0
 
     def __post_init__(self) -> None:
+        self.positions = self.positions or [StreamPosition().to_dict()] * self.num_workers
         self.consumed = self.consumed or [0] * self.num_workers
         self.bad_events = self.bad_events or [0] * self.num_workers
         self.records = self.records or list(self.consumed)
@@ -337,6 +364,7 @@ class DataState:
         self.consumed[batch.role] = batch.consumed
         self.bad_events[batch.role] = batch.bad_events
         self.records[batch.role] = batch.records
+        self.positions[batch.role] = batch.position
         self.bad_ids[batch.role].extend(i for i, _ in batch.new_bad)
         self.next_role = (self.next_role + 1) % self.num_workers
         self.batches += 1
@@ -440,24 +468,22 @@ class RingStream(IterableDataset):
                 yield {"url": self.urls[int(i)]}
             epoch += 1
 
-    def _records(self, role: int) -> Iterator[dict[str, Any]]:
-        """Raw samples of one role's shards, in order. A shard that fails its index check or
-        cannot be read (to its end) yields one bad-record marker where it failed, weighted by
-        the rings it did not give (from the index; 1 without one) so that the bad-data budget
-        sees a lost shard as the rings it held; the samples it gave before that are kept
-        (webdataset drops the one it was assembling when the tar broke)."""
-        for source in self._shard_source(role):
-            url = source["url"]
-            entry = self.shards.entries.get(url)
-            given = 0
-            try:
-                self._check(url, entry)
-                for sample in wds.tarfile_samples([source]):
-                    given += 1
-                    yield sample
-            except _SHARD_ERRORS as exc:
-                lost = max(1, entry.rings - given) if entry is not None else 1
-                yield {"__key__": None, "__url__": url, BAD_RECORD: _reason(exc), WEIGHT: lost}
+    def shard_records(self, url: str) -> Iterator[dict[str, Any]]:
+        """The records of one shard, in order: its raw samples, and where it fails its index
+        check or cannot be read (to its end), one bad-record marker, weighted by the rings it
+        did not give (from the index; 1 without one) so that the bad-data budget sees a lost
+        shard as the rings it held. The samples it gave before that are kept (webdataset drops
+        the one it was assembling when the tar broke)."""
+        entry = self.shards.entries.get(url)
+        given = 0
+        try:
+            self._check(url, entry)
+            for sample in wds.tarfile_samples([{"url": url}]):
+                given += 1
+                yield sample
+        except _SHARD_ERRORS as exc:
+            lost = max(1, entry.rings - given) if entry is not None else 1
+            yield {"__key__": None, "__url__": url, BAD_RECORD: _reason(exc), WEIGHT: lost}
 
     def _check(self, url: str, entry: Any) -> None:
         """The shard against its index entry; the answer is kept per url (the file is hashed
@@ -477,22 +503,10 @@ class RingStream(IterableDataset):
 
     def role_batches(self, role: int) -> Iterator[Batch]:
         cfg, st = self.cfg, self.state
-        raw = wds.DataPipeline(
-            lambda: self._records(role),
-            wds.shuffle(
-                cfg.shuffle_buffer,
-                initial=cfg.shuffle_initial,
-                seed=int(
-                    np.random.default_rng([self.sampling_seed, st.rank, role, 2]).integers(2**62)
-                ),
-            ),
-        )
         consumed = st.consumed[role]
         where = f"stream {role} of rank {st.rank}"
         budget = BadDataBudget(cfg, where, st.bad_events[role], st.records[role], st.bad_ids[role])
-        stream = iter(raw)
-        for _ in range(consumed):  # skip what the checkpointed run already used, undecoded
-            next(stream)
+        stream = ShuffledRecords(self, role, StreamPosition.from_dict(st.positions[role]))
         examples: list[Example] = []
         for sample in stream:
             rng = np.random.default_rng([self.seed, st.rank, role, consumed])
@@ -508,13 +522,102 @@ class RingStream(IterableDataset):
                 budget.add(f"{url} sample {sample.get('__key__')}", str(exc), 0)
                 continue
             if len(examples) == cfg.batch_size:
-                yield collate(examples, role, consumed, budget, budget.take_new())
+                position = stream.position()
+                yield collate(examples, role, consumed, budget, budget.take_new(), position)
                 examples = []
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
         return self.role_batches((worker + self.state.next_role) % self.state.num_workers)
+
+
+class ShuffledRecords:
+    """One role's records through its shuffle buffer, from a `StreamPosition` (webdataset's
+    shuffle keeps its buffer and RNG to itself, so it could only be resumed by replaying the
+    stream from the start). The buffer fills to `data.shuffle_initial` records before the first
+    one leaves and then grows by one per record out, up to `data.shuffle_buffer`; each record
+    out is a uniform draw from the buffer."""
+
+    def __init__(self, stream: RingStream, role: int, position: StreamPosition) -> None:
+        st = stream.state
+        self.stream, self.cfg = stream, stream.cfg
+        self.outputs = st.consumed[role]
+        self.order = stream._shard_source(role)
+        self.urls: dict[int, str] = {}  # shard position -> url, for the positions still needed
+        self.next_position = 0
+        self.rng = np.random.default_rng([stream.sampling_seed, st.rank, role, 2])
+        if position.rng is not None:
+            self.rng.bit_generator.state = position.rng
+        self.buffer = self._rebuild(position.buffer)
+        self.shard, self.offset = position.shard, position.offset
+        self.reader = self._open(self.shard, skip=self.offset)
+
+    def _url(self, k: int) -> str:
+        """The url at position k of the role's shard order (replayed: RNG draws, no I/O)."""
+        while self.next_position <= k:
+            self.urls[self.next_position] = next(self.order)["url"]
+            self.next_position += 1
+        return self.urls[k]
+
+    def _open(self, k: int, skip: int = 0) -> Iterator[dict[str, Any]]:
+        for url_k in [p for p in self.urls if p < k]:
+            del self.urls[url_k]  # positions before the one being read are never needed again
+        records = self.stream.shard_records(self._url(k))
+        for _ in range(skip):  # at most one shard read again: the one the run was reading
+            next(records, None)
+        return records
+
+    def _rebuild(self, refs: list[tuple[int, int]]) -> list[tuple[tuple[int, int], Any]]:
+        """The buffer's records read again: each shard they came from once, up to the last."""
+        wanted: dict[int, set[int]] = {}
+        for k, offset in refs:
+            wanted.setdefault(k, set()).add(offset)
+        found: dict[tuple[int, int], Any] = {}
+        for k in sorted(wanted):
+            last = max(wanted[k])
+            for offset, record in enumerate(self.stream.shard_records(self._url(k))):
+                if offset in wanted[k]:
+                    found[(k, offset)] = record
+                if offset == last:
+                    break
+        missing = [ref for ref in refs if ref not in found]
+        if missing:
+            raise RuntimeError(
+                f"cannot rebuild the shuffle buffer: records {missing[:5]} are gone from their "
+                "shards (the shards changed since the checkpoint)"
+            )
+        return [(ref, found[ref]) for ref in refs]
+
+    def _read(self) -> tuple[tuple[int, int], Any]:
+        while True:
+            record = next(self.reader, None)
+            if record is not None:
+                ref = (self.shard, self.offset)
+                self.offset += 1
+                return ref, record
+            self.shard, self.offset = self.shard + 1, 0
+            self.reader = self._open(self.shard)
+
+    def __iter__(self) -> ShuffledRecords:
+        return self
+
+    def __next__(self) -> Any:
+        fill = min(self.cfg.shuffle_buffer, self.cfg.shuffle_initial + self.outputs)
+        while len(self.buffer) < fill:
+            self.buffer.append(self._read())
+        j = int(self.rng.integers(len(self.buffer)))
+        self.buffer[j], self.buffer[-1] = self.buffer[-1], self.buffer[j]
+        self.outputs += 1
+        return self.buffer.pop()[1]
+
+    def position(self) -> StreamPosition:
+        return StreamPosition(
+            self.shard,
+            self.offset,
+            [ref for ref, _ in self.buffer],
+            dict(self.rng.bit_generator.state),
+        )
 
 
 class Loader:
@@ -561,12 +664,18 @@ class Loader:
             "bad_events": list(s.bad_events),
             "records": list(s.records),
             "bad_ids": [list(ids) for ids in s.bad_ids],
+            "positions": [dict(p) for p in s.positions],
             "batches": s.batches,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # "bad" (a count that included repeats) is what checkpoints before the bad-data budget held
         state = {k: v for k, v in state.items() if k != "bad"}
+        if any(state.get("consumed", [])) and "positions" not in state:
+            raise ValueError(
+                "this checkpoint's data state was written before stream positions were saved: "
+                "its stream cannot be rebuilt exactly; start a new run (or trainer.resume=never)"
+            )
         restored = DataState(**state)
         restored.check_compatible(self.state.rank, self.state.world_size, self.state.num_workers)
         if self._iter is not None:

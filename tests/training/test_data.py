@@ -408,3 +408,36 @@ def test_resume_is_exact_with_bad_records_in_the_stream(tmp_path, num_workers, c
     assert resumed.state.distinct_bad == uninterrupted.state.distinct_bad
     # (worker processes log where caplog cannot see: num_workers=0 is the case that checks it)
     assert not relogged, "a bad record met before the resume was logged again"
+
+
+def test_resume_reads_only_the_buffer_and_the_current_shard(tmp_path, monkeypatch):
+    """Constant-time resume: after 60 batches (about 24 shards read) the resumed stream opens
+    only the shards its shuffle buffer's records came from and the one it was reading."""
+    import training.data as data_module
+
+    write_synthetic_shards(tmp_path, num_shards=6, rings_per_shard=5, num_views=8, resolution=RES)
+    cfg = data_cfg(str(tmp_path), batch_size=2, shuffle_buffer=6, shuffle_initial=3)
+    reference = _take(build_loader(cfg, seed=3), 64)
+    first = build_loader(cfg, seed=3)
+    _take(first, 60)
+    state = first.state_dict()
+    position = state["positions"][0]
+    assert position["shard"] >= 20, position["shard"]  # resampled: 24 or so shards visited
+
+    opened: list[str] = []
+    real = data_module.wds.tarfile_samples
+
+    def counting(src, *args, **kwargs):
+        src = list(src)
+        opened.extend(s["url"] for s in src)
+        return real(src, *args, **kwargs)
+
+    monkeypatch.setattr(data_module.wds, "tarfile_samples", counting)
+    resumed = build_loader(cfg, seed=3)
+    resumed.load_state_dict(state)
+    got = _take(resumed, 4)
+    assert [b.keys for b in got] == [b.keys for b in reference[60:]]
+    spanned = {k for k, _ in position["buffer"]} | {position["shard"]}
+    # the buffer's shards and the current one, then what the 4 new batches read on
+    assert len(opened) <= len(spanned) + 1 + 4, (len(opened), spanned)
+    assert len(opened) < position["shard"] / 2
