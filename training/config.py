@@ -72,6 +72,10 @@ class DataConfig:
     # bad_data_min_records (so a stream where nothing decodes stops within that many)
     max_bad_fraction: float = 0.05
     bad_data_min_records: int = 1000
+    # Leave out rings whose object covers more than this fraction of some view's image border
+    # (frame-filling renders; the ring metadata records it per view); None keeps every ring.
+    # Each ring left out is logged once and counted (data/dropped_rings)
+    max_border_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.views_per_ring is not None and (

@@ -125,6 +125,10 @@ def _to_network(images: np.ndarray, size: int) -> np.ndarray:
     return (x.clamp(0.0, 1.0) * 2.0 - 1.0).numpy()
 
 
+class RingDropped(Exception):
+    """A well-formed ring that a data setting leaves out (not bad data)."""
+
+
 def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConfig) -> Example:
     """Decode one raw WebDataset sample into an Example; raises SchemaError on bad data.
 
@@ -135,6 +139,13 @@ def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConf
     if META_EXT not in sample:
         raise SchemaError(f"sample {key}: no {META_EXT} member")
     meta = RingMeta.from_json(sample[META_EXT], key)
+    if cfg.max_border_fraction is not None and meta.border_fraction:
+        worst = max(meta.border_fraction)
+        if worst > cfg.max_border_fraction:
+            raise RingDropped(
+                f"border fraction {worst:.2f} > data.max_border_fraction={cfg.max_border_fraction}"
+                " (the object fills the frame)"
+            )
     num_views = len(meta.azimuths_deg)
     if cfg.views_per_ring is not None and num_views != cfg.views_per_ring:
         raise SchemaError(
@@ -194,6 +205,7 @@ class Batch:
     bad_events: int = 0  # bad records that stream has met so far (weighted), repeats included
     records: int = 0  # records that stream has read so far (weighted): the budget's denominator
     position: dict[str, Any] = field(default_factory=dict)  # that stream's StreamPosition after it
+    new_dropped: list[str] = field(default_factory=list)  # rings a setting left out, since then
     # distinct bad records the stream met since its previous batch: (id, reason)
     new_bad: list[tuple[str, str]] = field(default_factory=list)
 
@@ -224,6 +236,7 @@ def collate(
         records=budget.records,
         new_bad=new_bad,
         position=position.to_dict(),
+        new_dropped=budget.take_dropped(),
     )
 
 
@@ -338,6 +351,7 @@ class DataState:
     records: list[int] = field(default_factory=list)  # records read (weighted), per role
     bad_ids: list[list[str]] = field(default_factory=list)  # distinct bad records, per role
     positions: list[dict[str, Any]] = field(default_factory=list)  # StreamPosition, per role
+    dropped: list[list[str]] = field(default_factory=list)  # rings left out by a setting, per role
     batches: int = 0
 
     def __post_init__(self) -> None:
@@ -346,6 +360,7 @@ class DataState:
         self.bad_events = self.bad_events or [0] * self.num_workers
         self.records = self.records or list(self.consumed)
         self.bad_ids = self.bad_ids or [[] for _ in range(self.num_workers)]
+        self.dropped = self.dropped or [[] for _ in range(self.num_workers)]
 
     @property
     def distinct_bad(self) -> set[str]:
@@ -365,6 +380,7 @@ class DataState:
         self.bad_events[batch.role] = batch.bad_events
         self.records[batch.role] = batch.records
         self.positions[batch.role] = batch.position
+        self.dropped[batch.role].extend(batch.new_dropped)
         self.bad_ids[batch.role].extend(i for i, _ in batch.new_bad)
         self.next_role = (self.next_role + 1) % self.num_workers
         self.batches += 1
@@ -383,13 +399,21 @@ class BadDataBudget:
     their share of what the stream read passes data.max_bad_fraction."""
 
     def __init__(
-        self, cfg: DataConfig, where: str, events: int, records: int, ids: list[str]
+        self,
+        cfg: DataConfig,
+        where: str,
+        events: int,
+        records: int,
+        ids: list[str],
+        dropped: Sequence[str] = (),
     ) -> None:
         self.cfg, self.where = cfg, where
         self.events = events  # bad records met (weighted), repeats included
         self.records = records  # records read (weighted), the good ones included
         self.seen: dict[str, str] = dict.fromkeys(ids, "(met before the resume)")
         self.new: list[tuple[str, str]] = []
+        self.dropped: set[str] = set(dropped)
+        self.new_dropped: list[str] = []
 
     def read(self, weight: int) -> None:
         self.records += weight
@@ -413,6 +437,18 @@ class BadDataBudget:
             self.events > cfg.max_bad_fraction * self.records
         ):
             raise BadDataError(self.message())
+
+    def drop(self, record_id: str, reason: str) -> None:
+        """A good ring a setting leaves out: logged and counted once, not bad data."""
+        if record_id not in self.dropped:
+            self.dropped.add(record_id)
+            self.new_dropped.append(record_id)
+            log.info("ring left out (%d so far in %s): %s: %s",
+                     len(self.dropped), self.where, record_id, reason)  # fmt: skip
+
+    def take_dropped(self) -> list[str]:
+        new, self.new_dropped = self.new_dropped, []
+        return new
 
     def take_new(self) -> list[tuple[str, str]]:
         new, self.new = self.new, []
@@ -505,7 +541,9 @@ class RingStream(IterableDataset):
         cfg, st = self.cfg, self.state
         consumed = st.consumed[role]
         where = f"stream {role} of rank {st.rank}"
-        budget = BadDataBudget(cfg, where, st.bad_events[role], st.records[role], st.bad_ids[role])
+        budget = BadDataBudget(
+            cfg, where, st.bad_events[role], st.records[role], st.bad_ids[role], st.dropped[role]
+        )
         stream = ShuffledRecords(self, role, StreamPosition.from_dict(st.positions[role]))
         examples: list[Example] = []
         for sample in stream:
@@ -520,6 +558,9 @@ class RingStream(IterableDataset):
                 examples.append(make_example(sample, rng, cfg))
             except SchemaError as exc:
                 budget.add(f"{url} sample {sample.get('__key__')}", str(exc), 0)
+                continue
+            except RingDropped as exc:
+                budget.drop(f"{url} sample {sample.get('__key__')}", str(exc))
                 continue
             if len(examples) == cfg.batch_size:
                 position = stream.position()
@@ -665,6 +706,7 @@ class Loader:
             "records": list(s.records),
             "bad_ids": [list(ids) for ids in s.bad_ids],
             "positions": [dict(p) for p in s.positions],
+            "dropped": [list(ids) for ids in s.dropped],
             "batches": s.batches,
         }
 

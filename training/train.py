@@ -121,6 +121,8 @@ def log_metrics(
     metrics = dict(metrics)
     metrics["train/loss"] = engine.mean_over_ranks(metrics["train/loss"])
     metrics["data/bad_samples"] = float(engine.distinct_over_ranks(loader.state.distinct_bad))
+    dropped = set().union(*loader.state.dropped)
+    metrics["data/dropped_rings"] = float(engine.distinct_over_ranks(dropped))
     metrics["perf/peak_memory_gib"] = engine.peak_memory_gib()
     metrics["train/samples_seen"] = float(
         step * cfg.data.batch_size * cfg.engine.grad_accum * engine.dist.world_size

@@ -441,3 +441,26 @@ def test_resume_reads_only_the_buffer_and_the_current_shard(tmp_path, monkeypatc
     # the buffer's shards and the current one, then what the 4 new batches read on
     assert len(opened) <= len(spanned) + 1 + 4, (len(opened), spanned)
     assert len(opened) < position["shard"] / 2
+
+
+def test_frame_filling_rings_are_left_out_and_counted_once(tmp_path, caplog):
+    import json
+
+    from data_pipeline.shards import write_shard
+
+    rings = [synthetic_ring(f"r{i}", num_views=8, resolution=RES, seed=i) for i in range(4)]
+    meta = json.loads(rings[2]["meta.json"])
+    meta["border_fraction"][3] = 0.54  # the object covers half the border of one view
+    rings[2]["meta.json"] = json.dumps(meta).encode()
+    write_shard(tmp_path / "shard-00000.tar", rings)
+    shard = str(tmp_path / "shard-00000.tar")
+    cfg = data_cfg(shard, sampling="epoch", batch_size=1, max_border_fraction=0.5)
+    loader = build_loader(cfg, seed=0)
+    with caplog.at_level(logging.INFO, logger="training.data"):
+        keys = [k for _ in range(9) for k in next(loader).keys]  # three passes
+    assert set(keys) == {"r0_r0", "r1_r0", "r3_r0"}
+    assert set().union(*loader.state.dropped) == {f"{shard} sample r2_r0"}
+    assert loader.state.bad_samples == 0, "a ring left out is not bad data"
+    assert sum("border fraction 0.54" in r.getMessage() for r in caplog.records) == 1
+    everything = build_loader(data_cfg(shard, sampling="epoch", batch_size=1), seed=0)
+    assert "r2_r0" in {k for _ in range(4) for k in next(everything).keys}
