@@ -1,9 +1,10 @@
 """Typed Hydra config of the render job (`python -m data_pipeline.job`, conf/render.yaml).
 
 YAML files only set values; these dataclasses define the fields, and `__post_init__` refuses
-inconsistent combinations with a clear message. Groups: `source` (builtin | local | objaverse,
-each its own typed config, see data_pipeline.sources) and `render` (RenderSettings, owned by
-data_pipeline.render_settings: `render=default` keeps SPEC 3, `render=demo` is tiny).
+inconsistent combinations with a clear message. Groups: `source` (builtin | local | objaverse |
+objaverse_xl, each its own typed config, see data_pipeline.sources) and `render` (RenderSettings,
+owned by data_pipeline.render_settings: `render=default` keeps SPEC 3, `render=demo` is tiny).
+`quality` (data_pipeline.quality.QualityConfig) sets the report written after every job.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from data_pipeline.quality import QualityConfig
 from data_pipeline.render_settings import RenderSettings
-from data_pipeline.sources import BuiltinSourceConfig, LocalSourceConfig, ObjaverseSourceConfig
+from data_pipeline.sources import (
+    BuiltinSourceConfig,
+    LocalSourceConfig,
+    ObjaverseSourceConfig,
+    ObjaverseXLSourceConfig,
+)
 
 WANDB_MODES = ("disabled", "offline", "online")
 
@@ -53,6 +60,9 @@ class RenderJobConfig:
     render: RenderSettings = field(default_factory=RenderSettings)
     output_dir: str = "outputs/render"
     num_shards: int = 4  # fixed per dataset: uid -> shard is sha1(uid) mod num_shards
+    # Ray tasks that build shards at once (each reads only its shard's staged objects); None: as
+    # many as the cluster has CPUs; 0: in the driver, one shard after another
+    shard_workers: int | None = None
     time_limit_s: float = 1800.0  # per object and attempt (SPEC settings on a slow CPU: minutes)
     max_attempts: int = 2  # for transient reasons (timeout, crash, fetch); others are final
     retry_quarantined: bool = False  # on resume, retry objects quarantined for transient reasons
@@ -60,10 +70,13 @@ class RenderJobConfig:
     progress: bool = True
     ray: RayConfig = field(default_factory=RayConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)  # OUT/quality.html
 
     def __post_init__(self) -> None:
         if self.num_shards < 1:
             raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+        if self.shard_workers is not None and self.shard_workers < 0:
+            raise ValueError(f"shard_workers must be >= 0 or null, got {self.shard_workers}")
         if self.time_limit_s <= 0:
             raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
         if self.max_attempts < 1:
@@ -77,6 +90,7 @@ def register_configs() -> None:
     cs.store(group="source", name="builtin_schema", node=BuiltinSourceConfig)
     cs.store(group="source", name="local_schema", node=LocalSourceConfig)
     cs.store(group="source", name="objaverse_schema", node=ObjaverseSourceConfig)
+    cs.store(group="source", name="objaverse_xl_schema", node=ObjaverseXLSourceConfig)
     cs.store(group="render", name="settings_schema", node=RenderSettings)
 
 

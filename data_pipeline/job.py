@@ -6,7 +6,8 @@ Reads top to bottom in `run_job`: list the source, skip what a previous run fini
 rest out to Ray actors (each owns a killable render process, see data_pipeline.worker), stage
 every rendered object and quarantine every refused one as results arrive, then (re)write the
 shards from the staged objects, index them (OUT/shards/index.json, removed before the first shard
-changes and written after the last, see data_pipeline.dataset_index) and write OUT/summary.json.
+changes and written after the last, see data_pipeline.dataset_index) and write OUT/summary.json
+and OUT/quality.html (data_pipeline.quality).
 This is the only module that imports `ray`. Layout of OUT: see docs/RENDERING.md.
 """
 
@@ -37,7 +38,9 @@ from data_pipeline.ledger import (
     staged_objects,
     write_json,
 )
-from data_pipeline.shards import write_shards_from_staging
+from data_pipeline.quality import report_after_job
+from data_pipeline.schema import ShardManifest
+from data_pipeline.shards import build_shard, plan_shards, shard_name, write_shards_from_staging
 from data_pipeline.sources import ObjectSpec, SourceError, build_source
 from data_pipeline.summary import (
     SUMMARY_FILE,
@@ -263,16 +266,19 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
         ledger = {u: e for u, e in ledger.items() if Reason(e.reason) not in TRANSIENT}
     rewrite_ledger(out, ledger.values())  # drops a torn line left by a killed run
     pending = [s for s in specs if s.uid not in staged and s.uid not in ledger]
+    results: list[ObjectResult] = quarantine_unsupported(out, pending, source.name, staged, ledger)
+    pending = [s for s in pending if not s.unsupported]
     resumed = {
         "already_staged": sum(s.uid in staged for s in specs),
         "already_quarantined": sum(s.uid in ledger and s.uid not in staged for s in specs),
     }
+    unsupported = f"{len(results)} of unsupported formats quarantined, " if results else ""
     print(
         f"{len(specs)} objects in source {source.name}: {resumed['already_staged']} already staged, "
-        f"{resumed['already_quarantined']} already quarantined, {len(pending)} to render"
+        f"{resumed['already_quarantined']} already quarantined, {unsupported}"
+        f"{len(pending)} to render"
     )
 
-    results: list[ObjectResult] = []
     workers = 0
     if pending and hasattr(source, "prefetch"):
         source.prefetch(pending)
@@ -315,7 +321,7 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
     start = time.monotonic()
     shards_dir = out / "shards"
     remove_index(shards_dir)  # from here until write_index the folder is visibly incomplete
-    manifests = write_shards_from_staging(staged, shards_dir, cfg.num_shards)
+    manifests = write_shards(cfg, staged, shards_dir)
     write_index(shards_dir, manifests)  # last: the folder is complete
     rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
     phases["shards"] = time.monotonic() - start
@@ -325,8 +331,65 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
     )
     write_json(out / SUMMARY_FILE, summary)
     print_summary(summary)
-    log_wandb(cfg, summary)
+    quality = report_after_job(out, cfg.quality)  # OUT/quality.html, from the files just written
+    log_wandb(cfg, summary, quality)
     return summary
+
+
+def write_shards(
+    cfg: RenderJobConfig, staged: dict[str, Path], shards_dir: Path
+) -> list[ShardManifest]:
+    """(Re)write the shards from the staged objects: one Ray task per shard (at most
+    `cfg.shard_workers` at once), each reading only its own objects, so no process reads them
+    all and the driver holds only the manifests. shard_workers=0 builds them in the driver."""
+    if cfg.shard_workers == 0:
+        return write_shards_from_staging(staged, shards_dir, cfg.num_shards)
+    import ray
+
+    assignment = plan_shards(staged, shards_dir, cfg.num_shards)
+    if not assignment:
+        return []
+    owns_ray = start_ray(cfg)
+    try:
+        limit = cfg.shard_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        task = ray.remote(num_cpus=1, max_retries=2)(build_shard)
+        pending: list[Any] = []
+        manifests: list[ShardManifest] = []
+        for sid, uids in assignment.items():
+            if len(pending) >= limit:
+                done, pending = ray.wait(pending, num_returns=1)
+                manifests += ray.get(done)
+            paths = {u: str(staged[u]) for u in uids}
+            pending.append(task.remote(str(shards_dir / shard_name(sid)), paths))
+        manifests += ray.get(pending)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    return sorted(manifests, key=lambda m: m.shard)
+
+
+def quarantine_unsupported(
+    out: Path,
+    pending: list[ObjectSpec],
+    source_name: str,
+    staged: dict[str, Path],
+    ledger: dict[str, LedgerEntry],
+) -> list[ObjectResult]:
+    """Quarantine the files the source marked `unsupported` (a format no importer reads) at once,
+    in the driver: no render actor is started for them. Returns their results."""
+    results = []
+    for spec in pending:
+        if spec.unsupported:
+            result = ObjectResult(
+                uid=spec.uid,
+                path=spec.path,
+                attempts=1,
+                reason=Reason.UNSUPPORTED_FORMAT.value,
+                detail=spec.unsupported,
+            )
+            record(out, result, source_name, staged, ledger)
+            results.append(result)
+    return results
 
 
 def clean_work_dirs(out: Path) -> None:

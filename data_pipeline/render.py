@@ -1,13 +1,13 @@
 """Render one object into rings of views with Blender (through BlenderProc): a plain function.
 
 `render_object(...)` inspects the asset (data_pipeline.geometry), imports it into a clean Blender
-scene, normalises it (SPEC 2: bounding-box centre to the origin, largest side 1), and renders
-`settings.rings` rings of `settings.num_views` views. Each ring draws its own elevation, FoV,
-distance and lighting from a numpy Generator seeded by `seed` (same seed, same rings). Cameras
-come from data_pipeline.cameras and are checked against Blender's after keyframing, so the stored
-c2w are exactly the cameras Blender rendered. Blender errors become
-`Refusal(Reason.RENDER_ERROR, path, Blender's message)`; nothing is swallowed. No Ray here: the job
-(data_pipeline.job) fans this function out.
+scene (data_pipeline.blender_import: the importer its format names), normalises it (SPEC 2:
+bounding-box centre to the origin, largest side 1), and renders `settings.rings` rings of
+`settings.num_views` views. Each ring draws its own elevation, FoV, distance and lighting from a
+numpy Generator seeded by `seed` (same seed, same rings). Cameras come from data_pipeline.cameras
+and are checked against Blender's after keyframing, so the stored c2w are exactly the cameras
+Blender rendered. Blender errors become `Refusal(Reason.RENDER_ERROR, path, Blender's message)`;
+nothing is swallowed. No Ray here: the job (data_pipeline.job) fans this function out.
 
 CLI (debugging, and a killable subprocess for the job):
 
@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from data_pipeline import cameras
+from data_pipeline.blender_import import import_asset
 from data_pipeline.errors import Reason, Refusal
-from data_pipeline.geometry import AssetReport, inspect_asset
+from data_pipeline.geometry import MIN_EXTENT, AssetReport, inspect_asset
 from data_pipeline.render_settings import (
     ENGINES,
     RenderedRing,
@@ -104,36 +105,51 @@ def _configure_scene(bproc, settings: RenderSettings) -> dict[str, str]:
     return {"device": device, "compute_backend": backend}
 
 
-def _mesh_world_bounds(objects) -> tuple[np.ndarray, np.ndarray, int]:
-    """World-space bounding box of the evaluated (modifiers, skinning) meshes, and vertex count."""
+# Object types whose evaluated geometry is a mesh the render shows (.blend files hold curves,
+# text and metaballs besides meshes).
+GEOMETRY_TYPES = ("MESH", "CURVE", "SURFACE", "FONT", "META")
+
+
+def _mesh_world_bounds(objects) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """World-space bounding box of the evaluated (modifiers, skinning) meshes, vertex count,
+    polygon count and non-finite vertex count (those are left out of the box)."""
     import bpy
 
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    lo, hi, count = np.full(3, np.inf), np.full(3, -np.inf), 0
+    lo, hi, count, polygons, nonfinite = np.full(3, np.inf), np.full(3, -np.inf), 0, 0, 0
     for obj in objects:
         evaluated = obj.evaluated_get(depsgraph)
         mesh = evaluated.to_mesh()
         try:
             coords = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
             mesh.vertices.foreach_get("co", coords)
+            polygons += len(mesh.polygons)
         finally:
             evaluated.to_mesh_clear()
         if not len(coords):
             continue
         matrix = np.array(evaluated.matrix_world)
-        world = coords.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
-        lo, hi = np.minimum(lo, world.min(axis=0)), np.maximum(hi, world.max(axis=0))
+        with np.errstate(invalid="ignore", over="ignore"):
+            world = coords.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
+        finite = np.isfinite(world).all(axis=1)
+        nonfinite += int((~finite).sum())
         count += len(world)
-    return lo, hi, count
+        if finite.any():
+            world = world[finite]
+            lo, hi = np.minimum(lo, world.min(axis=0)), np.maximum(hi, world.max(axis=0))
+    return lo, hi, count, polygons, nonfinite
 
 
-def _import_and_normalise(bproc, path: str) -> dict[str, Any]:
-    """Import the asset, freeze it at its rest pose, normalise it; returns what was done."""
+def _import_and_normalise(bproc, path: str, inspected: bool = True) -> dict[str, Any]:
+    """Import the asset, freeze it at its rest pose, normalise it; returns what was done.
+
+    `inspected`: trimesh checked the geometry before Blender (AssetReport.has_geometry), so a
+    geometry problem here is Blender's; otherwise (scene formats) it is the asset's refusal."""
     import bpy
     from mathutils import Matrix
 
     before = set(bpy.data.objects)
-    _blender_call(path, "import", bproc.loader.load_obj, path)
+    _blender_call(path, "import", import_asset, bproc, path)
     imported = [obj for obj in bpy.data.objects if obj not in before]
     removed = []
     for obj in imported:
@@ -149,15 +165,21 @@ def _import_and_normalise(bproc, path: str) -> dict[str, Any]:
     meshes = [
         obj
         for obj in bpy.context.view_layer.objects
-        if obj.type == "MESH" and obj.visible_get() and not obj.hide_render
+        if obj.type in GEOMETRY_TYPES and obj.visible_get() and not obj.hide_render
     ]
-    if not meshes:
+    if not meshes and inspected:
         # inspect_asset found faces, so this is Blender's importer failing (it may only log).
         raise Refusal(Reason.RENDER_ERROR, path, "Blender's importer created no visible mesh")
     bpy.context.view_layer.update()
-    lo, hi, count = _mesh_world_bounds(meshes)
+    lo, hi, count, polygons, nonfinite = _mesh_world_bounds(meshes)
+    if not inspected and polygons == 0:
+        raise Refusal(Reason.NO_FACES, path, f"no visible polygons in the file ({count} vertices)")
+    if nonfinite:
+        raise Refusal(
+            Reason.NONFINITE_VERTICES, path, f"{nonfinite} of {count} vertices are NaN or inf"
+        )
     extent = hi - lo
-    if not np.isfinite(extent).all() or extent.max() <= 0:
+    if not np.isfinite(extent).all() or extent.max() <= (0.0 if inspected else MIN_EXTENT):
         raise Refusal(Reason.DEGENERATE_EXTENT, path, f"Blender bounding box {lo} .. {hi}")
     centre, scale = (lo + hi) / 2.0, 1.0 / float(extent.max())
     normalise = Matrix.Diagonal((scale, scale, scale, 1.0)) @ Matrix.Translation(-centre)
@@ -165,7 +187,7 @@ def _import_and_normalise(bproc, path: str) -> dict[str, Any]:
         if obj.parent is None and obj != bpy.context.scene.camera:
             obj.matrix_world = normalise @ obj.matrix_world
     bpy.context.view_layer.update()
-    lo2, hi2, _ = _mesh_world_bounds(meshes)
+    lo2, hi2, *_ = _mesh_world_bounds(meshes)
     if abs(float((hi2 - lo2).max()) - 1.0) > 1e-3 or np.abs((lo2 + hi2) / 2).max() > 1e-3:
         raise Refusal(
             Reason.RENDER_ERROR, path, f"normalisation failed: bounding box {lo2} .. {hi2}"
@@ -292,7 +314,7 @@ def render_object(
     try:
         _blender_call(path, "reset scene", bproc.clean_up, clean_up_camera=True)
         render_info.update(_configure_scene(bproc, settings))  # config errors are not refusals
-        render_info["normalisation"] = _import_and_normalise(bproc, path)
+        render_info["normalisation"] = _import_and_normalise(bproc, path, report.has_geometry)
         azimuths = cameras.ring_azimuths(settings.num_views)
         for params in sample_ring_params(settings, seed):
             c2w = cameras.ring_c2w(azimuths, params.elevation_deg, params.distance)  # (V, 4, 4)

@@ -215,17 +215,14 @@ def _current_manifest(path: Path) -> ShardManifest | None:
     return manifest
 
 
-def write_shards_from_staging(
+def plan_shards(
     staged: Mapping[str, str | os.PathLike[str]],
     shards_dir: str | os.PathLike[str],
     num_shards: int,
-) -> list[ShardManifest]:
-    """(Re)write OUT/shards from per-object staged tars (uid -> path) so each uid appears once.
-
-    A shard whose intact manifest already lists exactly its uids is kept as is (staged objects are
-    immutable); shard files that no longer belong to the assignment (fewer objects, another
-    num_shards) are removed, so no object is ever present twice.
-    """
+) -> dict[int, list[str]]:
+    """shard id -> sorted uids for `staged` (uid -> path), after removing the shard files that no
+    longer belong to the assignment (fewer objects, another num_shards) and leftovers of killed
+    writers, so no object is ever present twice. Metadata only: no shard is read."""
     shards_dir = Path(shards_dir)
     shards_dir.mkdir(parents=True, exist_ok=True)
     assignment = assign_shards(staged, num_shards)
@@ -236,14 +233,31 @@ def write_shards_from_staging(
             old.unlink()
     for tmp in shards_dir.glob(".shard-*"):  # leftovers of a killed writer
         tmp.unlink(missing_ok=True)
-    manifests = []
-    for sid, uids in assignment.items():
-        path = shards_dir / shard_name(sid)
-        current = _current_manifest(path)
-        if current is not None and current.uids == set(uids):
-            manifests.append(current)
-            continue
-        # uid order, rings in key order: one staged object in memory at a time
-        samples = (s for uid in uids for s in read_tar_samples(staged[uid]))
-        manifests.append(write_shard(path, samples))
-    return manifests
+    return assignment
+
+
+def build_shard(path: str | os.PathLike[str], staged_paths: Mapping[str, str]) -> ShardManifest:
+    """One shard from its objects' staged tars (uid -> path): kept as is when its intact
+    manifest already lists exactly these uids (staged objects are immutable), else written in
+    uid order, one staged object in memory at a time. What a sharding task runs."""
+    path = Path(path)
+    current = _current_manifest(path)
+    if current is not None and current.uids == set(staged_paths):
+        return current
+    uids = sorted(staged_paths)
+    samples = (s for uid in uids for s in read_tar_samples(staged_paths[uid]))
+    return write_shard(path, samples)
+
+
+def write_shards_from_staging(
+    staged: Mapping[str, str | os.PathLike[str]],
+    shards_dir: str | os.PathLike[str],
+    num_shards: int,
+) -> list[ShardManifest]:
+    """(Re)write OUT/shards from per-object staged tars (uid -> path) so each uid appears once,
+    in this process (the job runs `build_shard` as parallel Ray tasks instead)."""
+    assignment = plan_shards(staged, shards_dir, num_shards)
+    return [
+        build_shard(Path(shards_dir) / shard_name(sid), {u: str(staged[u]) for u in uids})
+        for sid, uids in assignment.items()
+    ]

@@ -8,14 +8,18 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from data_pipeline.config import RenderJobConfig
+from data_pipeline.errors import Reason
 from data_pipeline.ledger import LedgerEntry, read_rendered
 from data_pipeline.sources import ObjectSpec
 from data_pipeline.worker import ObjectResult
+
+if TYPE_CHECKING:
+    from data_pipeline.quality import QualityReport
 
 SUMMARY_FILE = "summary.json"
 
@@ -64,6 +68,12 @@ def make_summary(
             },
         },
         "errors": [{"uid": r.uid, "path": r.path, "detail": r.detail} for r in errors],
+        # files of formats the pipeline does not render (data_pipeline.formats), this run
+        "unsupported": [
+            {"uid": r.uid, "path": r.path, "detail": r.detail}
+            for r in refused
+            if r.reason == Reason.UNSUPPORTED_FORMAT.value
+        ],
         "notes": [{"uid": r.uid, "path": r.path, "notes": r.notes} for r in noted],
         "total": {
             "staged": len(staged),
@@ -114,6 +124,13 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{run['with_notes']['objects']} objects ({run['with_notes']['rings']} rings) rendered "
             "with notes (e.g. a missing texture): see summary.json 'notes' and RingMeta.notes"
         )
+    if summary["unsupported"]:
+        shown = ", ".join(u["path"] for u in summary["unsupported"][:3])
+        more = len(summary["unsupported"]) - 3
+        lines.append(
+            f"{len(summary['unsupported'])} files quarantined as unsupported_format ({shown}"
+            f"{f' and {more} more' if more > 0 else ''}): see summary.json 'unsupported'"
+        )
     if run["errors"]:
         lines.append(
             f"{run['errors']} objects failed with errors that are not refusals (not quarantined, "
@@ -136,8 +153,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def log_wandb(cfg: RenderJobConfig, summary: dict[str, Any]) -> None:
-    """Optional: the summary to W&B. Online without a key falls back to offline; never fatal."""
+def log_wandb(
+    cfg: RenderJobConfig, summary: dict[str, Any], quality: QualityReport | None = None
+) -> None:
+    """Optional: the summary (and the quality report's figures) to W&B. Online without a key
+    falls back to offline; never fatal."""
     mode = cfg.wandb.mode
     if mode == "disabled":
         return
@@ -163,7 +183,12 @@ def log_wandb(cfg: RenderJobConfig, summary: dict[str, Any]) -> None:
             **{f"timing/{k}": v for k, v in summary["timing"].items() if v is not None},
             **{f"quarantine/{k}": v for k, v in summary["total"]["quarantined_by_reason"].items()},
         }
-        run.log(flat)
+        media = {}
+        if quality is not None:
+            from data_pipeline.quality_html import wandb_media
+
+            media = wandb_media(quality, wandb)
+        run.log({**flat, **media})
         run.summary.update(flat)
         run.finish()
     except Exception as exc:  # logging must never lose a finished render

@@ -12,6 +12,7 @@ from typing import Any
 from data_pipeline.sources.base import ObjectSpec, Source, SourceError
 from data_pipeline.sources.local import LocalSource, LocalSourceConfig
 from data_pipeline.sources.objaverse import ObjaverseSource, ObjaverseSourceConfig
+from data_pipeline.sources.objaverse_xl import ObjaverseXLSource, ObjaverseXLSourceConfig
 
 __all__ = [
     "BuiltinSourceConfig",
@@ -19,6 +20,8 @@ __all__ = [
     "LocalSourceConfig",
     "ObjaverseSource",
     "ObjaverseSourceConfig",
+    "ObjaverseXLSource",
+    "ObjaverseXLSourceConfig",
     "ObjectSpec",
     "Source",
     "SourceError",
@@ -58,6 +61,8 @@ def build_source(cfg: Any, output_dir: str | Path) -> Source:
         return LocalSource(cfg)
     if kind == "objaverse":
         return ObjaverseSource(cfg)
+    if kind == "objaverse_xl":
+        return ObjaverseXLSource(cfg)
     if kind == "builtin":
         from data_pipeline.samples import write_builtin_samples  # the render-core's module
 
@@ -70,4 +75,6 @@ def build_source(cfg: Any, output_dir: str | Path) -> Source:
         else:
             write_builtin_samples(folder)
         return LocalSource(LocalSourceConfig(root=str(folder)), name="builtin")
-    raise ValueError(f"unknown source kind {kind!r} (known: builtin, local, objaverse)")
+    raise ValueError(
+        f"unknown source kind {kind!r} (known: builtin, local, objaverse, objaverse_xl)"
+    )

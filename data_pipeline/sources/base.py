@@ -25,6 +25,9 @@ class ObjectSpec:
     caption: str
     source: str  # "local", "builtin", "objaverse"
     sha256: str | None = None  # of the asset file, when the source knows it
+    # Set when the source already knows no importer reads this file (its format): the job
+    # quarantines it as UNSUPPORTED_FORMAT with this detail without rendering it.
+    unsupported: str | None = None
 
 
 class Source(Protocol):

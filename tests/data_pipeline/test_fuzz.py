@@ -5,7 +5,8 @@ within the hypothesis deadline.
 
 Brief by default (FUZZ_EXAMPLES examples per target, default 50); `make fuzz` sets it high.
 Seeds: files the project makes itself (the built-in and procedural GLBs, hand-written OBJ, PLY,
-STL and glTF), plus the real test assets in ../shared/assets when present.
+STL and glTF, and test_formats' minimal file of every other format: OFF, FBX, COLLADA, USD
+text, crate and zip, Alembic, .blend), plus the real test assets in ../shared/assets when present.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 from data_pipeline.dataset_index import INDEX_FILE, read_index, write_index
 from data_pipeline.errors import Refusal
+from data_pipeline.formats import OBJECT_EXTENSIONS
 from data_pipeline.geometry import inspect_asset
 from data_pipeline.reader import list_shards, read_rings, verify_shard
 from data_pipeline.schema import (
@@ -38,6 +40,7 @@ from data_pipeline.schema import (
     manifest_path_for,
 )
 from data_pipeline.shards import read_tar_samples, write_shard
+from tests.data_pipeline.test_formats import VALID as FORMAT_SEEDS
 from tests.data_pipeline.test_geometry import CUBE_OBJ
 from tests.data_pipeline.test_schema import synthetic_ring
 
@@ -192,6 +195,7 @@ def _seeds() -> dict[str, bytes]:
         "mug.gltf": _gltf_from_glb(mug),
         "cube.obj": ("mtllib cube.mtl\nusemtl wood\nvt 0 0\nvn 0 0 1\n" + CUBE_OBJ).encode(),
         **_mesh_exports(),
+        **{name: make() for name, make in FORMAT_SEEDS.items()},
     }
     shared = Path(os.environ.get("IMAGEDREAM_ASSETS", Path(__file__).parents[3] / "shared/assets"))
     for folder in ("meshes", "broken"):
@@ -202,7 +206,7 @@ def _seeds() -> dict[str, bytes]:
 
 
 SEEDS = _seeds()
-EXTENSIONS = [".glb", ".gltf", ".obj", ".ply", ".stl"]
+EXTENSIONS = list(OBJECT_EXTENSIONS)
 
 
 @pytest.fixture(scope="module")

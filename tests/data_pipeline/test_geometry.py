@@ -105,7 +105,7 @@ def test_gltf_front_becomes_blender_negative_y(tmp_path):
 
 def test_unsupported_extension(tmp_path):
     with pytest.raises(Refusal) as info:
-        inspect_asset(_write(tmp_path, "thing.fbx", "Kaydara"))
+        inspect_asset(_write(tmp_path, "thing.3ds", "MM"))
     assert info.value.reason is Reason.UNSUPPORTED_FORMAT
 
 

@@ -209,6 +209,38 @@ def test_job_writes_a_dataset_index_the_reader_accepts(tmp_path, ray_cluster):
     assert sorted(shard_keys(out)) == sorted(f"{u}_r{r}" for u in uids for r in (0, 1))
 
 
+def test_files_of_unsupported_formats_are_quarantined_with_their_path_and_counted(
+    tmp_path, ray_cluster, capsys
+):
+    """On main a .3ds in a folder of meshes vanished from the job's report; now every file that
+    is not a companion is rendered or quarantined (unsupported_format, with its path)."""
+    root = make_assets(tmp_path / "a", {"one": "fine", "two": "fine"})
+    (root / "chair.3ds").write_bytes(b"MM\x00\x00")
+    (root / "notes.txt").write_text("not a caption: no object is called notes")
+    (root / "one.txt").write_text("a caption of one.glb")  # companions from here on
+    (root / "one.mtl").write_text("newmtl x\n")
+    (root / "wood.png").write_bytes(b"\x89PNG")
+    (root / ".DS_Store").write_bytes(b"\x00")
+    out = tmp_path / "out"
+    summary = run_job(job_config(out, root), renderer=FAKE)
+    printed = capsys.readouterr().out
+    unsupported = {str(root.resolve() / n) for n in ("chair.3ds", "notes.txt")}
+    ledger = read_ledger(out)
+    assert {e.path for e in ledger.values()} == unsupported
+    assert {e.reason for e in ledger.values()} == {Reason.UNSUPPORTED_FORMAT.value}
+    assert all("is not a 3D format" in e.detail for e in ledger.values())
+    assert summary["objects_in_source"] == 4
+    assert summary["this_run"]["rendered"] == 2
+    assert summary["this_run"]["quarantined_by_reason"] == {"unsupported_format": 2}
+    assert summary["total"]["quarantined_by_reason"] == {"unsupported_format": 2}
+    assert {u["path"] for u in summary["unsupported"]} == unsupported
+    assert json.loads((out / "summary.json").read_text())["unsupported"] == summary["unsupported"]
+    assert "2 files quarantined as unsupported_format" in printed and "chair.3ds" in printed
+    again = run_job(job_config(out, root), renderer=FAKE)  # resumed: nothing is redone
+    assert again["resumed"] == {"already_staged": 2, "already_quarantined": 2}
+    assert again["unsupported"] == [] and again["total"]["quarantined"] == 2
+
+
 def test_rings_of_assets_with_notes_are_counted_in_the_summary(tmp_path, ray_cluster):
     root = make_assets(tmp_path / "a", {"plain": "fine", "untextured": "fine note"})
     out = tmp_path / "out"
@@ -242,6 +274,7 @@ def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path,
         "worker_crashed": 1,
     }
     ledger = read_ledger(out)
+    reasons = {e.reason for e in ledger.values()}
     assert {Path(e.path).stem: e.reason for e in ledger.values()} == {
         "hang": "timeout",
         "refuse": "no_faces",
@@ -258,6 +291,9 @@ def test_job_quarantines_hung_crashed_and_refused_objects_and_finishes(tmp_path,
     for m in read_manifests(out):
         verify_shard(out / "shards" / m.shard)
     assert json.loads((out / "summary.json").read_text())["total"]["staged"] == 3
+    quality = json.loads((out / "quality.json").read_text())  # the report beside the summary
+    assert quality["quarantined_by_reason"] == {"no_faces": 1, "timeout": 1, "worker_crashed": 1}
+    assert quality["rings"] == 6 and all(r in (out / "quality.html").read_text() for r in reasons)
 
     # a second run renders nothing new: every object is staged or finally quarantined, and
     # only the object that met an unexpected error is tried again
@@ -288,9 +324,9 @@ def test_dead_ray_actor_is_replaced_and_its_object_retried(tmp_path, ray_cluster
     root = make_assets(tmp_path / "a", {"victim": "killactor", "other": "fine"})
     summary = run_job(job_config(tmp_path / "out", root, max_attempts=2), renderer=FAKE)
     assert summary["this_run"]["rendered"] == 2 and summary["this_run"]["retried"] == 1
-    assert sorted(k[:-3] for k in shard_keys(tmp_path / "out")) == sorted(
-        [s.uid for s in LocalSource(LocalSourceConfig(root=str(root))).list_objects()] * 2
-    )
+    listed = LocalSource(LocalSourceConfig(root=str(root))).list_objects()
+    uids = [s.uid for s in listed if not s.unsupported]  # not fake_render's victim.glb.tried
+    assert sorted(k[:-3] for k in shard_keys(tmp_path / "out")) == sorted(uids * 2)
 
 
 def test_duplicate_uids_are_reported_and_rendered_once(tmp_path, ray_cluster):
@@ -439,13 +475,20 @@ def test_real_assets_render_or_are_quarantined_with_a_reason(tmp_path, ray_clust
     assert not staged & set(ledger)
     valid_reasons = {r.value for r in Reason}
     assert all(e.reason in valid_reasons and e.detail for e in ledger.values())
-    assert summary["objects_in_source"] == len(meshes | broken)
+    others = {p.name for p in assets_dir.iterdir() if p.is_file()}  # SOURCES.md: not an object
+    assert all(ledger[name].reason == Reason.UNSUPPORTED_FORMAT.value for name in others)
+    assert summary["objects_in_source"] == len(meshes | broken | others)  # prompts/*.png: images
 
 
 # -- config and state files (no Ray) ------------------------------------------------------------
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-SOURCE_OVERRIDES = {"builtin": [], "local": ["source.root=/data"], "objaverse": ["source.limit=3"]}
+SOURCE_OVERRIDES = {
+    "builtin": [],
+    "local": ["source.root=/data"],
+    "objaverse": ["source.limit=3"],
+    "objaverse_xl": ["source.limit=3", "source.sources=[github,smithsonian]"],
+}
 
 
 @pytest.mark.parametrize("source", sorted(p.stem for p in (CONF / "source").glob("*.yaml")))
@@ -495,3 +538,4 @@ def test_wandb_offline_run_is_written(tmp_path, ray_cluster, monkeypatch):
     run_job(cfg, renderer=FAKE)
     runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert list(runs[0].glob("files/media/images/quality/contact_sheet_*.png"))  # the report

@@ -165,7 +165,8 @@ def test_validate_refuses_a_wrong_resolution():
 def test_importing_the_render_core_starts_no_blender():
     code = (
         "import sys, data_pipeline.render, data_pipeline.geometry, data_pipeline.validate, "
-        "data_pipeline.samples, data_pipeline.blenderproc_env; "
+        "data_pipeline.samples, data_pipeline.blenderproc_env, data_pipeline.blender_import, "
+        "data_pipeline.formats; "
         "assert 'bpy' not in sys.modules and 'blenderproc' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -471,3 +472,172 @@ def test_cli_reports_a_refusal(tmp_path):
         "path": str(bad),
         "detail": result["detail"],
     }
+
+
+# ----------------------------------------------------------------------------- every format
+
+# Written by Blender's own exporters in a child process (a clean Blender, and the test's scene
+# untouched): an asymmetric object (a box with a smaller box on its +X side), one file per
+# format whose exporter this build has, and a .blend whose driver would write MARKER if scripts
+# ran. OFF is written by trimesh (the smaller box on top).
+_EXPORT = r"""
+import sys, bpy
+out, marker = sys.argv[1], sys.argv[2]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0, 0, 0))
+bpy.ops.mesh.primitive_cube_add(size=0.4, location=(0.7, 0, 0))
+written = []
+def export(name, fn, **kw):
+    try:
+        fn(filepath=f"{out}/{name}", **kw)
+        written.append(name)
+    except (AttributeError, RuntimeError) as exc:
+        print("no exporter for", name, exc, file=sys.stderr)
+export("boxes.fbx", bpy.ops.export_scene.fbx)
+export("boxes.usdc", bpy.ops.wm.usd_export)
+export("boxes.usda", bpy.ops.wm.usd_export)
+export("boxes.usdz", bpy.ops.wm.usd_export)
+export("boxes.abc", bpy.ops.wm.alembic_export, as_background_job=False)
+export("boxes.dae", bpy.ops.wm.collada_export)
+cube = bpy.context.scene.objects[0]
+driver = cube.driver_add("location", 2).driver
+driver.type = "SCRIPTED"
+driver.expression = f"__import__('pathlib').Path(r'{marker}').write_text('ran') and 0"
+export("boxes.blend", bpy.ops.wm.save_as_mainfile, copy=True)
+print("WRITTEN", " ".join(written), flush=True)
+import os
+os._exit(0)  # Blender's teardown after read_factory_settings segfaults in this wheel
+"""
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tmp_path_factory):
+    import trimesh
+
+    folder = tmp_path_factory.mktemp("exported")
+    marker = folder / "scripts-ran.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXPORT, str(folder), str(marker)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    marker.unlink(missing_ok=True)  # saving evaluated the driver once in the exporter
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    box = trimesh.util.concatenate([box, trimesh.creation.box(extents=(0.4, 0.4, 0.4))])
+    box.vertices[len(box.vertices) // 2 :] += [0.0, 0.0, 0.7]  # on top: tells z-up from y-up
+    (folder / "boxes.off").write_text(box.export(file_type="off"))
+    return folder
+
+
+@pytest.mark.slow
+def test_blender_exported_files_of_every_new_format_pass_inspection_and_cut_ones_fail(
+    exported_dir, tmp_path
+):
+    from data_pipeline.geometry import inspect_asset
+
+    files = sorted(p for p in exported_dir.iterdir() if p.name.startswith("boxes."))
+    assert {".off", ".fbx", ".usdc", ".usda", ".usdz", ".abc", ".blend"} <= {
+        p.suffix for p in files
+    }
+    for path in files:
+        inspect_asset(path)  # real exporter output is accepted
+        if path.suffix in (".usda", ".off"):
+            continue  # text cut at a line end is a shorter valid file; test_formats cuts them
+        cut = tmp_path / path.name
+        cut.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+        with pytest.raises(Refusal) as info:
+            inspect_asset(cut)
+        assert info.value.reason is Reason.UNDECODABLE, (path.name, info.value)
+
+
+def _missing(ext: str) -> str | None:
+    from data_pipeline.blender_import import missing_importer
+    from data_pipeline.blenderproc_env import ensure_blenderproc
+    from data_pipeline.formats import FORMATS
+
+    ensure_blenderproc()
+    return missing_importer(FORMATS[ext])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "ext", [".off", ".fbx", ".usdc", ".usda", ".usdz", ".abc", ".blend", ".dae"]
+)
+def test_new_formats_render_into_valid_rings(exported_dir, ext):
+    """Every new format this wheel imports renders into rings that pass validation (poses,
+    alpha in every view), normalised to a unit box; one it cannot import is refused as
+    unsupported_format naming the missing importer."""
+    path = exported_dir / f"boxes{ext}"
+    if not path.exists():
+        pytest.skip(f"this bpy build has no exporter for {ext}")
+    settings = replace(TINY, num_views=4, resolution=48, samples=2)
+    why = _missing(ext)
+    if why is not None:
+        with pytest.raises(Refusal) as info:
+            render_object(path, "boxes", "", "test", settings, 1)
+        assert info.value.reason is Reason.UNSUPPORTED_FORMAT
+        assert "importer is not available" in info.value.detail
+        return
+    (ring,) = render_object(path, "boxes", "two boxes", "test", settings, 1)
+    views = validate_ring(ring)
+    assert all(object_mask(v).any() for v in views)
+    normalisation = ring.meta.render["normalisation"]
+    assert normalisation["mesh_objects"] >= 1
+    assert normalisation["scale"] == pytest.approx(1 / 1.4, rel=1e-3)  # 0.5 + 0.7 + 0.2 wide
+
+
+@pytest.mark.slow
+def test_off_renders_in_its_own_frame(exported_dir):
+    """OFF goes through trimesh -> PLY -> Blender unchanged (z up): the stored cameras project
+    the normalised mesh onto every view's alpha mask."""
+    from data_pipeline.geometry import load_normalised_mesh
+
+    settings = replace(TINY, resolution=64, fov_range_deg=(35.0, 45.0))
+    (ring,) = render_object(exported_dir / "boxes.off", "boxes", "", "test", settings, 2)
+    mesh = load_normalised_mesh(exported_dir / "boxes.off")
+    for png, c2w in zip(ring.views_png, ring.meta.c2w, strict=True):
+        expected = silhouette(mesh.vertices, mesh.faces, np.array(c2w), ring.meta.fov_deg, 64)
+        assert iou(object_mask(_decode(png)), expected) > 0.9
+
+
+@pytest.mark.slow
+def test_blend_files_are_appended_without_running_their_scripts(exported_dir):
+    """boxes.blend has a Python driver that writes a file when evaluated; even with Blender's
+    "auto-run scripts" preference on (as a user may have it), appending it runs nothing."""
+    import bpy
+
+    from data_pipeline.blender_import import import_asset
+    from data_pipeline.blenderproc_env import ensure_blenderproc
+
+    bproc = ensure_blenderproc()
+    filepaths = bpy.context.preferences.filepaths
+    filepaths.use_scripts_auto_execute = True
+    try:
+        bproc.clean_up(clean_up_camera=True)
+        import_asset(bproc, str(exported_dir / "boxes.blend"))
+        bpy.context.view_layer.update()  # evaluates drivers, if any were left
+        bpy.context.scene.frame_set(3)
+        assert len([o for o in bpy.context.scene.objects if o.type == "MESH"]) == 2
+        assert not (exported_dir / "scripts-ran.txt").exists()
+        filepaths.use_scripts_auto_execute = True
+        (ring,) = render_object(exported_dir / "boxes.blend", "b", "", "test", TINY, 1)
+    finally:
+        filepaths.use_scripts_auto_execute = False
+    validate_ring(ring)
+    assert not (exported_dir / "scripts-ran.txt").exists()
+
+
+@pytest.mark.slow
+def test_a_missing_importer_is_an_unsupported_format_refusal(exported_dir, monkeypatch):
+    """A bpy build without an importer (every importer exists in the 4.2 wheel we pin, so one is
+    faked away) refuses the format's files as unsupported_format naming the importer."""
+    from data_pipeline.formats import FORMATS
+
+    assert _missing(".abc") is None
+    monkeypatch.setitem(FORMATS, ".abc", replace(FORMATS[".abc"], importer="wm.nonexistent_import"))
+    why = _missing(".abc")
+    assert why is not None and "wm.nonexistent_import importer is not available" in why
+    with pytest.raises(Refusal) as info:
+        render_object(exported_dir / "boxes.abc", "boxes", "", "test", TINY, 1)
+    assert info.value.reason is Reason.UNSUPPORTED_FORMAT
+    assert info.value.detail == why and ".abc files" in why

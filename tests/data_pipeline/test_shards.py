@@ -147,3 +147,30 @@ def test_rewrite_from_staging_has_each_object_once(tmp_path):
     assert sorted(keys) == sorted(f"{u}_r{r}" for u in UIDS[:14] for r in range(2))
     for m in read_manifests(shards):
         verify_shard(shards / m.shard)
+
+
+def test_parallel_sharding_tasks_give_the_same_shards_and_the_driver_reads_no_object(
+    tmp_path, monkeypatch
+):
+    """The job builds each shard in a Ray task; the driver plans and collects manifests only."""
+    import ray
+
+    import data_pipeline.shards as shards_module
+    from data_pipeline.config import RenderJobConfig
+    from data_pipeline.job import write_shards
+
+    staged = _stage(tmp_path, UIDS[:12])
+    reference = write_shards_from_staging(staged, tmp_path / "reference", num_shards=4)
+
+    def no_reading(*_a, **_k):
+        raise AssertionError("the driver read a staged object")
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        monkeypatch.setattr(shards_module, "read_tar_samples", no_reading)  # this process only
+        cfg = RenderJobConfig(source={}, num_shards=4, shard_workers=2)
+        got = write_shards(cfg, staged, tmp_path / "parallel")
+    finally:
+        ray.shutdown()
+    assert [m.shard for m in got] == [m.shard for m in reference]
+    assert [m.tar_sha256 for m in got] == [m.tar_sha256 for m in reference]  # byte-identical

@@ -58,7 +58,11 @@ def test_local_folder_uids_captions_and_extensions(tmp_path):
         LocalSource(LocalSourceConfig(root=str(root), captions_file=str(captions))).list_objects()
     )
     by_path = {Path(s.path).relative_to(root.resolve()).as_posix(): s for s in specs}
-    assert sorted(by_path) == ["a/chair.glb", "a/deep/My Mesh.v2.OBJ", "b/chair.glb", "b/x.ply"]
+    assert sorted(by_path) == [
+        "a/chair.glb", "a/deep/My Mesh.v2.OBJ", "b/chair.glb", "b/notes.md", "b/x.ply"
+    ]  # fmt: skip
+    assert "'.md' is not a 3D format" in str(by_path.pop("b/notes.md").unsupported)
+    assert all(s.unsupported is None for s in by_path.values())
     uids = [s.uid for s in specs]
     assert len(set(uids)) == len(uids)  # same stem in two folders: still unique
     assert all(validate_uid(u) for u in uids)
@@ -74,6 +78,40 @@ def test_local_folder_uids_captions_and_extensions(tmp_path):
     assert sorted(
         s.uid for s in LocalSource(LocalSourceConfig(root=str(moved))).list_objects()
     ) == sorted(uids)
+
+
+def test_local_folder_lists_every_file_but_companions_and_marks_unsupported_ones(tmp_path):
+    """Nothing in a folder is skipped silently: objects of every format, files of unknown formats
+    (marked `unsupported`, with the reason), and companions (textures, .mtl, .bin, captions,
+    hidden files, the captions file itself) left out."""
+    root = tmp_path / "assets"
+    names = [
+        "chair.obj", "chair.mtl", "chair.txt", "tex/wood.png", "scene.gltf", "scene.bin",
+        "robot.fbx", "shell.off", "tree.usdz", "anim.abc", "room.blend", "room.blend1",
+        "car.3ds", "notes.txt", ".DS_Store", ".git/HEAD", "captions.csv",
+    ]  # fmt: skip
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (root / "captions.csv").write_text("uid,caption\n")
+    cfg = LocalSourceConfig(root=str(root), captions_file=str(root / "captions.csv"))
+    source = LocalSource(cfg)
+    specs = {Path(s.path).name: s for s in source.list_objects()}
+    objects = ["anim.abc", "chair.obj", "robot.fbx", "room.blend", "scene.gltf", "shell.off"]
+    assert sorted(specs) == sorted([*objects, "tree.usdz", "car.3ds", "notes.txt"])
+    assert all(specs[n].unsupported is None for n in [*objects, "tree.usdz"])
+    assert "'.3ds' is not a 3D format" in str(specs["car.3ds"].unsupported)
+    assert "'.txt' is not a 3D format" in str(specs["notes.txt"].unsupported)
+    with pytest.raises(Refusal) as info:  # a worker handed one refuses it the same way
+        source.fetch(specs["car.3ds"])
+    assert info.value.reason is Reason.UNSUPPORTED_FORMAT and info.value.path.endswith("car.3ds")
+
+    # a format the pipeline renders but the config leaves out is quarantined, not skipped
+    narrow = LocalSource(LocalSourceConfig(root=str(root), extensions=["obj", ".GLTF"]))
+    fbx = next(s for s in narrow.list_objects() if s.path.endswith("robot.fbx"))
+    assert "not in source.extensions (.gltf .obj)" in str(fbx.unsupported)
+    with pytest.raises(ValueError, match=r"\.3ds not a format the pipeline renders"):
+        LocalSourceConfig(root=str(root), extensions=[".glb", ".3ds"])
 
 
 def test_local_manifest_forms_and_fetch_failure(tmp_path):
