@@ -279,53 +279,31 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
         f"{len(pending)} to render"
     )
 
-    workers = 0
     if pending and hasattr(source, "prefetch"):
         source.prefetch(pending)
     phases = {"prepare": time.monotonic() - job_start, "ray_start": 0.0, "actor_start": 0.0}
     phases["render"] = 0.0
-    if pending:
+    owns_ray = False
+    try:
+        if pending:
+            start = time.monotonic()
+            owns_ray = start_ray(cfg)
+            phases["ray_start"] = time.monotonic() - start
+            render_pending(cfg, source, out, renderer, pending, staged, ledger, results, phases)
         start = time.monotonic()
-        owns_ray = start_ray(cfg)
-        phases["ray_start"] = time.monotonic() - start
-        actors: list = []
-        try:
-            start = time.monotonic()
-            gpus = gpus_per_worker(cfg)
-            workers = worker_count(cfg, len(pending), gpus)
-            new_actor = actor_factory(cfg, source, out, renderer, gpus)
-            actors = start_actors(new_actor, workers)
-            phases["actor_start"] = time.monotonic() - start
-            start = time.monotonic()
-            stream = render_all(actors, new_actor, pending, cfg.max_attempts)
-            in_a_row = 0
-            for result in _progress(stream, len(pending), cfg.progress):
-                record(out, result, source.name, staged, ledger)
-                results.append(result)
-                in_a_row = in_a_row + 1 if result.unexpected else 0
-                if in_a_row >= MAX_CONSECUTIVE_UNEXPECTED:
-                    raise JobError(
-                        f"{in_a_row} objects in a row failed with errors that are not asset "
-                        f"refusals (last: {result.detail}); see {out / 'work' / 'logs'}. Fix the "
-                        "environment or config and run again: they were not quarantined."
-                    )
-            phases["render"] = time.monotonic() - start
-        finally:
-            stop_actors(actors)  # kills the render processes too
-            clean_work_dirs(out)  # and actors that died during the run left theirs
-            if owns_ray:
-                import ray
+        shards_dir = out / "shards"
+        remove_index(shards_dir)  # from here until write_index the folder is visibly incomplete
+        manifests = write_shards(cfg, staged, shards_dir)  # in the same Ray session
+        write_index(shards_dir, manifests)  # last: the folder is complete
+    finally:
+        if owns_ray:
+            import ray
 
-                ray.shutdown()
-
-    start = time.monotonic()
-    shards_dir = out / "shards"
-    remove_index(shards_dir)  # from here until write_index the folder is visibly incomplete
-    manifests = write_shards(cfg, staged, shards_dir)
-    write_index(shards_dir, manifests)  # last: the folder is complete
+            ray.shutdown()
     rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
     phases["shards"] = time.monotonic() - start
     phases["total"] = time.monotonic() - job_start
+    workers = int(phases.pop("workers", 0))
     summary = make_summary(
         cfg, out, specs, duplicates, resumed, results, staged, ledger, manifests, workers, phases
     )
@@ -334,6 +312,47 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
     quality = report_after_job(out, cfg.quality)  # OUT/quality.html, from the files just written
     log_wandb(cfg, summary, quality)
     return summary
+
+
+def render_pending(
+    cfg: RenderJobConfig,
+    source: Any,
+    out: Path,
+    renderer: str,
+    pending: list[ObjectSpec],
+    staged: dict[str, Path],
+    ledger: dict[str, LedgerEntry],
+    results: list[ObjectResult],
+    phases: dict[str, float],
+) -> None:
+    """Render `pending` on Ray actors, recording each result as it arrives (staged or
+    quarantined); stops the job after MAX_CONSECUTIVE_UNEXPECTED unexpected failures in a row."""
+    actors: list = []
+    try:
+        start = time.monotonic()
+        gpus = gpus_per_worker(cfg)
+        workers = worker_count(cfg, len(pending), gpus)
+        phases["workers"] = workers
+        new_actor = actor_factory(cfg, source, out, renderer, gpus)
+        actors = start_actors(new_actor, workers)
+        phases["actor_start"] = time.monotonic() - start
+        start = time.monotonic()
+        stream = render_all(actors, new_actor, pending, cfg.max_attempts)
+        in_a_row = 0
+        for result in _progress(stream, len(pending), cfg.progress):
+            record(out, result, source.name, staged, ledger)
+            results.append(result)
+            in_a_row = in_a_row + 1 if result.unexpected else 0
+            if in_a_row >= MAX_CONSECUTIVE_UNEXPECTED:
+                raise JobError(
+                    f"{in_a_row} objects in a row failed with errors that are not asset "
+                    f"refusals (last: {result.detail}); see {out / 'work' / 'logs'}. Fix the "
+                    "environment or config and run again: they were not quarantined."
+                )
+        phases["render"] = time.monotonic() - start
+    finally:
+        stop_actors(actors)  # kills the render processes too
+        clean_work_dirs(out)  # and actors that died during the run left theirs
 
 
 def write_shards(
