@@ -62,7 +62,8 @@ def measure(staged: dict[str, Path], out: Path, num_shards: int, workers: int) -
 
 
 def main() -> None:
-    import ray
+    from data_pipeline.config import RayConfig, RenderJobConfig
+    from data_pipeline.job import start_ray, stop_ray
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=10_000)
@@ -72,13 +73,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         staged = _stage(Path(tmp) / "staging", args.objects)
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        start_ray(RenderJobConfig(source={}, ray=RayConfig(num_cpus=4)))  # one session for all
         try:
             for workers in (0, 1, 2, 4):
                 rows.append(measure(staged, Path(tmp) / f"shards_{workers}", args.shards, workers))
                 print(rows[-1], flush=True)
         finally:
-            ray.shutdown()
+            stop_ray()
     payload = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "objects": args.objects,

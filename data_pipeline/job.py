@@ -115,6 +115,12 @@ def start_ray(cfg: RenderJobConfig) -> bool:
     return True
 
 
+def stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
 def gpus_per_worker(cfg: RenderJobConfig) -> float:
     """GPUs each actor asks Ray for: the configured value, else 1 when the cluster has GPUs."""
     import ray
