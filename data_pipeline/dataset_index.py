@@ -9,6 +9,9 @@ their sizes) or visibly not: a job killed while rewriting shards leaves no index
 (`data_pipeline.reader`) refuse such a folder with `IncompleteDatasetError` unless asked to
 read it anyway (`allow_incomplete=True`). Explicit tar paths, globs and URLs are not folders and
 need no index. Per-shard contents (keys, member hashes) stay in the shard manifests.
+
+The readers take a folder in object storage too (an fsspec URL such as s3://bucket/ds, see
+data_pipeline.storage) with the same checks and messages; writing stays local (`write_index`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_pipeline import storage
 from data_pipeline.schema import (
     SCHEMA_VERSION,
     SUPPORTED_VERSIONS,
@@ -31,7 +35,7 @@ from data_pipeline.schema import (
     is_supported_version,
     manifest_path_for,
 )
-from data_pipeline.shards import atomic_write_bytes, sha256_file
+from data_pipeline.shards import atomic_write_bytes
 
 INDEX_FILE = "index.json"
 SHARD_GLOB = "shard-*.tar"
@@ -117,8 +121,12 @@ def _check_consistent(index: DatasetIndex, name: str) -> None:
         )
 
 
-def shards_folder(directory: str | os.PathLike[str]) -> Path:
-    """OUT/shards for OUT (a folder holding shards/), else the folder itself."""
+def shards_folder(directory: str | os.PathLike[str]) -> Path | str:
+    """OUT/shards for OUT (a folder holding shards/), else the folder itself; a Path for a local
+    folder, the URL (str) for one in object storage."""
+    if storage.is_url(directory):
+        url = os.fspath(directory).rstrip("/")
+        return sub if storage.isdir(sub := storage.join(url, "shards")) else url
     directory = Path(directory)
     return directory / "shards" if (directory / "shards").is_dir() else directory
 
@@ -205,7 +213,7 @@ def write_index_from_manifests(shards_dir: str | os.PathLike[str]) -> DatasetInd
     return write_index(folder, manifests)
 
 
-def incomplete(folder: Path, reason: str, why: str = KILLED) -> IncompleteDatasetError:
+def incomplete(folder: Path | str, reason: str, why: str = KILLED) -> IncompleteDatasetError:
     """The error readers raise for `folder`: what is wrong, why, and how to override."""
     return IncompleteDatasetError(
         f"dataset {folder} is incomplete: {reason}; {why}; {OVERRIDE_HINT}"
@@ -215,19 +223,21 @@ def incomplete(folder: Path, reason: str, why: str = KILLED) -> IncompleteDatase
 def read_index(shards_dir: str | os.PathLike[str]) -> DatasetIndex:
     """The index of a complete folder (OUT or OUT/shards); `IncompleteDatasetError` when it is
     missing, torn, marked incomplete, or lists other shard-*.tar files than the folder holds.
-    Sizes and hashes are `check_shard`'s business."""
+    Sizes and hashes are `check_shard`'s business. A URL folder is listed anew (not from fsspec's
+    cache), once: the sizes `check_shard` asks for next come from that listing."""
     folder = shards_folder(shards_dir)
-    path = folder / INDEX_FILE
-    if not path.is_file():
-        found = len(list(folder.glob(SHARD_GLOB)))
+    storage.forget(folder)
+    path = storage.join(folder, INDEX_FILE)
+    if not storage.isfile(path):
+        found = len(storage.names(folder, SHARD_GLOB))
         raise incomplete(folder, f"no {INDEX_FILE} ({found} shard-*.tar files without one)")
     try:
-        index = DatasetIndex.from_json(path.read_bytes(), str(path))
+        index = DatasetIndex.from_json(storage.read_bytes(path), path)
     except SchemaError as exc:
         raise incomplete(folder, f"{INDEX_FILE} is unreadable ({exc})") from exc
     if not index.complete:
         raise incomplete(folder, f"{INDEX_FILE} marks it incomplete")
-    on_disk = {p.name for p in folder.glob(SHARD_GLOB)}
+    on_disk = set(storage.names(folder, SHARD_GLOB))
     listed = {e.name for e in index.shards}
     if missing := sorted(listed - on_disk):
         raise incomplete(folder, f"shards listed in {INDEX_FILE} are missing: {missing}", CHANGED)
@@ -238,11 +248,12 @@ def read_index(shards_dir: str | os.PathLike[str]) -> DatasetIndex:
 
 def check_shard(path: str | os.PathLike[str], entry: IndexEntry, verify_sha256: bool) -> None:
     """SchemaError naming the file when its size (always) or sha256 (if asked) is not the
-    index's."""
-    size = os.path.getsize(path)
+    index's. A local path or a URL (fsspec's `info()` size; the sha256 streams the object); an
+    unreadable file raises OSError."""
+    size = storage.size(path)
     if size != entry.bytes:
         raise SchemaError(f"shard {path}: {size} bytes, {INDEX_FILE} says {entry.bytes}")
-    if verify_sha256 and (digest := sha256_file(path)) != entry.sha256:
+    if verify_sha256 and (digest := storage.sha256(path)) != entry.sha256:
         raise SchemaError(f"shard {path}: sha256 {digest} != {INDEX_FILE} {entry.sha256}")
 
 
@@ -251,7 +262,7 @@ def verify_dataset(shards_dir: str | os.PathLike[str]) -> DatasetIndex:
     folder = shards_folder(shards_dir)
     index = read_index(folder)
     for e in index.shards:
-        check_shard(folder / e.name, e, verify_sha256=True)
+        check_shard(storage.join(folder, e.name), e, verify_sha256=True)
     return index
 
 

@@ -1,13 +1,16 @@
 """Reading shards back: typed rings, shard listing, manifests and integrity checks.
 
 `read_rings` accepts what WebDataset accepts (local paths, brace patterns such as
-"out/shards/shard-{00000..00003}.tar", http(s)/pipe: URLs) plus local globs and folders.
+"out/shards/shard-{00000..00003}.tar", http(s)/pipe: URLs) plus local globs and folders, and
+fsspec URLs of object storage (data_pipeline.storage): folders ("s3://bucket/ds"), globs
+("s3://bucket/ds/shards/shard-0000*.tar") and shards, streamed through fsspec.
 Bad samples raise `SchemaError` naming the shard and the key; nothing is ever substituted.
 
-A folder is read only when its dataset index (data_pipeline.dataset_index) says it is complete
-and every shard has its indexed size; otherwise `IncompleteDatasetError`, unless the caller
-passes `allow_incomplete=True` (then the folder's shard-*.tar files are read, with a warning).
-Explicit tar paths, globs, braces and URLs name their files themselves and need no index.
+A folder, local or in object storage, is read only when its dataset index
+(data_pipeline.dataset_index) says it is complete and every shard has its indexed size; otherwise
+`IncompleteDatasetError`, unless the caller passes `allow_incomplete=True` (then the folder's
+shard-*.tar files are read, with a warning). Explicit tar paths, globs, braces and URLs name their
+files themselves and need no index.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import glob
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from typing import Any
 
 from braceexpand import braceexpand
 
+from data_pipeline import storage
 from data_pipeline.dataset_index import (
     SHARD_GLOB,
     check_shard,
@@ -36,11 +40,11 @@ from data_pipeline.schema import (
     decode_sample,
     manifest_path_for,
 )
-from data_pipeline.shards import sha256_file
 
 log = logging.getLogger(__name__)
 
-_REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "file:")
+# Streamed by webdataset as named (curl, a command, file:/path); fsspec URLs are storage's.
+_REMOTE_PREFIXES = ("http://", "https://", "pipe:", "file:")
 
 Urls = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -53,44 +57,48 @@ def list_shards(directory: str | os.PathLike[str], allow_incomplete: bool = Fals
     `allow_incomplete=True` such a folder's shard-*.tar files are returned (sorted) with a warning.
     """
     folder = shards_folder(directory)
-    if not folder.is_dir():
+    if not storage.isdir(folder):
         raise FileNotFoundError(f"shard folder {folder} does not exist")
     try:
         index = read_index(folder)
         for entry in index.shards:
             try:
-                check_shard(folder / entry.name, entry, verify_sha256=False)
+                check_shard(storage.join(folder, entry.name), entry, verify_sha256=False)
             except SchemaError as exc:
                 raise incomplete(
                     folder, str(exc), "the shard changed after the index was written"
                 ) from exc
-        return [str(folder / e.name) for e in index.shards]
+        return [storage.join(folder, e.name) for e in index.shards]
     except IncompleteDatasetError as exc:
         if not allow_incomplete:
             raise
         log.warning("reading an incomplete dataset (allow_incomplete=True): %s", exc)
-        return sorted(str(p) for p in folder.glob(SHARD_GLOB))
+        return sorted(storage.join(folder, n) for n in storage.names(folder, SHARD_GLOB))
 
 
 def expand_urls(urls: Urls, allow_incomplete: bool = False) -> list[str]:
-    """Braces expanded; local folders (through `list_shards`, which checks their index) and
-    globs become file lists; URLs and tar paths pass through."""
+    """Braces expanded; folders (through `list_shards`, which checks their index) and globs,
+    local or fsspec URLs, become file lists; other URLs and tar paths pass through (a local path
+    must exist; a shard URL is looked up when it is read)."""
     items = [urls] if isinstance(urls, str | os.PathLike) else list(urls)
     out: list[str] = []
     for item in (e for i in items for e in braceexpand(str(i))):
-        if item.startswith(_REMOTE_PREFIXES):
+        remote = storage.is_url(item)
+        if not remote and item.startswith(_REMOTE_PREFIXES):
             out.append(item)
-        elif os.path.isdir(item):
+        elif storage.is_folder(item):
             found = list_shards(item, allow_incomplete)
             if not found:
                 raise FileNotFoundError(f"no shard-*.tar in folder {item}")
             out.extend(found)
         elif glob.has_magic(item):
-            found = sorted(glob.glob(item))
+            found = storage.glob(item)
             if not found:
                 raise FileNotFoundError(f"no file matches {item}")
             out.extend(found)
-        elif not os.path.exists(item):
+        elif remote and not item.endswith(storage.SHARD_SUFFIX):
+            raise FileNotFoundError(f"{item} is neither a shard folder nor a .tar shard")
+        elif not remote and not os.path.exists(item):
             raise FileNotFoundError(f"shard {item} does not exist")
         else:
             out.append(item)
@@ -104,12 +112,10 @@ def read_rings(
 
     A folder must hold a complete dataset (see `list_shards`) unless `allow_incomplete`.
     """
-    import webdataset as wds  # imports torch (seconds): only when rings are actually read
-
     for url in expand_urls(
         urls, allow_incomplete
     ):  # one shard at a time, so every error names its shard
-        iterator = iter(wds.WebDataset([url], shardshuffle=False, empty_check=False))
+        iterator = shard_samples(url)
         while True:
             try:
                 sample = next(iterator)
@@ -123,6 +129,21 @@ def read_rings(
                 raise SchemaError(f"shard {url}: {exc}") from exc
 
 
+def shard_samples(url: str) -> Iterator[dict[str, Any]]:
+    """The raw samples (webdataset dicts: `__key__`, `__url__`, one entry per member extension)
+    of one shard, in tar order. fsspec URLs are streamed through fsspec, everything else through
+    webdataset's opener (local paths, file:, http(s) with curl, pipe: commands). Reading errors
+    propagate: tarfile's, OSError (remote ones too), EOFError, webdataset's ValueError."""
+    import webdataset as wds  # imports torch (seconds): only when rings are actually read
+
+    if not storage.is_url(url):
+        yield from wds.tarfile_samples([{"url": url}])
+        return
+    with storage.open_binary(url) as stream:
+        files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}])
+        yield from wds.tariterators.group_by_keys(files)
+
+
 def read_manifests(
     directory: str | os.PathLike[str], allow_incomplete: bool = False
 ) -> list[ShardManifest]:
@@ -133,23 +154,30 @@ def read_manifests(
     manifests = []
     for shard in list_shards(directory, allow_incomplete):
         mpath = manifest_path_for(shard)
-        if not os.path.exists(mpath):
-            raise SchemaError(f"shard {shard} has no manifest {Path(mpath).name}")
-        manifests.append(ShardManifest.from_json(Path(mpath).read_bytes(), Path(mpath).name))
+        name = storage.split(mpath)[1]
+        try:
+            raw = storage.read_bytes(mpath)
+        except FileNotFoundError:
+            raise SchemaError(f"shard {shard} has no manifest {name}") from None
+        manifests.append(ShardManifest.from_json(raw, name))
     return manifests
 
 
 def verify_shard(path: str | os.PathLike[str]) -> ShardManifest:
-    """Check a shard tar against its manifest (size and sha256); returns the manifest."""
+    """Check a shard tar (a local path or a URL) against its manifest (size and sha256); returns
+    the manifest."""
     path = str(path)
     mpath = manifest_path_for(path)
-    if not os.path.exists(mpath):
-        raise SchemaError(f"shard {path} has no manifest (expected {Path(mpath).name})")
-    manifest = ShardManifest.from_json(Path(mpath).read_bytes(), Path(mpath).name)
-    size = os.path.getsize(path)
+    name = storage.split(mpath)[1]
+    try:
+        raw = storage.read_bytes(mpath)
+    except FileNotFoundError:
+        raise SchemaError(f"shard {path} has no manifest (expected {name})") from None
+    manifest = ShardManifest.from_json(raw, name)
+    size = storage.size(path)
     if size != manifest.tar_bytes:
         raise SchemaError(f"shard {path}: {size} bytes, manifest says {manifest.tar_bytes}")
-    digest = sha256_file(path)
+    digest = storage.sha256(path)
     if digest != manifest.tar_sha256:
         raise SchemaError(f"shard {path}: sha256 {digest} != manifest {manifest.tar_sha256}")
     return manifest
@@ -162,5 +190,6 @@ __all__ = [
     "list_shards",
     "read_manifests",
     "read_rings",
+    "shard_samples",
     "verify_shard",
 ]

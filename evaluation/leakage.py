@@ -38,19 +38,22 @@ class TrainingIndex:
         cls, sources: Sequence[str | Path], allow_incomplete: bool = False
     ) -> TrainingIndex:
         """From the manifests beside the training shards: folders (OUT or OUT/shards), brace
-        patterns, globs or tar paths, several per string joined by "::" as in data.shards."""
+        patterns, globs or tar paths, local or fsspec URLs (s3://bucket/ds), several per string
+        joined by "::" as in data.shards."""
+        from data_pipeline import storage
         from data_pipeline.reader import expand_urls
         from data_pipeline.schema import ShardManifest, manifest_path_for
 
         index = cls()
         urls = [u for source in sources for u in str(source).split("::") if u]
         for shard in expand_urls(urls, allow_incomplete=allow_incomplete):
-            manifest = Path(manifest_path_for(shard))
-            if not manifest.is_file():
+            manifest = manifest_path_for(shard)
+            name = storage.split(manifest)[1]
+            if not storage.isfile(manifest):
                 raise FileNotFoundError(
-                    f"training shard {shard} has no manifest {manifest.name}: cannot check leakage"
+                    f"training shard {shard} has no manifest {name}: cannot check leakage"
                 )
-            parsed = ShardManifest.from_json(manifest.read_bytes(), manifest.name)
+            parsed = ShardManifest.from_json(storage.read_bytes(manifest), name)
             index.uids |= parsed.uids
             index.asset_hashes |= parsed.asset_hashes
             index.shards += 1

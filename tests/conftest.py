@@ -3,9 +3,14 @@ disabled unless a test turns it on (offline) itself."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +42,70 @@ def assets_dir() -> Path:
     if not (path / "meshes").is_dir():
         pytest.skip(f"real test assets not found at {path} (set IMAGEDREAM_ASSETS)")
     return path
+
+
+S3_BUCKET = "imagedream-test"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A local S3-compatible server (moto) on 127.0.0.1, one per session, with one bucket;
+    yields its endpoint URL. Skips when moto or s3fs is not installed."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        _point_at(mp, endpoint)
+        import s3fs
+
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(S3_BUCKET)
+    yield endpoint
+    server.stop()
+
+
+def _point_at(mp: pytest.MonkeyPatch, endpoint: str) -> None:
+    """The environment a user sets for an S3-compatible store (data_pipeline.storage): botocore
+    reads AWS_ENDPOINT_URL; dummy credentials, no credential files, no instance metadata."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
+                 "https_proxy"):  # fmt: skip
+        mp.delenv(name, raising=False)
+    mp.setenv("AWS_ENDPOINT_URL", endpoint)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    mp.setenv("AWS_CONFIG_FILE", os.devnull)
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@dataclass
+class S3Prefix:
+    """One test's own prefix in the session's bucket (s3fs pointed at the local server)."""
+
+    url: str  # s3://imagedream-test/<unique>
+    fs: Any  # s3fs.S3FileSystem
+
+    def upload(self, folder: Path, prefix: str = "") -> str:
+        """Every file under `folder` to url/prefix/<relative path>; returns that URL."""
+        target = f"{self.url}/{prefix}".rstrip("/")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            self.fs.put_file(str(path), f"{target}/{path.relative_to(folder).as_posix()}")
+        return target
+
+
+@pytest.fixture
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Prefix:
+    """The S3 environment for this test (see `_point_at`) and a fresh prefix to upload into."""
+    _point_at(monkeypatch, s3_server)
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    return S3Prefix(url=f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}", fs=fs)
 
 
 _EXIT_STATUS: dict[str, int] = {}

@@ -56,6 +56,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera
+from data_pipeline.reader import shard_samples
 from data_pipeline.schema import META_EXT, RingMeta, RingRecord, SchemaError, decode_sample
 from training.config import DataConfig
 
@@ -264,16 +265,19 @@ class Shards:
 
 
 def resolve_shards(cfg: DataConfig) -> Shards:
-    """data.shards ("::"-separated folders, paths, globs, braces or URLs) -> shards. A folder is
-    read through its dataset index (refused without a complete one unless
-    data.allow_incomplete=true, which lists its tar files). Every shard that a readable index
-    lists, whichever form named it, is checked against its entry before it is read."""
+    """data.shards ("::"-separated folders, paths, globs, braces or URLs) -> shards. A folder,
+    local or in object storage (an fsspec URL such as s3://bucket/ds), is read through its
+    dataset index (refused without a complete one unless data.allow_incomplete=true, which lists
+    its tar files). Every shard that a readable index lists, whichever form named it, is checked
+    against its entry before it is read."""
+    from data_pipeline import storage
     from data_pipeline.dataset_index import INDEX_FILE, IndexEntry, read_index, shards_folder
     from data_pipeline.reader import expand_urls
     from data_pipeline.schema import IncompleteDatasetError
 
     out = Shards(urls=[])
     indexes: dict[str, dict[str, IndexEntry]] = {}  # folder -> shard file name -> entry
+    lenient: dict[str, dict[str, IndexEntry]] = {}  # the same, {} without a readable index
 
     def entries_of(folder: str) -> dict[str, IndexEntry]:
         if folder not in indexes:
@@ -285,8 +289,21 @@ def resolve_shards(cfg: DataConfig) -> Shards:
                 indexes[folder] = {}
         return indexes[folder]
 
+    def remote_entries(folder: str) -> dict[str, IndexEntry]:
+        """The entries of a URL folder's index, {} when it has none that reads: read once per
+        folder (where a local folder's index is looked for per shard, with a stat)."""
+        if folder not in lenient:
+            try:
+                lenient[folder] = entries_of(folder)
+            except IncompleteDatasetError:
+                lenient[folder] = {}
+        return lenient[folder]
+
     for item in (s for s in cfg.shards.split("::") if s):
-        if os.path.isdir(item) and not cfg.allow_incomplete:
+        if storage.is_url(item) and not cfg.allow_incomplete and storage.is_folder(item):
+            folder = str(shards_folder(item))
+            urls = [storage.join(folder, name) for name in entries_of(folder)]
+        elif os.path.isdir(item) and not cfg.allow_incomplete:
             folder = str(shards_folder(item))
             urls = [os.path.join(folder, name) for name in entries_of(folder)]
         else:
@@ -297,8 +314,13 @@ def resolve_shards(cfg: DataConfig) -> Shards:
             ]
         for url in urls:
             out.urls.append(url)
+            if storage.is_url(url):
+                folder, name = storage.split(url)
+                if (entry := remote_entries(folder).get(name)) is not None:
+                    out.entries[url] = entry
+                continue
             if "://" in url or url.startswith("pipe:"):
-                continue  # remote: its index is the reader's business (issue 11)
+                continue  # streamed by webdataset as named (curl, a command): no index
             folder, name = os.path.split(os.path.abspath(url))
             has_index = os.path.exists(os.path.join(folder, INDEX_FILE))
             if has_index and (entry := _entry_or_none(entries_of, folder, name)) is not None:
@@ -514,7 +536,7 @@ class RingStream(IterableDataset):
         given = 0
         try:
             self._check(url, entry)
-            for sample in wds.tarfile_samples([{"url": url}]):
+            for sample in shard_samples(url):  # a local file or streamed from its URL
                 given += 1
                 yield sample
         except _SHARD_ERRORS as exc:

@@ -87,6 +87,7 @@ def test_folder_caught_mid_rewrite_is_refused_naming_the_override(tmp_path, monk
 
     monkeypatch.setattr(shards_module, "write_shard", dies_after_one)
     cfg.num_shards = 5
+    cfg.shard_workers = 0  # shards written in this process, where the patch can kill the job
     with pytest.raises(KeyboardInterrupt):
         run_job(cfg)
     folder = out / "shards"

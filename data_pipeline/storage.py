@@ -1,0 +1,232 @@
+"""Where shards live: a local path, or a URL that fsspec opens (s3://, gs://, file://, ...).
+
+The readers (data_pipeline.reader, data_pipeline.dataset_index, training.data) ask this module
+about files and folders, so a dataset folder in object storage is read with the same guarantees
+as a local one: through its index.json, each shard checked against its entry. Local paths go
+through os and pathlib as they always did; URLs through fsspec.
+
+Which strings are URLs: `scheme://...` with a scheme fsspec knows (`s3`, `gs`/`gcs`, `file`,
+`memory`, ...), except the schemes webdataset opens itself (`WEBDATASET_SCHEMES`: http(s) with
+curl, sftp/scp/ftps, ...), which name single shards and are streamed by webdataset as before, as
+are `pipe:` commands and `file:/path` (one slash). A backend's package must be installed: s3fs
+ships with this project; gs:// needs gcsfs (the release matching fsspec's).
+
+Storage options are fsspec's, never a setting of this project, so every process (DataLoader
+workers, other nodes) finds them the same way, in its environment:
+  - the backend's own variables: for S3, `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+    `AWS_PROFILE`, `AWS_DEFAULT_REGION` and `AWS_ENDPOINT_URL` (an S3-compatible store such as
+    MinIO or Ceph), as botocore reads them;
+  - fsspec's configuration: `FSSPEC_S3_ENDPOINT_URL=...`, `FSSPEC_S3='{"anon": true}'` (read when
+    fsspec is imported) or JSON files in ~/.config/fsspec/ (`FSSPEC_CONFIG_DIR`).
+
+Folders in object storage are prefixes. A URL whose last part ends in `.tar` is taken for a shard
+without asking the store (a brace pattern of thousands of shards costs no request at start-up);
+any other URL without a glob pattern must be a folder. fsspec caches listings; `forget(folder)` drops that
+cache, and `dataset_index.read_index` calls it first, so every index read lists the folder anew.
+
+Errors: every operation on a URL raises OSError (FileNotFoundError for a missing object) whatever
+the backend raised (botocore's connection errors are not OSErrors), also while a shard is being
+streamed, so callers treat local and remote failures alike; a missing backend package raises
+ImportError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob as local_glob
+import hashlib
+import io
+import os
+import posixpath
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+# Schemes webdataset's own opener handles (curl, commands): shards named by them pass through.
+WEBDATASET_SCHEMES = frozenset({"http", "https", "sftp", "ftps", "scp", "ais", "htgs", "hf"})
+SHARD_SUFFIX = ".tar"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+_CHUNK = 1 << 20
+
+PathLike = str | os.PathLike[str]
+
+
+def is_url(path: PathLike) -> bool:
+    """True for a URL read through fsspec (see the module docstring)."""
+    match = _SCHEME.match(os.fspath(path))
+    if match is None:
+        return False
+    scheme = match.group(1).lower()
+    return scheme not in WEBDATASET_SCHEMES and scheme in fsspec.available_protocols()
+
+
+@contextlib.contextmanager
+def _as_oserror(url: str) -> Iterator[None]:
+    """The backend's exceptions as OSError naming the url (ImportError: a backend is missing)."""
+    try:
+        yield
+    except (OSError, ImportError):
+        raise
+    except Exception as exc:  # botocore, aiohttp, google-auth ... each has its own
+        raise OSError(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    with _as_oserror(url):
+        return fsspec.core.url_to_fs(url)
+
+
+def join(folder: PathLike, name: str) -> str:
+    if is_url(folder):
+        return f"{os.fspath(folder).rstrip('/')}/{name}"
+    return str(Path(folder) / name)
+
+
+def split(path: PathLike) -> tuple[str, str]:
+    """(parent folder, name)."""
+    if is_url(path):
+        parent, _, name = os.fspath(path).rstrip("/").rpartition("/")
+        return parent, name
+    return os.path.split(os.fspath(path))
+
+
+def isdir(path: PathLike) -> bool:
+    if not is_url(path):
+        return os.path.isdir(path)
+    fs, p = _fs(os.fspath(path))
+    with _as_oserror(os.fspath(path)):
+        return bool(fs.isdir(p))
+
+
+def isfile(path: PathLike) -> bool:
+    if not is_url(path):
+        return os.path.isfile(path)
+    fs, p = _fs(os.fspath(path))
+    with _as_oserror(os.fspath(path)):
+        return bool(fs.isfile(p))
+
+
+def is_folder(item: PathLike) -> bool:
+    """Whether `item` names a folder: a local directory, or a URL without a glob pattern whose
+    last part does not end in .tar and that the store lists as a folder."""
+    if not is_url(item):
+        return os.path.isdir(item)
+    text = os.fspath(item)
+    if local_glob.has_magic(text) or text.rstrip("/").endswith(SHARD_SUFFIX):
+        return False
+    return isdir(text)
+
+
+def forget(folder: PathLike) -> None:
+    """Drop fsspec's cached listing of a URL folder, so that what follows sees the store as it is
+    now (no-op for local folders)."""
+    if is_url(folder):
+        fs, p = _fs(os.fspath(folder))
+        fs.invalidate_cache(p)
+
+
+def names(folder: PathLike, pattern: str) -> list[str]:
+    """Names of the entries directly in `folder` that match the glob `pattern` (unordered)."""
+    if not is_url(folder):
+        return [p.name for p in Path(folder).glob(pattern)]
+    url = os.fspath(folder)
+    fs, p = _fs(url)
+    with _as_oserror(url):
+        entries = fs.ls(p, detail=True)
+    found = (posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "file")
+    return [n for n in found if fnmatch.fnmatchcase(n, pattern)]
+
+
+def glob(pattern: str) -> list[str]:
+    """The files matching a glob pattern, sorted (URLs keep their scheme)."""
+    if not is_url(pattern):
+        return sorted(local_glob.glob(pattern))
+    fs, p = _fs(pattern)
+    with _as_oserror(pattern):
+        found = fs.glob(p, detail=True)
+    return sorted(fs.unstrip_protocol(m) for m, info in found.items() if info["type"] == "file")
+
+
+def size(path: PathLike) -> int:
+    if not is_url(path):
+        return os.path.getsize(path)
+    url = os.fspath(path)
+    fs, p = _fs(url)
+    with _as_oserror(url):
+        return int(fs.info(p)["size"])
+
+
+def read_bytes(path: PathLike) -> bytes:
+    if not is_url(path):
+        return Path(path).read_bytes()
+    url = os.fspath(path)
+    fs, p = _fs(url)
+    with _as_oserror(url):
+        return bytes(fs.cat_file(p))
+
+
+def open_binary(path: PathLike) -> io.BufferedReader:
+    """The file for reading, from its start; a URL is streamed (its failures are OSErrors)."""
+    if not is_url(path):
+        return open(path, "rb")
+    url = os.fspath(path)
+    fs, p = _fs(url)
+    with _as_oserror(url):
+        return io.BufferedReader(_RemoteFile(fs.open(p, "rb"), url), buffer_size=_CHUNK)
+
+
+def sha256(path: PathLike) -> str:
+    """The file's sha256, streamed (a remote object is never held whole in memory)."""
+    digest = hashlib.sha256()
+    with open_binary(path) as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _RemoteFile(io.RawIOBase):
+    """An fsspec file whose read and close failures are OSErrors naming the url."""
+
+    def __init__(self, file: Any, url: str) -> None:
+        super().__init__()
+        self._file, self.url = file, url
+        self.name = url  # what io.BufferedReader's repr, and so webdataset's messages, show
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        with _as_oserror(self.url):
+            data = self._file.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                with _as_oserror(self.url):
+                    self._file.close()
+            finally:
+                super().close()
+
+
+__all__ = [
+    "WEBDATASET_SCHEMES",
+    "forget",
+    "glob",
+    "is_folder",
+    "is_url",
+    "isdir",
+    "isfile",
+    "join",
+    "names",
+    "open_binary",
+    "read_bytes",
+    "sha256",
+    "size",
+    "split",
+]
