@@ -33,6 +33,7 @@ from data_pipeline.schema import (
     SchemaError,
     ShardManifest,
     is_supported_version,
+    load_json_object,
     manifest_path_for,
 )
 from data_pipeline.shards import atomic_write_bytes
@@ -77,12 +78,7 @@ class DatasetIndex:
     @classmethod
     def from_json(cls, raw: bytes, name: str = INDEX_FILE) -> DatasetIndex:
         """Parse and check an index; any defect is a `SchemaError` naming `name`."""
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise SchemaError(f"dataset index {name} is not JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise SchemaError(f"dataset index {name} is not a JSON object")
+        data = load_json_object(raw, f"dataset index {name}")
         if not is_supported_version(data.get("schema_version")):
             raise SchemaError(
                 f"dataset index {name}: schema_version {data.get('schema_version')!r} is not "

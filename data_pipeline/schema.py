@@ -95,7 +95,7 @@ class RingMeta:
 
     @classmethod
     def from_json(cls, raw: bytes, key: str = "?") -> RingMeta:
-        data = _load_json_object(raw, f"sample {key}: {META_EXT}")
+        data = load_json_object(raw, f"sample {key}: {META_EXT}")
         version = data.get("schema_version")
         if not is_supported_version(version):
             raise SchemaError(
@@ -163,7 +163,7 @@ def _check_ring_shapes(meta: RingMeta, key: str) -> None:
         raise SchemaError(f"sample {key}: resolution {meta.resolution} is not positive")
 
 
-def _load_json_object(raw: bytes, what: str) -> dict[str, Any]:
+def load_json_object(raw: bytes, what: str) -> dict[str, Any]:
     """A JSON object, or SchemaError naming `what` (never another exception type)."""
     try:
         data = json.loads(raw)
@@ -299,7 +299,7 @@ class ShardManifest:
 
     @classmethod
     def from_json(cls, raw: bytes, name: str = "?") -> ShardManifest:
-        data = _load_json_object(raw, f"manifest {name}")
+        data = load_json_object(raw, f"manifest {name}")
         if not is_supported_version(data.get("schema_version")):
             raise SchemaError(
                 f"manifest {name}: schema_version {data.get('schema_version')!r} not supported"
