@@ -78,6 +78,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 
 bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render settings, over an hour)
 	$(PY) -m data_pipeline.bench $(if $(filter full,$(BENCH)),,--quick)
+	$(PY) -m data_pipeline.bench_shards
 	$(PY) -m training.bench_model $(if $(filter full,$(BENCH)),,--quick)
 	$(PY) -m training.bench
 	$(PY) -m training.bench_resume
