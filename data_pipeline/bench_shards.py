@@ -41,14 +41,18 @@ def _stage(folder: Path, count: int) -> dict[str, Path]:
 
 
 def measure(staged: dict[str, Path], out: Path, num_shards: int, workers: int) -> dict[str, Any]:
+    """Time one sharding from scratch, then (into another folder, traced) the driver's peak
+    Python memory: tracing slows the traced process, which is the whole job when workers=0, so
+    the two are measured apart."""
     from data_pipeline.config import RenderJobConfig
     from data_pipeline.job import write_shards
 
     cfg = RenderJobConfig(source={}, num_shards=num_shards, shard_workers=workers)
-    tracemalloc.start()
     start = time.perf_counter()
-    manifests = write_shards(cfg, staged, out)
+    manifests = write_shards(cfg, staged, out / "timed")
     seconds = time.perf_counter() - start
+    tracemalloc.start()
+    write_shards(cfg, staged, out / "traced")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
@@ -75,6 +79,9 @@ def main() -> None:
         staged = _stage(Path(tmp) / "staging", args.objects)
         start_ray(RenderJobConfig(source={}, ray=RayConfig(num_cpus=4)))  # one session for all
         try:
+            # warm-up, untimed: Ray starts and imports its worker processes once
+            few = dict(list(staged.items())[:64])
+            measure(few, Path(tmp) / "warm_up", 4, 4)
             for workers in (0, 1, 2, 4):
                 rows.append(measure(staged, Path(tmp) / f"shards_{workers}", args.shards, workers))
                 print(rows[-1], flush=True)
@@ -96,8 +103,10 @@ def main() -> None:
         f"{args.objects} staged objects (one 8-view ring at 16 px each) into {args.shards} "
         "shards, from scratch, each configuration in its own folder in one run. workers 0: the "
         "driver writes every shard itself (the job before parallel sharding); 1 / 2 / 4: that "
-        "many Ray tasks at once, each building one shard from its own objects. Driver peak: "
-        "Python allocations of the driver process while it shards (tracemalloc).",
+        "many Ray tasks at once (after an untimed warm-up that starts Ray's worker processes), "
+        "each building one shard from its own objects. Driver peak: "
+        "Python allocations of the driver process while it shards (tracemalloc, in a second "
+        "pass, so that tracing does not slow the timed one).",
         "",
         "| workers | seconds | objects/s | vs driver-only | driver peak MiB |",
         "|---:|---:|---:|---:|---:|",

@@ -55,6 +55,7 @@ def render(work: Path, count: int) -> dict[str, Path]:
 
 
 TRAIN_SECONDS = "bench_train_seconds.txt"  # a reused run keeps the training time it took
+REUSED: list[str] = []  # variants whose finished run this invocation scored without training
 
 
 def train(work: Path, variant: str, shards: Path, steps: int) -> tuple[Path, float]:
@@ -63,6 +64,7 @@ def train(work: Path, variant: str, shards: Path, steps: int) -> tuple[Path, flo
     run_dir = work / f"run_{variant}"
     timing = run_dir / TRAIN_SECONDS
     if (run_dir / "export" / "model_index.json").is_file() and timing.is_file():
+        REUSED.append(variant)
         return run_dir, float(timing.read_text())
     start = time.perf_counter()
     if not (run_dir / "export" / "model_index.json").is_file():
@@ -228,7 +230,13 @@ def write(results, curves, samples, args, seconds, load_at_start) -> None:  # ty
         "",
         f"`python -m evaluation.bench_learn --steps {args.steps} --count {args.count}` on "
         f"{os.cpu_count()} CPU cores ({platform.platform()}), torch {torch.__version__}; "
-        f"{seconds / 60:.0f} min in all, load average at start {load_at_start}.",
+        f"{seconds / 60:.0f} min in all, load average at start {load_at_start}"
+        + (
+            f"; re-scored the finished runs of {', '.join(REUSED)} found in {args.work} (their "
+            "training minutes below are from the run that trained them)."
+            if REUSED
+            else "."
+        ),
         "",
         f"Data: the procedural family's first {args.count} members, rendered with the demo "
         f"settings (8 views x 2 rings, 64 px): {any_run['train_objects']['objects']} training "
