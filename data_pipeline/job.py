@@ -272,12 +272,12 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
         ledger = {u: e for u, e in ledger.items() if Reason(e.reason) not in TRANSIENT}
     rewrite_ledger(out, ledger.values())  # drops a torn line left by a killed run
     pending = [s for s in specs if s.uid not in staged and s.uid not in ledger]
-    results: list[ObjectResult] = quarantine_unsupported(out, pending, source.name, staged, ledger)
-    pending = [s for s in pending if not s.unsupported]
-    resumed = {
+    resumed = {  # before this run quarantines anything
         "already_staged": sum(s.uid in staged for s in specs),
         "already_quarantined": sum(s.uid in ledger and s.uid not in staged for s in specs),
     }
+    results: list[ObjectResult] = quarantine_unsupported(out, pending, source.name, staged, ledger)
+    pending = [s for s in pending if not s.unsupported]
     unsupported = f"{len(results)} of unsupported formats quarantined, " if results else ""
     print(
         f"{len(specs)} objects in source {source.name}: {resumed['already_staged']} already staged, "
@@ -365,8 +365,9 @@ def write_shards(
     cfg: RenderJobConfig, staged: dict[str, Path], shards_dir: Path
 ) -> list[ShardManifest]:
     """(Re)write the shards from the staged objects: one Ray task per shard (at most
-    `cfg.shard_workers` at once), each reading only its own objects, so no process reads them
-    all and the driver holds only the manifests. shard_workers=0 builds them in the driver."""
+    `cfg.shard_workers` at once, default the driver node's CPUs), each reading only its own
+    objects, so no process reads them all and the driver holds only the manifests. The tasks run
+    on the driver's node, which sees OUT. shard_workers=0 builds them in the driver."""
     if cfg.shard_workers == 0:
         return write_shards_from_staging(staged, shards_dir, cfg.num_shards)
     import ray
@@ -376,8 +377,15 @@ def write_shards(
         return []
     owns_ray = start_ray(cfg)
     try:
-        limit = cfg.shard_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        task = ray.remote(num_cpus=1, max_retries=2)(build_shard)
+        # on the driver's node: it is the one that sees OUT (the staged objects and the shards)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        node = ray.get_runtime_context().get_node_id()
+        here: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node), {})
+        limit = cfg.shard_workers or max(1, int(here.get("Resources", {}).get("CPU", 1)))
+        task = ray.remote(num_cpus=1, max_retries=2)(build_shard).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+        )
         pending: list[Any] = []
         manifests: list[ShardManifest] = []
         for sid, uids in assignment.items():

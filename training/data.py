@@ -18,8 +18,9 @@ stream). A checkpoint holds, per role, a `StreamPosition`: the next record to re
 of the role's shard order, which record in it), the (shard, record) references of what the
 shuffle buffer holds, and the buffer RNG's state; plus how many records each role has consumed
 and which role the DataLoader's round-robin serves next. Resuming replays the shard order (RNG
-draws, no I/O), reads again only the shards the buffer's records came from and the current shard
-up to its offset, and rotates the worker-to-role map: its cost does not grow with training time.
+draws, one per shard visited: no I/O), reads again only the shards the buffer's records came from
+and the current shard up to its offset, and rotates the worker-to-role map: the data it reads
+does not grow with training time.
 
 Bad data goes through one path. A sample that does not decode (`SchemaError`) and a shard that
 cannot be read (a truncated or damaged tar, a file whose size or sha256 differs from the dataset
@@ -295,7 +296,8 @@ def resolve_shards(cfg: DataConfig) -> Shards:
         if folder not in lenient:
             try:
                 lenient[folder] = entries_of(folder)
-            except IncompleteDatasetError:
+            except (IncompleteDatasetError, OSError) as exc:  # e.g. no permission to list
+                log.info("no usable index for %s (%s): its shards are read unchecked", folder, exc)
                 lenient[folder] = {}
         return lenient[folder]
 
@@ -627,8 +629,12 @@ class ShuffledRecords:
         for url_k in [p for p in self.urls if p < k]:
             del self.urls[url_k]  # positions before the one being read are never needed again
         records = self.stream.shard_records(self._url(k))
-        for _ in range(skip):  # at most one shard read again: the one the run was reading
-            next(records, None)
+        for i in range(skip):  # at most one shard read again: the one the run was reading
+            if next(records, None) is None:
+                raise RuntimeError(
+                    f"cannot resume the stream: shard {self._url(k)} gave {i} records, the "
+                    f"checkpoint had read {skip} from it (the shard changed or is unreadable)"
+                )
         return records
 
     def _rebuild(self, refs: list[tuple[int, int]]) -> list[tuple[tuple[int, int], Any]]:
@@ -648,7 +654,7 @@ class ShuffledRecords:
         if missing:
             raise RuntimeError(
                 f"cannot rebuild the shuffle buffer: records {missing[:5]} are gone from their "
-                "shards (the shards changed since the checkpoint)"
+                "shards (the shards changed since the checkpoint, or cannot be read now)"
             )
         return [(ref, found[ref]) for ref in refs]
 
@@ -666,7 +672,7 @@ class ShuffledRecords:
         return self
 
     def __next__(self) -> Any:
-        fill = min(self.cfg.shuffle_buffer, self.cfg.shuffle_initial + self.outputs)
+        fill = max(1, min(self.cfg.shuffle_buffer, self.cfg.shuffle_initial + self.outputs))
         while len(self.buffer) < fill:
             self.buffer.append(self._read())
         j = int(self.rng.integers(len(self.buffer)))

@@ -464,3 +464,31 @@ def test_frame_filling_rings_are_left_out_and_counted_once(tmp_path, caplog):
     assert sum("border fraction 0.54" in r.getMessage() for r in caplog.records) == 1
     everything = build_loader(data_cfg(shard, sampling="epoch", batch_size=1), seed=0)
     assert "r2_r0" in {k for _ in range(4) for k in next(everything).keys}
+
+
+def test_no_shuffle_buffer_at_all_reads_in_order(tmp_path):
+    write_synthetic_shards(tmp_path, num_shards=1, rings_per_shard=4, num_views=8, resolution=RES)
+    cfg = data_cfg(
+        str(tmp_path), sampling="epoch", batch_size=1, shuffle_buffer=0, shuffle_initial=0
+    )
+    loader = build_loader(cfg, seed=0)
+    keys = [next(loader).keys[0] for _ in range(4)]
+    assert keys == [f"obj000x{i:04d}_r0" for i in range(4)]
+
+
+def test_resume_refuses_a_shard_that_gives_fewer_records_than_were_read(tmp_path):
+    paths = write_synthetic_shards(
+        tmp_path, num_shards=1, rings_per_shard=6, num_views=8, resolution=RES
+    )
+    cfg = data_cfg(paths[0], sampling="epoch", batch_size=1, shuffle_buffer=1, shuffle_initial=1)
+    first = build_loader(cfg, seed=0)
+    _take(first, 4)
+    state = first.state_dict()
+    from data_pipeline.shards import read_tar_samples, write_shard
+
+    (tmp_path / "index.json").unlink()  # an explicit path needs no index: no size check
+    write_shard(paths[0], read_tar_samples(paths[0])[:2])  # the shard now holds 2 rings
+    resumed = build_loader(cfg, seed=0)
+    resumed.load_state_dict(state)
+    with pytest.raises(RuntimeError, match="gave 2 records, the checkpoint had read 4"):
+        next(resumed)
