@@ -133,19 +133,19 @@ def _check_outcome(folder: Path, fuzzed: Path) -> None:
 @FUZZ
 @given(file=mutated_files())
 def test_mutated_real_images(folders, file: tuple[str, bytes]) -> None:
-    suffix, data = file
-    folder = folders()
-    fuzzed = folder / f"fuzzed{suffix}"
-    fuzzed.write_bytes(data)
-    _check_outcome(folder, fuzzed)
+    _write_and_check(folders(), file)
 
 
 @pytest.mark.timeout(120)
 @FUZZ
 @given(file=random_files)
 def test_random_bytes_as_images(folders, file: tuple[str, bytes]) -> None:
+    _write_and_check(folders(), file)
+
+
+def _write_and_check(folder, file: tuple[str, bytes]) -> None:
+    """The fuzzed file beside a good prompt, then the loader's outcome checked."""
     suffix, data = file
-    folder = folders()
     fuzzed = folder / f"fuzzed{suffix}"
     fuzzed.write_bytes(data)
     _check_outcome(folder, fuzzed)
