@@ -52,14 +52,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import webdataset as wds
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera
 from data_pipeline.reader import shard_samples
 from data_pipeline.schema import META_EXT, RingMeta, RingRecord, SchemaError, decode_sample
+from training.bad_data import BadDataBudget
+from training.bad_data import BadDataError as BadDataError  # where callers catch it
 from training.config import DataConfig
+from training.shard_list import Shards, resolve_shards
 
 log = logging.getLogger(__name__)
 
@@ -253,96 +255,6 @@ WEIGHT = "__weight__"  # how many records that marker stands for in the bad-data
 _SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
 
 
-class BadDataError(RuntimeError):
-    """Too much of the training data is unreadable (data.max_bad_fraction)."""
-
-
-@dataclass
-class Shards:
-    """The shard list of data.shards, and the dataset index entries of those read from a folder."""
-
-    urls: list[str]
-    entries: dict[str, Any] = field(default_factory=dict)  # url -> dataset_index.IndexEntry
-
-
-def resolve_shards(cfg: DataConfig) -> Shards:
-    """data.shards ("::"-separated folders, paths, globs, braces or URLs) -> shards. A folder,
-    local or in object storage (an fsspec URL such as s3://bucket/ds), is read through its
-    dataset index (refused without a complete one unless data.allow_incomplete=true, which lists
-    its tar files). Every shard that a readable index lists, whichever form named it, is checked
-    against its entry before it is read."""
-    from data_pipeline import storage
-    from data_pipeline.dataset_index import INDEX_FILE, IndexEntry, read_index, shards_folder
-    from data_pipeline.reader import expand_urls
-    from data_pipeline.schema import IncompleteDatasetError
-
-    out = Shards(urls=[])
-    indexes: dict[str, dict[str, IndexEntry]] = {}  # folder -> shard file name -> entry
-    lenient: dict[str, dict[str, IndexEntry]] = {}  # the same, {} without a readable index
-
-    def entries_of(folder: str) -> dict[str, IndexEntry]:
-        if folder not in indexes:
-            try:
-                indexes[folder] = {e.name: e for e in read_index(folder).shards}
-            except IncompleteDatasetError:
-                if not cfg.allow_incomplete:
-                    raise
-                indexes[folder] = {}
-        return indexes[folder]
-
-    def remote_entries(folder: str) -> dict[str, IndexEntry]:
-        """The entries of a URL folder's index, {} when it has none that reads: read once per
-        folder (where a local folder's index is looked for per shard, with a stat)."""
-        if folder not in lenient:
-            try:
-                lenient[folder] = entries_of(folder)
-            except (IncompleteDatasetError, OSError) as exc:  # e.g. no permission to list
-                log.info("no usable index for %s (%s): its shards are read unchecked", folder, exc)
-                lenient[folder] = {}
-        return lenient[folder]
-
-    for item in (s for s in cfg.shards.split("::") if s):
-        if storage.is_url(item) and not cfg.allow_incomplete and storage.is_folder(item):
-            folder = str(shards_folder(item))
-            urls = [storage.join(folder, name) for name in entries_of(folder)]
-        elif os.path.isdir(item) and not cfg.allow_incomplete:
-            folder = str(shards_folder(item))
-            urls = [os.path.join(folder, name) for name in entries_of(folder)]
-        else:
-            urls = [
-                u
-                for url in expand_urls(item, allow_incomplete=cfg.allow_incomplete)
-                for u in wds.shardlists.expand_urls(url)
-            ]
-        for url in urls:
-            out.urls.append(url)
-            if storage.is_url(url):
-                folder, name = storage.split(url)
-                if (entry := remote_entries(folder).get(name)) is not None:
-                    out.entries[url] = entry
-                continue
-            if "://" in url or url.startswith("pipe:"):
-                continue  # streamed by webdataset as named (curl, a command): no index
-            folder, name = os.path.split(os.path.abspath(url))
-            has_index = os.path.exists(os.path.join(folder, INDEX_FILE))
-            if has_index and (entry := _entry_or_none(entries_of, folder, name)) is not None:
-                out.entries[url] = entry
-    if not out.urls:
-        raise FileNotFoundError(f"data.shards={cfg.shards!r} names no shard")
-    return out
-
-
-def _entry_or_none(entries_of: Any, folder: str, name: str) -> Any:
-    """The index entry of a shard named by path; None when the folder's index cannot be read
-    (an explicit path needs no complete folder) or does not list it."""
-    from data_pipeline.schema import IncompleteDatasetError
-
-    try:
-        return entries_of(folder).get(name)
-    except IncompleteDatasetError:
-        return None
-
-
 @dataclass
 class StreamPosition:
     """Where one role's stream stands (see the module docstring); JSON-able."""
@@ -416,81 +328,6 @@ class DataState:
                 f"by rank {self.rank} of {self.world_size} with {self.num_workers} workers, this "
                 f"is rank {rank} of {world_size} with {num_workers}"
             )
-
-
-class BadDataBudget:
-    """One stream's bad records: each distinct one logged and counted once; the run stops when
-    their share of what the stream read passes data.max_bad_fraction."""
-
-    def __init__(
-        self,
-        cfg: DataConfig,
-        where: str,
-        events: int,
-        records: int,
-        ids: list[str],
-        dropped: Sequence[str] = (),
-    ) -> None:
-        self.cfg, self.where = cfg, where
-        self.events = events  # bad records met (weighted), repeats included
-        self.records = records  # records read (weighted), the good ones included
-        self.seen: dict[str, str] = dict.fromkeys(ids, "(met before the resume)")
-        self.new: list[tuple[str, str]] = []
-        self.dropped: set[str] = set(dropped)
-        self.new_dropped: list[str] = []
-
-    def read(self, weight: int) -> None:
-        self.records += weight
-
-    def add(self, record_id: str, reason: str, weight: int) -> None:
-        """A bad record; `weight` more records read (0 for a sample already counted by read)."""
-        self.read(weight)
-        self.events += max(1, weight)
-        if record_id not in self.seen:
-            self.seen[record_id] = reason
-            self.new.append((record_id, reason))
-            log.warning(
-                "bad training data skipped (%d distinct so far in %s): %s: %s",
-                len(self.seen),
-                self.where,
-                record_id,
-                reason,
-            )
-        cfg = self.cfg
-        if self.records >= cfg.bad_data_min_records and (
-            self.events > cfg.max_bad_fraction * self.records
-        ):
-            raise BadDataError(self.message())
-
-    def drop(self, record_id: str, reason: str) -> None:
-        """A good ring a setting leaves out: logged and counted once, not bad data."""
-        if record_id not in self.dropped:
-            self.dropped.add(record_id)
-            self.new_dropped.append(record_id)
-            log.info("ring left out (%d so far in %s): %s: %s",
-                     len(self.dropped), self.where, record_id, reason)  # fmt: skip
-
-    def take_dropped(self) -> list[str]:
-        new, self.new_dropped = self.new_dropped, []
-        return new
-
-    def take_new(self) -> list[tuple[str, str]]:
-        new, self.new = self.new, []
-        return new
-
-    def message(self) -> str:
-        shown = list(self.seen.items())[:10]
-        files = "; ".join(f"{i}: {r}" for i, r in shown)
-        more = f" (and {len(self.seen) - len(shown)} more)" if len(self.seen) > len(shown) else ""
-        return (
-            f"{self.events} of the {self.records} records {self.where} read were unreadable "
-            f"({self.events / self.records:.1%} > data.max_bad_fraction="
-            f"{self.cfg.max_bad_fraction}; a shard that failed counts as the rings its index "
-            f"lists and it did not give); {len(self.seen)} distinct: {files}{more}. Repair or "
-            "re-render them (data_pipeline.dataset_index.verify_dataset checks a folder against "
-            "its index, data_pipeline.reader.verify_shard a shard against its manifest), or "
-            "raise data.max_bad_fraction."
-        )
 
 
 class RingStream(IterableDataset):

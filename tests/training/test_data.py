@@ -413,7 +413,7 @@ def test_resume_is_exact_with_bad_records_in_the_stream(tmp_path, num_workers, c
 def test_resume_reads_only_the_buffer_and_the_current_shard(tmp_path, monkeypatch):
     """Constant-time resume: after 60 batches (about 24 shards read) the resumed stream opens
     only the shards its shuffle buffer's records came from and the one it was reading."""
-    import training.data as data_module
+    import webdataset as wds  # the readers open every shard through wds.tarfile_samples
 
     write_synthetic_shards(tmp_path, num_shards=6, rings_per_shard=5, num_views=8, resolution=RES)
     cfg = data_cfg(str(tmp_path), batch_size=2, shuffle_buffer=6, shuffle_initial=3)
@@ -425,14 +425,14 @@ def test_resume_reads_only_the_buffer_and_the_current_shard(tmp_path, monkeypatc
     assert position["shard"] >= 20, position["shard"]  # resampled: 24 or so shards visited
 
     opened: list[str] = []
-    real = data_module.wds.tarfile_samples
+    real = wds.tarfile_samples
 
     def counting(src, *args, **kwargs):
         src = list(src)
         opened.extend(s["url"] for s in src)
         return real(src, *args, **kwargs)
 
-    monkeypatch.setattr(data_module.wds, "tarfile_samples", counting)
+    monkeypatch.setattr(wds, "tarfile_samples", counting)
     resumed = build_loader(cfg, seed=3)
     resumed.load_state_dict(state)
     got = _take(resumed, 4)
