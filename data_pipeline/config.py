@@ -58,7 +58,10 @@ class WandbConfig:
 class RenderJobConfig:
     source: Any = MISSING  # one of the source configs, chosen by the `source` group
     render: RenderSettings = field(default_factory=RenderSettings)
-    output_dir: str = "outputs/render"
+    output_dir: str = "outputs/render"  # a local folder, or a URL (s3://bucket/prefix, gs://...)
+    # local scratch of the render processes (temporaries, downloads, logs); null: OUT/work when
+    # OUT is local, else each node's <TMPDIR>/imagedream-render
+    work_dir: str | None = None
     num_shards: int = 4  # fixed per dataset: uid -> shard is sha1(uid) mod num_shards
     # Ray tasks that build shards at once (each reads only its shard's staged objects); None: as
     # many as the cluster has CPUs; 0: in the driver, one shard after another

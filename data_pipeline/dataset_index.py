@@ -11,7 +11,7 @@ read it anyway (`allow_incomplete=True`). Explicit tar paths, globs and URLs are
 need no index. Per-shard contents (keys, member hashes) stay in the shard manifests.
 
 The readers take a folder in object storage too (an fsspec URL such as s3://bucket/ds, see
-data_pipeline.storage) with the same checks and messages; writing stays local (`write_index`).
+data_pipeline.storage) with the same checks and messages, and the render job writes one there.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from data_pipeline.schema import (
     load_json_object,
     manifest_path_for,
 )
-from data_pipeline.shards import atomic_write_bytes
 
 INDEX_FILE = "index.json"
 SHARD_GLOB = "shard-*.tar"
@@ -151,7 +150,11 @@ def index_from_manifests(manifests: Iterable[ShardManifest], complete: bool = Tr
 
 
 def remove_index(shards_dir: str | os.PathLike[str]) -> None:
-    """Mark the folder incomplete before its shards change (durably: the folder is fsynced)."""
+    """Mark the folder incomplete before its shards change (durably: a local folder is fsynced;
+    an object store's delete is durable when it returns)."""
+    if storage.is_url(shards_dir):
+        storage.remove(storage.join(shards_dir, INDEX_FILE))
+        return
     folder = Path(shards_dir)
     (folder / INDEX_FILE).unlink(missing_ok=True)
     if folder.is_dir():
@@ -168,9 +171,10 @@ def write_index(
 ) -> DatasetIndex:
     """Write index.json for the shards `manifests` describe, atomically; call it after the last
     shard is written. Refuses (SchemaError) when the folder disagrees with the manifests."""
-    folder = Path(shards_dir)
+    folder = storage.resolve(shards_dir)
     index = index_from_manifests(manifests)
-    on_disk = {p.name for p in folder.glob(SHARD_GLOB)}
+    storage.forget(folder)
+    on_disk = set(storage.names(folder, SHARD_GLOB)) if storage.isdir(folder) else set()
     listed = {e.name for e in index.shards}
     if on_disk != listed:
         raise SchemaError(
@@ -178,8 +182,8 @@ def write_index(
             f"manifests without a shard {sorted(listed - on_disk)}"
         )
     for e in index.shards:
-        check_shard(folder / e.name, e, verify_sha256=False)
-    atomic_write_bytes(folder / INDEX_FILE, index.to_json())
+        check_shard(storage.join(folder, e.name), e, verify_sha256=False)
+    storage.write_bytes(storage.join(folder, INDEX_FILE), index.to_json())
     return index
 
 

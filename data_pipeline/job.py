@@ -18,20 +18,24 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+from data_pipeline import storage
 from data_pipeline.config import RenderJobConfig, register_configs, to_job_config
 from data_pipeline.dataset_index import remove_index, write_index
 from data_pipeline.errors import TRANSIENT, Reason
 from data_pipeline.ledger import (
+    RENDERED_FILE,
     LedgerEntry,
+    Location,
     append_ledger,
     append_rendered,
+    compact_records,
     read_ledger,
     rewrite_ledger,
     stage_object,
@@ -53,6 +57,7 @@ from data_pipeline.worker import (
     DEFAULT_RENDERER,
     ObjectResult,
     RenderWorker,
+    node_scratch,
     remove_stale_work_dirs,
 )
 
@@ -84,12 +89,12 @@ def find_duplicates(specs: list[ObjectSpec]) -> tuple[list[ObjectSpec], list[dic
     return list(first.values()), report
 
 
-def check_settings(out: Path, cfg: RenderJobConfig) -> None:
+def check_settings(out: Location, cfg: RenderJobConfig) -> None:
     """Refuse to mix renders made with different settings in one output folder."""
     settings = plain_config(cfg.render)
-    path = out / JOB_FILE
-    if path.exists() and staged_objects(out):
-        previous = json.loads(path.read_text())["render"]
+    path = storage.join(out, JOB_FILE)
+    if storage.exists(path) and staged_objects(out):
+        previous = json.loads(storage.read_bytes(path))["render"]
         if previous != settings:
             keys = sorted(k for k in settings | previous if previous.get(k) != settings.get(k))
             raise JobError(
@@ -155,8 +160,16 @@ def worker_count(cfg: RenderJobConfig, pending: int, gpus: float) -> int:
     return max(1, min(wanted, fit, pending))
 
 
+def work_dir(cfg: RenderJobConfig, out: Location) -> Path | None:
+    """The render processes' local scratch: work_dir, else OUT/work for a local OUT; None (each
+    node's own, data_pipeline.worker.node_scratch) when OUT is in object storage."""
+    if cfg.work_dir is not None:
+        return Path(cfg.work_dir).expanduser().resolve()
+    return None if storage.is_url(out) else Path(out) / "work"
+
+
 def actor_factory(
-    cfg: RenderJobConfig, source: Any, out: Path, renderer: str, gpus: float
+    cfg: RenderJobConfig, source: Any, out: Location, renderer: str, gpus: float
 ) -> Callable[[], Any]:
     """A function that starts one render actor."""
     import ray
@@ -165,13 +178,15 @@ def actor_factory(
         num_cpus=cfg.ray.cpus_per_worker, num_gpus=gpus, max_restarts=0
     )
 
+    scratch = work_dir(cfg, out)
+
     def new_actor() -> Any:
         return actor_cls.remote(
             source,
             cfg.render,
             time_limit_s=cfg.time_limit_s,
             max_attempts=cfg.max_attempts,
-            work_dir=str(out / "work"),
+            work_dir=None if scratch is None else str(scratch),
             renderer=renderer,
             recycle_after=cfg.recycle_after,
         )
@@ -256,10 +271,10 @@ def stop_actors(actors: list) -> None:
 def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str, Any]:
     """Render every object of the source that is not done yet; returns the summary."""
     job_start = time.monotonic()
-    out = Path(cfg.output_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.resolve(cfg.output_dir)
+    storage.makedirs(out)
     check_settings(out, cfg)
-    clean_work_dirs(out)
+    clean_work_dirs(work_dir(cfg, out) or node_scratch())
 
     source = build_source(cfg.source, out)
     specs, duplicates = find_duplicates(list(source.list_objects()))
@@ -297,7 +312,7 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
             phases["ray_start"] = time.monotonic() - start
             render_pending(cfg, source, out, renderer, pending, staged, ledger, results, phases)
         start = time.monotonic()
-        shards_dir = out / "shards"
+        shards_dir = storage.join(out, "shards")
         remove_index(shards_dir)  # from here until write_index the folder is visibly incomplete
         manifests = write_shards(cfg, staged, shards_dir)  # in the same Ray session
         write_index(shards_dir, manifests)  # last: the folder is complete
@@ -307,13 +322,14 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
 
             ray.shutdown()
     rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
+    compact_records(out, RENDERED_FILE)  # (object storage) the timing parts into one file
     phases["shards"] = time.monotonic() - start
     phases["total"] = time.monotonic() - job_start
     workers = int(phases.pop("workers", 0))
     summary = make_summary(
         cfg, out, specs, duplicates, resumed, results, staged, ledger, manifests, workers, phases
     )
-    write_json(out / SUMMARY_FILE, summary)
+    write_json(storage.join(out, SUMMARY_FILE), summary)
     print_summary(summary)
     quality = report_after_job(out, cfg.quality)  # OUT/quality.html, from the files just written
     log_wandb(cfg, summary, quality)
@@ -323,10 +339,10 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
 def render_pending(
     cfg: RenderJobConfig,
     source: Any,
-    out: Path,
+    out: Location,
     renderer: str,
     pending: list[ObjectSpec],
-    staged: dict[str, Path],
+    staged: dict[str, Location],
     ledger: dict[str, LedgerEntry],
     results: list[ObjectResult],
     phases: dict[str, float],
@@ -350,24 +366,26 @@ def render_pending(
             results.append(result)
             in_a_row = in_a_row + 1 if result.unexpected else 0
             if in_a_row >= MAX_CONSECUTIVE_UNEXPECTED:
+                logs = work_dir(cfg, out) or "<TMPDIR>/imagedream-render on each node"
                 raise JobError(
                     f"{in_a_row} objects in a row failed with errors that are not asset "
-                    f"refusals (last: {result.detail}); see {out / 'work' / 'logs'}. Fix the "
+                    f"refusals (last: {result.detail}); see the logs in {logs}/logs. Fix the "
                     "environment or config and run again: they were not quarantined."
                 )
         phases["render"] = time.monotonic() - start
     finally:
         stop_actors(actors)  # kills the render processes too
-        clean_work_dirs(out)  # and actors that died during the run left theirs
+        clean_work_dirs(work_dir(cfg, out) or node_scratch())  # what dead actors left here
 
 
 def write_shards(
-    cfg: RenderJobConfig, staged: dict[str, Path], shards_dir: Path
+    cfg: RenderJobConfig, staged: Mapping[str, Location], shards_dir: Location
 ) -> list[ShardManifest]:
     """(Re)write the shards from the staged objects: one Ray task per shard (at most
-    `cfg.shard_workers` at once, default the driver node's CPUs), each reading only its own
-    objects, so no process reads them all and the driver holds only the manifests. The tasks run
-    on the driver's node, which sees OUT. shard_workers=0 builds them in the driver."""
+    `cfg.shard_workers` at once, default the CPUs of the nodes that see OUT), each reading only
+    its own objects, so no process reads them all and the driver holds only the manifests. A
+    local OUT is seen by the driver's node, where the tasks then run; OUT in object storage by
+    every node. shard_workers=0 builds them in the driver."""
     if cfg.shard_workers == 0:
         return write_shards_from_staging(staged, shards_dir, cfg.num_shards)
     import ray
@@ -377,15 +395,17 @@ def write_shards(
         return []
     owns_ray = start_ray(cfg)
     try:
-        # on the driver's node: it is the one that sees OUT (the staged objects and the shards)
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        task = ray.remote(num_cpus=1, max_retries=2)(build_shard)
+        if storage.is_url(shards_dir):  # every node sees it
+            cpus = ray.cluster_resources().get("CPU", 1)
+        else:  # on the driver's node: the one that sees a local OUT
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        node = ray.get_runtime_context().get_node_id()
-        here: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node), {})
-        limit = cfg.shard_workers or max(1, int(here.get("Resources", {}).get("CPU", 1)))
-        task = ray.remote(num_cpus=1, max_retries=2)(build_shard).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-        )
+            node = ray.get_runtime_context().get_node_id()
+            here: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node), {})
+            cpus = here.get("Resources", {}).get("CPU", 1)
+            task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, False))
+        limit = cfg.shard_workers or max(1, int(cpus))
         pending: list[Any] = []
         manifests: list[ShardManifest] = []
         for sid, uids in assignment.items():
@@ -393,7 +413,7 @@ def write_shards(
                 done, pending = ray.wait(pending, num_returns=1)
                 manifests += ray.get(done)
             paths = {u: str(staged[u]) for u in uids}
-            pending.append(task.remote(str(shards_dir / shard_name(sid)), paths))
+            pending.append(task.remote(storage.join(shards_dir, shard_name(sid)), paths))
         manifests += ray.get(pending)
     finally:
         if owns_ray:
@@ -402,10 +422,10 @@ def write_shards(
 
 
 def quarantine_unsupported(
-    out: Path,
+    out: Location,
     pending: list[ObjectSpec],
     source_name: str,
-    staged: dict[str, Path],
+    staged: dict[str, Location],
     ledger: dict[str, LedgerEntry],
 ) -> list[ObjectResult]:
     """Quarantine the files the source marked `unsupported` (a format no importer reads) at once,
@@ -425,19 +445,20 @@ def quarantine_unsupported(
     return results
 
 
-def clean_work_dirs(out: Path) -> None:
-    """Remove the render-* work folders that earlier (killed) runs or dead actors left behind;
-    those of live render actors are locked and kept (data_pipeline.worker)."""
-    removed = remove_stale_work_dirs(out / "work")
+def clean_work_dirs(folder: Path) -> None:
+    """Remove the render-* work folders that earlier (killed) runs or dead actors left behind in
+    this node's scratch; those of live render actors are locked and kept (data_pipeline.worker).
+    Render actors do the same on their own nodes when they start."""
+    removed = remove_stale_work_dirs(folder)
     if removed:
-        print(f"removed {len(removed)} work folders left by killed render runs in {out / 'work'}")
+        print(f"removed {len(removed)} work folders left by killed render runs in {folder}")
 
 
 def record(
-    out: Path,
+    out: Location,
     result: ObjectResult,
     source_name: str,
-    staged: dict[str, Path],
+    staged: dict[str, Location],
     ledger: dict[str, LedgerEntry],
 ) -> None:
     """Make one finished object durable: staged tar, or a ledger line. An unexpected error

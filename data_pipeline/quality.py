@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_pipeline.ledger import LEDGER_FILE, RENDERED_FILE
+from data_pipeline import storage
+from data_pipeline.ledger import LEDGER_FILE, RENDERED_FILE, iter_records
 from data_pipeline.schema import META_EXT, RingMeta, SchemaError, decode_png
 from data_pipeline.validate import ALPHA_THRESHOLD
 
@@ -267,7 +268,7 @@ def iter_ring_members(shard: str | Path) -> Iterator[tuple[RingMeta, dict[int, b
     """(meta, canonical view index -> PNG bytes) per ring of a shard written by data_pipeline
     .shards (meta before views), reading only those members; other views are skipped by seeking.
     """
-    with tarfile.open(shard, mode="r:") as tar:
+    with storage.open_binary(shard) as f, tarfile.open(fileobj=f, mode="r:") as tar:
         key, meta = "", None
         views: dict[int, bytes] = {}
         wanted: set[int] = set()
@@ -350,31 +351,15 @@ def thumbnail_strip(rgba: np.ndarray, size: int = THUMB) -> bytes:
     return buf.getvalue()
 
 
-def iter_jsonl(path: Path) -> Iterator[dict[str, Any] | None]:
-    """Each line's object, None for a torn or non-object line; nothing if the file is absent."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                yield None
-                continue
-            yield record if isinstance(record, dict) else None
-
-
 def build_report(
     out: str | Path, sample: int = 24, workers: int = 1, allow_incomplete: bool = False
 ) -> QualityReport:
     """Read OUT's shards, ledger and timings (streaming) into a QualityReport."""
     from data_pipeline.reader import list_shards
 
-    out = Path(out)
-    shards_dir = out / "shards"
-    shards = list_shards(shards_dir, allow_incomplete) if shards_dir.is_dir() else []
+    out = storage.resolve(out)
+    shards_dir = storage.join(out, "shards")
+    shards = list_shards(shards_dir, allow_incomplete) if storage.isdir(shards_dir) else []
     stats = ShardStats(sample=sample)
     for part in _map_shards(shards, sample, workers):
         stats.merge(part)
@@ -382,7 +367,7 @@ def build_report(
     torn = 0
     quarantined: Counter[str] = Counter()
     examples: dict[str, list[dict[str, Any]]] = {}
-    for record in iter_jsonl(out / LEDGER_FILE):
+    for _, record in iter_records(out, LEDGER_FILE):
         if record is None or "reason" not in record:
             torn += 1
             continue
@@ -393,7 +378,7 @@ def build_report(
             shown.append({k: record.get(k, "") for k in ("uid", "path", "detail")})
 
     seconds = seconds_histogram()
-    for record in iter_jsonl(out / RENDERED_FILE):
+    for _, record in iter_records(out, RENDERED_FILE):
         if record is None or "wall_seconds" not in record:
             torn += 1
             continue
@@ -414,18 +399,19 @@ def _map_shards(shards: list[str], sample: int, workers: int) -> Iterator[ShardS
         yield from pool.map(shard_stats, shards, [sample] * len(shards))
 
 
-def write_report(report: QualityReport, out: str | Path) -> Path:
-    """OUT/quality.html and OUT/quality.json (atomically); returns the HTML's path."""
+def write_report(report: QualityReport, out: str | Path) -> Path | str:
+    """OUT/quality.html and OUT/quality.json (each complete or absent); returns the HTML's path."""
     from data_pipeline.quality_html import render_html
-    from data_pipeline.shards import atomic_write_bytes
 
-    out = Path(out)
-    atomic_write_bytes(out / QUALITY_JSON, (json.dumps(report.to_json(), indent=1) + "\n").encode())
-    atomic_write_bytes(out / QUALITY_HTML, render_html(report).encode("utf-8"))
-    return out / QUALITY_HTML
+    out = storage.resolve(out)
+    data = (json.dumps(report.to_json(), indent=1) + "\n").encode()
+    storage.write_bytes(storage.join(out, QUALITY_JSON), data)
+    storage.write_bytes(storage.join(out, QUALITY_HTML), render_html(report).encode("utf-8"))
+    html = storage.join(out, QUALITY_HTML)
+    return html if storage.is_url(out) else Path(html)
 
 
-def report_after_job(out: Path, cfg: QualityConfig) -> QualityReport | None:
+def report_after_job(out: Path | str, cfg: QualityConfig) -> QualityReport | None:
     """The render job's hook: build and write the report; a failure is a warning, never fatal
     (the rendered dataset is complete at this point; `python -m data_pipeline.quality` retries)."""
     if not cfg.enabled:
@@ -442,13 +428,13 @@ def report_after_job(out: Path, cfg: QualityConfig) -> QualityReport | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write OUT/quality.html from a render output.")
-    parser.add_argument("out", type=Path, help="the render job's output_dir")
+    parser.add_argument("out", help="the render job's output_dir (a folder or a URL)")
     parser.add_argument("--sample", type=int, default=24, help="rings on the contact sheet")
     parser.add_argument("--workers", type=int, default=1, help="processes reading shards")
     parser.add_argument("--allow-incomplete", action="store_true", help="read shards anyway")
     args = parser.parse_args(argv)
     cfg = QualityConfig(sample=args.sample, workers=args.workers)  # checks the values
-    if not args.out.is_dir():
+    if not storage.isdir(args.out):
         parser.error(f"{args.out} is not a folder")
     try:
         report = build_report(args.out, cfg.sample, cfg.workers, args.allow_incomplete)

@@ -1,9 +1,11 @@
 """Shard writing: deterministic uid -> shard assignment and atomic tar + manifest files.
 
-Every file this module writes appears under its final name only once it is complete (written to a
-temporary name in the same folder, fsynced, then `os.replace`d), so a reader or a resumed job never
-sees half a shard. Tars are byte-reproducible: members sorted by sample key and view index, fixed
-mtime/owner/mode, so the same staged objects always give the same shard sha256.
+Every file this module writes appears under its final name only once it is complete
+(data_pipeline.storage.open_write: locally a temporary name in the same folder, fsynced, then
+`os.replace`d; in object storage the upload's completion), so a reader or a resumed job never sees
+half a shard. The shards folder may be a local path or a URL. Tars are byte-reproducible: members
+sorted by sample key and view index, fixed mtime/owner/mode, so the same staged objects always
+give the same shard sha256.
 
 Layout (see docs/CONTRACTS.md): OUT/shards/shard-{id:05d}.tar and shard-{id:05d}.tar.manifest.json.
 """
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from data_pipeline import storage
 from data_pipeline.schema import (
     META_EXT,
     ManifestEntry,
@@ -143,7 +146,7 @@ def read_tar_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Samples of a tar written by this module (member "key.ext"), in file order; no decoding."""
     samples: dict[str, dict[str, Any]] = {}
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with storage.open_binary(path) as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             for info in tar:
                 if not info.isfile():
                     continue
@@ -168,28 +171,21 @@ def write_shard(path: str | os.PathLike[str], samples: Iterable[Sample]) -> Shar
     The tar is replaced first and the manifest second, so a manifest always describes a complete
     tar; a reader that finds a tar without a matching manifest treats the shard as unverified.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            hashing = _HashingFile(f)
-            try:
-                entries = write_tar(hashing, samples)  # type: ignore[arg-type]
-            except SchemaError as exc:
-                raise SchemaError(f"shard {path.name}: {exc}") from exc
-            f.flush()
-            os.fsync(f.fileno())
-        manifest = ShardManifest(
-            shard=path.name,
-            tar_bytes=hashing.size,
-            tar_sha256=hashing.sha256.hexdigest(),
-            entries=entries,
-        )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    atomic_write_bytes(manifest_path_for(str(path)), manifest.to_json())
+    folder, name = storage.split(path)
+    storage.makedirs(folder)
+    with storage.open_write(path) as f:  # appears under its name only complete
+        hashing = _HashingFile(f)
+        try:
+            entries = write_tar(hashing, samples)  # type: ignore[arg-type]
+        except SchemaError as exc:
+            raise SchemaError(f"shard {name}: {exc}") from exc
+    manifest = ShardManifest(
+        shard=name,
+        tar_bytes=hashing.size,
+        tar_sha256=hashing.sha256.hexdigest(),
+        entries=entries,
+    )
+    storage.write_bytes(manifest_path_for(str(path)), manifest.to_json())
     return manifest
 
 
@@ -201,16 +197,16 @@ def assign_shards(uids: Iterable[str], num_shards: int) -> dict[int, list[str]]:
     return {sid: sorted(out[sid]) for sid in sorted(out)}
 
 
-def _current_manifest(path: Path) -> ShardManifest | None:
+def _current_manifest(path: str) -> ShardManifest | None:
     """The manifest of an existing, intact shard at `path`, else None."""
-    mpath = Path(manifest_path_for(str(path)))
-    if not (path.is_file() and mpath.is_file()):
+    mpath = manifest_path_for(path)
+    if not (storage.isfile(path) and storage.isfile(mpath)):
         return None
     try:
-        manifest = ShardManifest.from_json(mpath.read_bytes(), mpath.name)
+        manifest = ShardManifest.from_json(storage.read_bytes(mpath), storage.split(mpath)[1])
     except SchemaError:
         return None
-    if manifest.tar_bytes != path.stat().st_size or manifest.tar_sha256 != sha256_file(path):
+    if manifest.tar_bytes != storage.size(path) or manifest.tar_sha256 != storage.sha256(path):
         return None
     return manifest
 
@@ -223,16 +219,16 @@ def plan_shards(
     """shard id -> sorted uids for `staged` (uid -> path), after removing the shard files that no
     longer belong to the assignment (fewer objects, another num_shards) and leftovers of killed
     writers, so no object is ever present twice. Metadata only: no shard is read."""
-    shards_dir = Path(shards_dir)
-    shards_dir.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(shards_dir)
+    storage.forget(shards_dir)
     assignment = assign_shards(staged, num_shards)
     wanted = {shard_name(sid) for sid in assignment}
-    for old in shards_dir.glob("shard-*.tar*"):
-        base = old.name.removesuffix(".manifest.json")
-        if base not in wanted or old.name.startswith("."):
-            old.unlink()
-    for tmp in shards_dir.glob(".shard-*"):  # leftovers of a killed writer
-        tmp.unlink(missing_ok=True)
+    exists = storage.isdir(shards_dir)
+    for old in storage.names(shards_dir, "shard-*.tar*") if exists else []:
+        if old.removesuffix(".manifest.json") not in wanted:
+            storage.remove(storage.join(shards_dir, old))
+    for tmp in storage.names(shards_dir, ".shard-*") if exists else []:  # a killed local writer's
+        storage.remove(storage.join(shards_dir, tmp))
     return assignment
 
 
@@ -240,7 +236,7 @@ def build_shard(path: str | os.PathLike[str], staged_paths: Mapping[str, str]) -
     """One shard from its objects' staged tars (uid -> path): kept as is when its intact
     manifest already lists exactly these uids (staged objects are immutable), else written in
     uid order, one staged object in memory at a time. What a sharding task runs."""
-    path = Path(path)
+    path = os.fspath(path)
     current = _current_manifest(path)
     if current is not None and current.uids == set(staged_paths):
         return current
@@ -258,6 +254,6 @@ def write_shards_from_staging(
     in this process (the job runs `build_shard` as parallel Ray tasks instead)."""
     assignment = plan_shards(staged, shards_dir, num_shards)
     return [
-        build_shard(Path(shards_dir) / shard_name(sid), {u: str(staged[u]) for u in uids})
+        build_shard(storage.join(shards_dir, shard_name(sid)), {u: str(staged[u]) for u in uids})
         for sid, uids in assignment.items()
     ]

@@ -24,6 +24,14 @@ without asking the store (a brace pattern of thousands of shards costs no reques
 any other URL without a glob pattern must be a folder. fsspec caches listings; `forget(folder)` drops that
 cache, and `dataset_index.read_index` calls it first, so every index read lists the folder anew.
 
+Writing (the render job's output_dir may be a URL too): `write_bytes` and `open_write` make a
+file appear under its name only once it is complete. Locally through a temporary file in the same
+folder, fsync and rename; in object storage an object is visible only when its upload completes
+(S3 PUT or multipart completion, a GCS upload's finalisation), and a failed `open_write` is never
+completed. `file://` URLs are local paths (`resolve`), written the local way: fsspec's local
+backend writes in place. Object stores have no append; callers that append (the render job's
+ledgers, data_pipeline.ledger) write one object per record instead.
+
 Errors: every operation on a URL raises OSError (FileNotFoundError for a missing object) whatever
 the backend raised (botocore's connection errors are not OSErrors), also while a shard is being
 streamed, so callers treat local and remote failures alike; a missing backend package raises
@@ -78,6 +86,17 @@ def _as_oserror(url: str) -> Iterator[None]:
 def _fs(url: str) -> tuple[Any, str]:
     with _as_oserror(url):
         return fsspec.core.url_to_fs(url)
+
+
+def resolve(path: PathLike) -> Path | str:
+    """A local path (also for `file://` URLs) as an absolute Path, a URL as its string without a
+    trailing slash: the form the writers below and `join` take."""
+    text = os.fspath(path)
+    if text.startswith("file://"):
+        return Path(text.removeprefix("file://")).expanduser().resolve()
+    if is_url(text):
+        return text.rstrip("/")
+    return Path(text).expanduser().resolve()
 
 
 def join(folder: PathLike, name: str) -> str:
@@ -151,6 +170,29 @@ def glob(pattern: str) -> list[str]:
     return sorted(fs.unstrip_protocol(m) for m, info in found.items() if info["type"] == "file")
 
 
+def find(folder: str) -> list[str]:
+    """Every file under a URL folder, recursively, sorted (URLs)."""
+    fs, p = _fs(folder)
+    with _as_oserror(folder):
+        found = fs.find(p)
+    return sorted(fs.unstrip_protocol(f) for f in found)
+
+
+def download(url: str, path: PathLike) -> None:
+    """Copy one object to a local file (its folder is created)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fs, p = _fs(url)
+    with _as_oserror(url):
+        fs.get_file(p, os.fspath(path))
+
+
+def upload(path: PathLike, url: str) -> None:
+    """Copy one local file to an object (complete or absent, like `write_bytes`)."""
+    fs, p = _fs(url)
+    with _as_oserror(url):
+        fs.put_file(os.fspath(path), p)
+
+
 def size(path: PathLike) -> int:
     if not is_url(path):
         return os.path.getsize(path)
@@ -188,6 +230,96 @@ def sha256(path: PathLike) -> str:
     return digest.hexdigest()
 
 
+def exists(path: PathLike) -> bool:
+    if not is_url(path):
+        return os.path.exists(path)
+    fs, p = _fs(os.fspath(path))
+    with _as_oserror(os.fspath(path)):
+        return bool(fs.exists(p))
+
+
+def makedirs(folder: PathLike) -> None:
+    """Create a local folder and its parents; nothing for a URL (prefixes need no creating)."""
+    if not is_url(folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def remove(path: PathLike) -> None:
+    """Delete a file or object; a missing one is not an error."""
+    if not is_url(path):
+        Path(path).unlink(missing_ok=True)
+        return
+    url = os.fspath(path)
+    fs, p = _fs(url)
+    with _as_oserror(url), contextlib.suppress(FileNotFoundError):
+        fs.rm_file(p)
+
+
+def read_many(paths: list[str]) -> dict[str, bytes]:
+    """path -> bytes of many small files; URLs are fetched concurrently (fsspec's `cat`)."""
+    remote = [p for p in paths if is_url(p)]
+    found = {p: Path(p).read_bytes() for p in paths if not is_url(p)}
+    if remote:
+        fs, _ = _fs(remote[0])
+        with _as_oserror(remote[0]):
+            got = fs.cat([fs._strip_protocol(p) for p in remote], on_error="raise")
+        by_key = {fs._strip_protocol(p): p for p in remote}
+        found.update({by_key[k]: bytes(v) for k, v in got.items()})
+    return found
+
+
+def write_bytes(path: PathLike, data: bytes) -> None:
+    """Write a whole file; it appears under its name only complete (module docstring)."""
+    with open_write(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def open_write(path: PathLike) -> Iterator[Any]:
+    """A binary file to stream into; on success it appears under `path`, complete, on an
+    exception nothing appears there (a local temporary is removed, an upload not completed)."""
+    if not is_url(path):
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    url = os.fspath(path)
+    fs, p = _fs(url)
+    with _as_oserror(url):
+        remote = fs.open(p, "wb")
+    try:
+        yield _RemoteWriter(remote, url)
+    except BaseException:
+        # never complete the upload: what was sent stays an unfinished (invisible) upload
+        with contextlib.suppress(Exception):
+            remote.discard()
+        remote.closed = True
+        raise
+    with _as_oserror(url):
+        remote.close()
+
+
+class _RemoteWriter:
+    """An fsspec file open for writing whose write failures are OSErrors naming the url."""
+
+    def __init__(self, file: Any, url: str) -> None:
+        self._file, self.url = file, url
+
+    def write(self, data: bytes) -> int:
+        with _as_oserror(self.url):
+            return int(self._file.write(data))
+
+    def tell(self) -> int:
+        return int(self._file.tell())
+
+
 class _RemoteFile(io.RawIOBase):
     """An fsspec file whose read and close failures are OSErrors naming the url."""
 
@@ -216,6 +348,9 @@ class _RemoteFile(io.RawIOBase):
 
 __all__ = [
     "WEBDATASET_SCHEMES",
+    "download",
+    "exists",
+    "find",
     "forget",
     "glob",
     "is_folder",
@@ -223,10 +358,17 @@ __all__ = [
     "isdir",
     "isfile",
     "join",
+    "makedirs",
     "names",
     "open_binary",
+    "open_write",
     "read_bytes",
+    "read_many",
+    "remove",
+    "resolve",
     "sha256",
     "size",
     "split",
+    "upload",
+    "write_bytes",
 ]

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from data_pipeline import storage
 from data_pipeline.config import RenderJobConfig
 from data_pipeline.errors import Reason
-from data_pipeline.ledger import LedgerEntry, read_rendered
+from data_pipeline.ledger import LedgerEntry, Location, read_rendered
 from data_pipeline.sources import ObjectSpec
 from data_pipeline.worker import ObjectResult
 
@@ -26,12 +27,12 @@ SUMMARY_FILE = "summary.json"
 
 def make_summary(
     cfg: RenderJobConfig,
-    out: Path,
+    out: Location,
     specs: list[ObjectSpec],
     duplicates: list[dict[str, Any]],
     resumed: dict[str, int],
     results: list[ObjectResult],
-    staged: dict[str, Path],
+    staged: dict[str, Location],
     ledger: dict[str, LedgerEntry],
     manifests: list,
     workers: int,
@@ -138,7 +139,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     if summary["duplicates"]:
         lines.append(f"duplicate uids in the source: {[d['uid'] for d in summary['duplicates']]}")
-    lines.append(f"summary: {Path(summary['output_dir']) / SUMMARY_FILE}")
+    lines.append(f"summary: {storage.join(summary['output_dir'], SUMMARY_FILE)}")
     print("\n".join(lines))
 
 

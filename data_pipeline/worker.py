@@ -11,9 +11,12 @@ Two halves:
   child is started for the next request. Transient reasons (errors.TRANSIENT) are retried up to
   `max_attempts`; the result is always an `ObjectResult`, never an exception.
 
-Each `RenderWorker` owns a work folder OUT/work/render-XXXX (the render process's TMPDIR: staged
-tars, Blender's temporaries) and holds a lock on it while alive; `remove_stale_work_dirs` deletes
-the folders whose owner is gone (a killed job, a dead actor) and never a live one.
+Each `RenderWorker` owns a work folder WORK/render-XXXX (the render process's TMPDIR: staged
+tars, Blender's temporaries, downloaded objects) and holds a lock on it while alive;
+`remove_stale_work_dirs` deletes the folders whose owner is gone (a killed job, a dead actor) and
+never a live one; each worker runs it on its node when it warms up. WORK is OUT/work for a local
+OUT, else (OUT in object storage) `work_dir` or each node's own <TMPDIR>/imagedream-render; the
+logs are in WORK/logs.
 
 The job wraps `RenderWorker` in a Ray actor (job.py); tests drive it directly.
 """
@@ -207,7 +210,7 @@ class RenderWorker:
         *,
         time_limit_s: float,
         max_attempts: int,
-        work_dir: str | Path,
+        work_dir: str | Path | None,
         renderer: str = DEFAULT_RENDERER,
         recycle_after: int = 100,
     ):
@@ -215,7 +218,8 @@ class RenderWorker:
         self.settings = settings
         self.time_limit_s = time_limit_s
         self.max_attempts = max_attempts
-        self.work_dir = Path(work_dir)
+        # None: this node's own scratch (the job's output is in object storage)
+        self.work_dir = Path(work_dir) if work_dir is not None else node_scratch()
         self.tmp: Path
         self._lock: int | None
         self.tmp, self._lock = claim_work_dir(self.work_dir)
@@ -224,7 +228,10 @@ class RenderWorker:
         self.process = RenderProcess(renderer, log, recycle_after, tmp_dir=self.tmp)
 
     def warm_up(self) -> None:
-        """Start the render process now, so Blender's import is not charged to the first object."""
+        """Start the render process now, so Blender's import is not charged to the first object;
+        and remove what killed runs left in this node's work folder (the job does so only on the
+        driver's node)."""
+        remove_stale_work_dirs(self.work_dir)
         if self.process.proc is None:
             try:
                 self.process._start()
@@ -262,7 +269,13 @@ class RenderWorker:
         return result
 
     def _attempt(self, spec: ObjectSpec, result: ObjectResult) -> None:
-        asset = self.source.fetch(spec)
+        scratch = self.tmp / "fetch"
+        try:
+            self._render(spec, result, self.source.fetch(spec, scratch=scratch))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _render(self, spec: ObjectSpec, result: ObjectResult, asset: Path) -> None:
         out = self.tmp / f"{spec.uid}.tar"
         payload = {
             "uid": spec.uid,
@@ -287,6 +300,12 @@ class RenderWorker:
 
 
 # -- work folders -------------------------------------------------------------------------------
+
+
+def node_scratch() -> Path:
+    """This node's local scratch for render work folders when OUT is not a local folder:
+    <TMPDIR>/imagedream-render (each node's own temporary folder)."""
+    return Path(tempfile.gettempdir()) / "imagedream-render"
 
 
 def claim_work_dir(work_dir: Path) -> tuple[Path, int]:

@@ -5,6 +5,7 @@ Registry: `source.kind` in the config picks the class (conf/source/<kind>.yaml).
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,29 @@ class BuiltinSourceConfig:
             raise ValueError("source.heldout_fraction must lie in [0, 1]")
 
 
+def write_builtin(cfg: BuiltinSourceConfig, output_dir: str | Path) -> str:
+    """Write the built-in objects into OUT/builtin_assets (uploaded there when OUT is in object
+    storage, so every render node reads them from the same place); returns that folder."""
+    from data_pipeline import storage
+    from data_pipeline.samples import write_builtin_samples  # the render-core's module
+
+    target = storage.join(output_dir, "builtin_assets")
+    remote = storage.is_url(output_dir)
+    with tempfile.TemporaryDirectory(prefix="builtin-") as tmp:
+        folder = Path(tmp) if remote else Path(target)
+        folder.mkdir(parents=True, exist_ok=True)
+        if cfg.count:
+            from data_pipeline.procedural import write_family
+
+            write_family(folder, cfg.count, cfg.split, cfg.heldout_fraction)
+        else:
+            write_builtin_samples(folder)
+        if remote:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                storage.upload(path, storage.join(target, path.relative_to(folder).as_posix()))
+    return target
+
+
 def build_source(cfg: Any, output_dir: str | Path) -> Source:
     """The source object for a typed source config (`kind` picks the class)."""
     kind = getattr(cfg, "kind", None)
@@ -64,17 +88,7 @@ def build_source(cfg: Any, output_dir: str | Path) -> Source:
     if kind == "objaverse_xl":
         return ObjaverseXLSource(cfg)
     if kind == "builtin":
-        from data_pipeline.samples import write_builtin_samples  # the render-core's module
-
-        folder = Path(output_dir) / "builtin_assets"
-        folder.mkdir(parents=True, exist_ok=True)
-        if getattr(cfg, "count", 0):
-            from data_pipeline.procedural import write_family
-
-            write_family(folder, cfg.count, cfg.split, cfg.heldout_fraction)
-        else:
-            write_builtin_samples(folder)
-        return LocalSource(LocalSourceConfig(root=str(folder)), name="builtin")
+        return LocalSource(LocalSourceConfig(root=write_builtin(cfg, output_dir)), name="builtin")
     raise ValueError(
         f"unknown source kind {kind!r} (known: builtin, local, objaverse, objaverse_xl)"
     )

@@ -37,8 +37,10 @@ class Source(Protocol):
         """Every object, in a deterministic order; raises SourceError if the listing fails."""
         ...
 
-    def fetch(self, spec: ObjectSpec) -> Path:
-        """Local path of the asset (downloading it if needed); raises Refusal(FETCH_FAILED)."""
+    def fetch(self, spec: ObjectSpec, scratch: Path | None = None) -> Path:
+        """Local path of the asset (downloading it if needed); raises Refusal(FETCH_FAILED).
+        `scratch`: a local folder the caller removes after rendering, for sources whose
+        downloads are not kept in a cache of their own (objects in object storage)."""
         ...
 
 

@@ -7,6 +7,12 @@ data_pipeline.formats) is an `ObjectSpec` with `unsupported` set, which the job 
 `unsupported_format` with its path: no file of the folder is skipped silently. A manifest lists
 what it names, checked the same way.
 
+`root` and `manifest` may be URLs (s3://bucket/objects, gs://..., data_pipeline.storage): the
+folder is listed in object storage and each render actor downloads, into its own local scratch,
+the object and the companions found in the object's folder and below (an .obj's .mtl and
+textures, a .gltf's .bin), so no node needs a file system another node sees. A manifest in object
+storage names objects relative to its own folder, or by full URL.
+
 uid = sanitised file stem + "-" + 10 hex of sha1(relative path): readable, stable across runs and
 machines (it does not depend on where the folder is mounted), and unique within the folder.
 Caption: captions file (uid,caption CSV) > sidecar `<stem>.txt` > manifest column > file name.
@@ -20,10 +26,11 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
+from data_pipeline import storage
 from data_pipeline.errors import Reason, Refusal
-from data_pipeline.formats import OBJECT_EXTENSIONS, partition
+from data_pipeline.formats import CAPTION_SIDECAR, OBJECT_EXTENSIONS, partition
 from data_pipeline.schema import SchemaError, validate_uid
 from data_pipeline.sources.base import ObjectSpec, SourceError, sanitise
 from data_pipeline.sources.captions import caption_from_name, load_captions_csv, sidecar_caption
@@ -64,7 +71,7 @@ def local_uid(relative_path: str) -> str:
 
 @dataclass
 class _Row:
-    path: Path
+    path: Path | str  # a local path, or a URL (a source in object storage)
     uid: str | None = None
     caption: str | None = None
 
@@ -78,7 +85,14 @@ class LocalSource:
         self.extensions = {_dotted(e) for e in cfg.extensions}
 
     # -- listing -------------------------------------------------------------------------------
-    def _rows(self) -> tuple[Path, list[_Row]]:
+    def _rows(self) -> tuple[Path | str, list[_Row]]:
+        if self.cfg.root is not None and storage.is_url(self.cfg.root):
+            return self._url_rows(self.cfg.root.rstrip("/"))
+        if self.cfg.manifest is not None and storage.is_url(self.cfg.manifest):
+            manifest_url = self.cfg.manifest
+            if not storage.isfile(manifest_url):
+                raise SourceError(f"source.manifest {manifest_url} does not exist")
+            return storage.split(manifest_url)[0], read_manifest(manifest_url)
         if self.cfg.root is not None:
             root = Path(self.cfg.root).expanduser().resolve()
             if not root.is_dir():
@@ -93,34 +107,55 @@ class LocalSource:
             raise SourceError(f"source.manifest {manifest} does not exist")
         return manifest.parent, read_manifest(manifest)
 
+    def _url_rows(self, root: str) -> tuple[str, list[_Row]]:
+        """The rows of a folder in object storage; captions from sidecars (read here, they are
+        small) go into the rows."""
+        try:
+            if not storage.isdir(root):
+                raise SourceError(f"source.root {root} is not a folder")
+            own = {self.cfg.captions_file.rstrip("/")} if self.cfg.captions_file else set()
+            urls = [u for u in storage.find(root) if u not in own]
+        except OSError as exc:
+            raise SourceError(f"source.root {root}: cannot list it ({exc})") from exc
+        listed, companions = _partition_urls(root, urls)
+        sidecars = {c for c in companions if c.endswith(CAPTION_SIDECAR)}
+        rows = []
+        for url in listed:
+            sidecar = url.rsplit(".", 1)[0] + CAPTION_SIDECAR if "." in url else ""
+            caption = None
+            if sidecar in sidecars:
+                text = storage.read_bytes(sidecar).decode("utf-8", errors="replace")
+                caption = " ".join(text.split()) or None
+            rows.append(_Row(path=url, caption=caption))
+        return root, rows
+
     def list_objects(self) -> Iterator[ObjectSpec]:
         root, rows = self._rows()
         captions = load_captions_csv(self.cfg.captions_file) if self.cfg.captions_file else {}
         for row in rows:
-            try:
-                rel = row.path.relative_to(root).as_posix()
-            except ValueError:  # manifest entry outside the manifest's folder
-                rel = row.path.as_posix()
+            rel = _relative(row.path, root)
             uid = row.uid or local_uid(rel)
             try:
                 validate_uid(uid)
             except SchemaError as exc:
                 raise SourceError(f"{row.path}: {exc}") from exc
+            name = PurePosixPath(str(row.path)).stem
+            on_disk = isinstance(row.path, Path) and row.path.is_file()
             caption = (
                 captions.get(uid)
-                or (sidecar_caption(row.path) if row.path.is_file() else None)
+                or (sidecar_caption(row.path) if isinstance(row.path, Path) and on_disk else None)
                 or row.caption
-                or caption_from_name(row.path.stem)
+                or caption_from_name(name)
             )
             yield ObjectSpec(
                 uid=uid,
                 path=str(row.path),
                 caption=caption,
                 source=self.name,
-                unsupported=self.unsupported(row.path),
+                unsupported=self.unsupported(PurePosixPath(str(row.path))),
             )
 
-    def unsupported(self, path: Path) -> str | None:
+    def unsupported(self, path: PurePath) -> str | None:
         """Why no importer will read this file (its extension), or None if one will."""
         ext = path.suffix.lower()
         if ext in self.extensions:
@@ -131,9 +166,11 @@ class LocalSource:
         return f"{shown} is not a 3D format the pipeline renders ({' '.join(OBJECT_EXTENSIONS)})"
 
     # -- fetching ------------------------------------------------------------------------------
-    def fetch(self, spec: ObjectSpec) -> Path:
+    def fetch(self, spec: ObjectSpec, scratch: Path | None = None) -> Path:
         if spec.unsupported:  # the job quarantines these itself; a direct caller gets the same
             raise Refusal(Reason.UNSUPPORTED_FORMAT, spec.path, spec.unsupported)
+        if storage.is_url(spec.path):
+            return download_with_companions(spec, scratch)
         path = Path(spec.path)
         if not path.is_file():
             raise Refusal(Reason.FETCH_FAILED, spec.path, "file does not exist")
@@ -142,21 +179,25 @@ class LocalSource:
         return path
 
 
-def read_manifest(path: Path) -> list[_Row]:
+def read_manifest(path: Path | str) -> list[_Row]:
     """Rows of a manifest: JSONL ({"path", "uid"?, "caption"?} per line), a CSV with a header
     naming a `path` column (optional `uid`, `caption`), or one path per line.
 
-    Relative paths are relative to the manifest's folder.
+    Relative paths are relative to the manifest's folder; a manifest in object storage may also
+    name objects by URL.
     """
-    base = path.parent
-    text = path.read_text(encoding="utf-8")
+    remote = storage.is_url(path)
+    text = storage.read_bytes(path).decode("utf-8")
 
-    def resolve(p: str) -> Path:
-        q = Path(p.strip()).expanduser()
-        return (q if q.is_absolute() else base / q).resolve()
+    def resolve(p: str) -> Path | str:
+        p = p.strip()
+        if remote:
+            return p if storage.is_url(p) else storage.join(storage.split(path)[0], p)
+        q = Path(p).expanduser()
+        return (q if q.is_absolute() else Path(path).parent / q).resolve()
 
     rows: list[_Row] = []
-    if path.suffix.lower() in {".jsonl", ".ndjson"}:
+    if PurePosixPath(str(path)).suffix.lower() in {".jsonl", ".ndjson"}:
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -175,3 +216,46 @@ def read_manifest(path: Path) -> list[_Row]:
             )
         return rows
     return [_Row(resolve(ln)) for ln in lines]
+
+
+def _relative(path: Path | str, root: Path | str) -> str:
+    """`path` relative to the source root (posix), or whole when it lies outside (a manifest
+    entry elsewhere)."""
+    if isinstance(path, Path) and isinstance(root, Path):
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return path.as_posix()
+    prefix = f"{str(root).rstrip('/')}/"
+    text = str(path)
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _partition_urls(root: str, urls: list[str]) -> tuple[list[str], list[str]]:
+    """`formats.partition` for URLs under `root`: (objects to list, companions), as URLs."""
+    base = PurePosixPath("/")
+    by_rel = {str(base / _relative(u, root)): u for u in urls}
+    paths = [Path(r) for r in by_rel]  # names only: partition never touches the disk
+    listed, companions = partition(Path(base), paths)
+    return sorted(by_rel[str(p)] for p in listed), sorted(by_rel[str(p)] for p in companions)
+
+
+def download_with_companions(spec: ObjectSpec, scratch: Path | None) -> Path:
+    """Download an object in object storage, and the companions in its folder and below (its
+    textures, .mtl, .bin), into `scratch`/<uid>/ keeping their layout; the local object path."""
+    if scratch is None:
+        raise Refusal(Reason.FETCH_FAILED, spec.path, "an object in object storage needs scratch")
+    folder, name = storage.split(spec.path)
+    target = scratch / spec.uid
+    try:
+        if not storage.isfile(spec.path):
+            raise Refusal(Reason.FETCH_FAILED, spec.path, "object does not exist")
+        _, companions = _partition_urls(folder, storage.find(folder))
+        for url in [spec.path, *(c for c in companions if not c.endswith(CAPTION_SIDECAR))]:
+            rel = _relative(url, folder)
+            if any(part.startswith(".") for part in PurePosixPath(rel).parts):
+                continue  # hidden files: never an object's companion
+            storage.download(url, target / rel)
+    except OSError as exc:
+        raise Refusal(Reason.FETCH_FAILED, spec.path, f"download failed: {exc}") from exc
+    return target / name

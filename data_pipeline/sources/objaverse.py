@@ -133,7 +133,7 @@ class ObjaverseSource:
                     "objects", _objaverse().load_objects, missing, self.cfg.download_processes
                 )
 
-    def fetch(self, spec: ObjectSpec) -> Path:
+    def fetch(self, spec: ObjectSpec, scratch: Path | None = None) -> Path:
         if os.path.isfile(spec.path):
             return Path(spec.path)
         objaverse = _objaverse()

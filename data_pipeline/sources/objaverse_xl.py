@@ -242,7 +242,7 @@ class ObjaverseXLSource:
             return Path(found[0]) if found else None
         return None
 
-    def fetch(self, spec: ObjectSpec) -> Path:
+    def fetch(self, spec: ObjectSpec, scratch: Path | None = None) -> Path:
         if spec.unsupported:  # the job quarantines these without fetching; a direct caller too
             raise Refusal(Reason.UNSUPPORTED_FORMAT, spec.path, spec.unsupported)
         sub = spec.source.partition("/")[2]
