@@ -331,6 +331,16 @@ class _RemoteFile(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True  # fsspec files seek by range requests (tarfile's "r:" mode needs it)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with _as_oserror(self.url):
+            return int(self._file.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._file.tell())
+
     def readinto(self, buffer: Any) -> int:
         with _as_oserror(self.url):
             data = self._file.read(len(buffer))

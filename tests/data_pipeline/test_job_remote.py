@@ -1,0 +1,178 @@
+"""The render job with its output (and its source) in object storage: a local S3-compatible
+server (moto, tests/conftest.py) stands in for S3. `fake_render` (test_job) stands in for
+Blender; the two-node cluster test is in test_cluster.py."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from data_pipeline import storage
+from data_pipeline.config import RayConfig
+from data_pipeline.dataset_index import read_index
+from data_pipeline.errors import Reason, Refusal
+from data_pipeline.job import run_job
+from data_pipeline.ledger import (
+    LEDGER_FILE,
+    RENDERED_FILE,
+    LedgerEntry,
+    append_ledger,
+    append_rendered,
+    compact_records,
+    read_ledger,
+    read_rendered,
+    rewrite_ledger,
+)
+from data_pipeline.reader import read_rings
+from data_pipeline.sources import BuiltinSourceConfig, LocalSource, LocalSourceConfig
+from tests.conftest import _point_at
+from tests.data_pipeline.test_job import FAKE, job_config, make_assets
+
+
+@pytest.fixture(scope="module")
+def s3_ray(s3_server):
+    """A local Ray cluster started with the S3 environment, so its workers inherit it (Ray's
+    workers take the environment of the process that started the cluster)."""
+    ray = pytest.importorskip("ray")
+    with pytest.MonkeyPatch.context() as mp:
+        _point_at(mp, s3_server)
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        yield
+        ray.shutdown()
+
+
+def keys_in_shards(shards: str) -> Counter[str]:
+    return Counter(rec.key for rec in read_rings(shards, views=[0]))
+
+
+def test_job_to_object_storage_writes_the_same_dataset_and_nothing_local(
+    tmp_path, s3, s3_ray, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # a URL taken for a local path would appear here
+    assets = make_assets(
+        tmp_path / "a", {"one": "fine", "two": "fine note", "bad": "refuse", "three": "fine"}
+    )
+    (assets / "two.txt").write_text("a two with a caption")
+    (assets / "notes.xyz").write_text("not a mesh")
+    src = s3.upload(assets, "src")
+    out = f"{s3.url}/out"
+    scratch = tmp_path / "scratch"
+    summary = run_job(
+        job_config(out, src, work_dir=str(scratch), ray=RayConfig(workers=2)), renderer=FAKE
+    )
+
+    assert summary["this_run"]["rendered"] == 3
+    index = read_index(f"{out}/shards")
+    keys = keys_in_shards(f"{out}/shards")
+    assert set(keys.values()) == {1} and len(keys) == 3 * 2 == index.num_rings
+    captions = {r.meta.caption for r in read_rings(f"{out}/shards", views=[0])}
+    assert "a two with a caption" in captions  # the sidecar, read from object storage
+    reasons = {Path(e.path).name: e.reason for e in read_ledger(out).values()}
+    assert reasons == {
+        "bad.glb": Reason.NO_FACES.value,
+        "notes.xyz": Reason.UNSUPPORTED_FORMAT.value,
+    }
+    # the per-record objects were folded into the .jsonl files when the job finished
+    for name in (LEDGER_FILE, RENDERED_FILE):
+        assert s3.fs.exists(f"{out}/{name}")
+        assert not s3.fs.exists(f"{out}/{name}.d")
+    assert len(read_rendered(out)) == 3
+    for name in ("summary.json", "job.json", "quality.html", "quality.json"):
+        assert s3.fs.exists(f"{out}/{name}"), name
+    assert json.loads(s3.fs.cat_file(f"{out}/summary.json"))["output_dir"] == out
+    # nothing under a local path named like the URL; render scratch is where work_dir says
+    assert not (tmp_path / "s3:").exists()
+    assert list((scratch / "logs").glob("render-*.log"))
+    assert not list(scratch.glob("render-*")), "live work folders left behind"
+
+    again = run_job(job_config(out, src, work_dir=str(scratch)), renderer=FAKE)
+    assert again["resumed"] == {"already_staged": 3, "already_quarantined": 2}
+    assert again["this_run"]["rendered"] == 0
+    assert keys_in_shards(f"{out}/shards") == keys
+
+
+def test_builtin_objects_are_uploaded_beside_an_object_store_output(tmp_path, s3, s3_ray):
+    out = f"{s3.url}/out"
+    cfg = job_config(out, tmp_path, work_dir=str(tmp_path / "scratch"))
+    cfg.source = BuiltinSourceConfig()
+    summary = run_job(cfg, renderer=FAKE)
+    uploaded = s3.fs.find(f"{out}/builtin_assets")
+    assert summary["this_run"]["rendered"] == 3 and len(uploaded) >= 3
+    assert len(keys_in_shards(f"{out}/shards")) == 3 * 2
+
+
+def test_ledger_records_in_object_storage_survive_a_kill_and_fold_into_one_file(s3):
+    out = f"{s3.url}/out"
+    entry = LedgerEntry(uid="a", path="s3://x/a.glb", reason="no_faces", detail="d", attempts=1)
+    append_ledger(out, entry)
+    append_rendered(out, {"uid": "b", "wall_seconds": 1.0})
+    # a killed job left only the parts: readers see them
+    assert s3.fs.exists(f"{out}/{LEDGER_FILE}.d/a.json")
+    assert read_ledger(out) == {"a": entry}
+    assert read_rendered(out) == [{"uid": "b", "wall_seconds": 1.0}]
+    # the next run rewrites the ledger (dropping what it retries) and folds the timings
+    rewrite_ledger(out, [])
+    compact_records(out, RENDERED_FILE)
+    assert read_ledger(out) == {}
+    assert read_rendered(out) == [{"uid": "b", "wall_seconds": 1.0}]
+    assert not s3.fs.exists(f"{out}/{LEDGER_FILE}.d")
+    assert not s3.fs.exists(f"{out}/{RENDERED_FILE}.d")
+
+
+def test_source_in_object_storage_lists_as_the_local_folder_and_fetches_companions(tmp_path, s3):
+    folder = tmp_path / "objs"
+    (folder / "mug" / "tex").mkdir(parents=True)
+    (folder / "mug" / "mug.obj").write_text("mtllib mug.mtl\nv 0 0 0\n")
+    (folder / "mug" / "mug.mtl").write_text("newmtl m\nmap_Kd tex/wood.png\n")
+    (folder / "mug" / "tex" / "wood.png").write_bytes(b"png")
+    (folder / "mug" / "mug.txt").write_text("a wooden mug")
+    (folder / "mug" / ".DS_Store").write_bytes(b"junk")
+    (folder / "chair.glb").write_bytes(b"glb")
+    (folder / "readme.md").write_text("not a mesh")
+    url = s3.upload(folder, "objs")
+
+    local = sorted(LocalSource(LocalSourceConfig(root=str(folder))).list_objects(), key=str)
+    remote = sorted(LocalSource(LocalSourceConfig(root=url)).list_objects(), key=str)
+    as_local = [(s.uid, s.caption, bool(s.unsupported)) for s in local]
+    assert [(s.uid, s.caption, bool(s.unsupported)) for s in remote] == as_local
+    assert all(s.path.startswith(url) for s in remote)
+
+    mug = next(s for s in remote if s.path.endswith("mug.obj"))
+    path = LocalSource(LocalSourceConfig(root=url)).fetch(mug, scratch=tmp_path / "scratch")
+    got = {p.relative_to(path.parent).as_posix() for p in path.parent.rglob("*") if p.is_file()}
+    assert path.read_text().startswith("mtllib") and got == {"mug.obj", "mug.mtl", "tex/wood.png"}
+    gone = storage.join(url, "mug/missing.obj")
+    with pytest.raises(Refusal) as exc:
+        LocalSource(LocalSourceConfig(root=url)).fetch(
+            type(mug)(uid="m", path=gone, caption="", source="local"), scratch=tmp_path / "s"
+        )
+    assert exc.value.reason == Reason.FETCH_FAILED and gone in str(exc.value)
+
+
+def test_a_manifest_in_object_storage_names_objects_relative_to_it(tmp_path, s3):
+    folder = make_assets(tmp_path / "m", {"a": "fine", "b": "fine"})
+    (folder / "list.csv").write_text("path,caption\na.glb,first\nb.glb,second\n")
+    url = s3.upload(folder, "m")
+    specs = list(LocalSource(LocalSourceConfig(manifest=f"{url}/list.csv")).list_objects())
+    assert [(s.path, s.caption) for s in specs] == [
+        (f"{url}/a.glb", "first"),
+        (f"{url}/b.glb", "second"),
+    ]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_failed_write_leaves_nothing_under_the_name(where, tmp_path, s3):
+    target = str(tmp_path / "f.tar") if where == "local" else f"{s3.url}/f.tar"
+    with pytest.raises(RuntimeError), storage.open_write(target) as f:
+        f.write(b"x" * 1000)
+        raise RuntimeError("writer died")
+    assert not storage.exists(target)
+    if where == "local":
+        assert list(tmp_path.iterdir()) == []  # no temporary left either
+    else:
+        assert s3.fs.find(s3.url) == []
+    storage.write_bytes(target, b"whole")
+    assert storage.read_bytes(target) == b"whole"
