@@ -6,6 +6,8 @@ Measures, on the built-in samples plus the real assets in ../shared/assets/meshe
   the job's phases (prepare, ray_start, actor_start = Blender import, render, shards) so the gap is
   attributable;
 - scaling from 1 to 2 Ray workers (render-phase speed-up at the same objects);
+- the same 1-worker job with its source and output in object storage (an S3-compatible server,
+  moto, on loopback; skipped when moto is not installed), beside the local-disk job;
 - shard read throughput through `read_rings` (all views decoded) against the raw PNG decode rate
   of the same bytes read straight from the tars, which is the limit a reader can reach.
 Writes bench/results/render.json and bench/results/render.md.
@@ -14,7 +16,9 @@ Writes bench/results/render.json and bench/results/render.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.util
 import io
 import json
 import os
@@ -23,12 +27,14 @@ import statistics
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from data_pipeline import storage
 from data_pipeline.config import RayConfig, RenderJobConfig
 from data_pipeline.job import run_job
 from data_pipeline.ledger import read_rendered
@@ -56,7 +62,48 @@ def collect_objects(folder: Path, assets: Path) -> list[str]:
     return names
 
 
-def render_run(objects: Path, out: Path, settings: RenderSettings, workers: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def loopback_s3() -> Iterator[str]:
+    """An S3-compatible server (moto) on 127.0.0.1 with one bucket, and this process's
+    environment pointed at it (Ray's workers inherit it); yields the bucket's URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir("render-bench")
+        yield "s3://render-bench"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+def upload_folder(folder: Path, url: str) -> str:
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        storage.upload(path, storage.join(url, path.relative_to(folder).as_posix()))
+    return url
+
+
+def render_run(
+    objects: Path | str, out: Path | str, settings: RenderSettings, workers: int
+) -> dict[str, Any]:
     cfg = RenderJobConfig(
         source=LocalSourceConfig(root=str(objects)),
         render=settings,
@@ -77,7 +124,8 @@ def render_run(objects: Path, out: Path, settings: RenderSettings, workers: int)
         }
         for r in read_rendered(out)
     ]
-    return {"workers": workers, "timing": summary["timing"], "objects": per_object,
+    return {"workers": workers, "storage": "object store" if storage.is_url(out) else "local",
+            "timing": summary["timing"], "objects": per_object,
             "quarantined": summary["total"]["quarantined_by_reason"]}  # fmt: skip
 
 
@@ -151,14 +199,15 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         "## Jobs",
         "",
-        "| workers | job s | prepare | Ray start | actors start | render | shards | Blender s | "
-        "s/object | s/view | overhead ratio | per-object ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| storage | workers | job s | prepare | Ray start | actors start | render | shards | "
+        "Blender s | s/object | s/view | overhead ratio | per-object ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
         t, p = run["timing"], run["timing"]["phases_seconds"]
         lines.append(
-            f"| {run['workers']} | {t['job_seconds']:.1f} | {p['prepare']:.1f} | "
+            f"| {run.get('storage', 'local')} | {run['workers']} | {t['job_seconds']:.1f} | "
+            f"{p['prepare']:.1f} | "
             f"{p['ray_start']:.1f} | {p['actor_start']:.1f} | {p['render']:.1f} | "
             f"{p['shards']:.2f} | "
             f"{t['blender_seconds']:.1f} | {t['seconds_per_object']:.1f} | "
@@ -174,6 +223,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "Blender seconds, i.e. the ratio without the job's fixed start-up, which a long job "
         "approaches.",
         "",
+        *object_store_lines(result),
         "## Scaling",
         "",
         f"Render phase 1 -> {sc['workers']} workers: speed-up {sc['render_speedup']:.2f}x, "
@@ -191,6 +241,24 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+def object_store_lines(result: dict[str, Any]) -> list[str]:
+    remote = result.get("object_store")
+    if remote is None:
+        return [f"Object store: not measured ({result.get('object_store_skipped', 'off')}).", ""]
+    local = result["runs"][0]["timing"]
+    t = remote["timing"]
+    return [
+        "Object store (source and output_dir in an S3-compatible server on loopback, moto): "
+        f"overhead ratio {t['overhead_ratio']:.3f} against {local['overhead_ratio']:.3f} on local "
+        f"disk ({t['overhead_ratio'] / local['overhead_ratio']:.2f}x), per-object ratio "
+        f"{t['per_object_overhead_ratio']:.3f} against {local['per_object_overhead_ratio']:.3f}; "
+        f"shards phase {t['phases_seconds']['shards']:.2f} s against "
+        f"{local['phases_seconds']['shards']:.2f} s. The store is on this machine: network "
+        "latency and bandwidth of a real one are not in these figures.",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 views x 1 ring instead of SPEC")
@@ -200,6 +268,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--assets", type=Path, default=default_assets())
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--keep", type=Path, default=None, help="keep the job folders here")
+    parser.add_argument(
+        "--no-object-store", action="store_true", help="skip the loopback object-store job"
+    )
     args = parser.parse_args(argv)
 
     settings = RenderSettings(resolution=args.resolution)  # SPEC 3 defaults otherwise
@@ -228,6 +299,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"== {len(names)} objects, {workers} worker(s)")
             run = render_run(objects, work / f"run-w{workers}", settings, workers)
             result["runs"].append(run)
+        if args.no_object_store:
+            result["object_store_skipped"] = "--no-object-store"
+        elif importlib.util.find_spec("moto") is None:
+            result["object_store_skipped"] = "moto is not installed"
+        else:
+            print(f"== {len(names)} objects, 1 worker, source and output in object storage")
+            with loopback_s3() as bucket:
+                src = upload_folder(objects, f"{bucket}/objects")
+                result["object_store"] = render_run(src, f"{bucket}/out", settings, 1)
         first, last = result["runs"][0]["timing"], result["runs"][-1]["timing"]
         result["scaling"] = {
             "workers": result["runs"][-1]["workers"],

@@ -26,6 +26,7 @@ from data_pipeline.ledger import (
     read_rendered,
     rewrite_ledger,
 )
+from data_pipeline.quality import main as quality_main
 from data_pipeline.reader import read_rings
 from data_pipeline.sources import BuiltinSourceConfig, LocalSource, LocalSourceConfig
 from tests.conftest import _point_at
@@ -87,6 +88,10 @@ def test_job_to_object_storage_writes_the_same_dataset_and_nothing_local(
     assert not (tmp_path / "s3:").exists()
     assert list((scratch / "logs").glob("render-*.log"))
     assert not list(scratch.glob("render-*")), "live work folders left behind"
+
+    s3.fs.rm_file(f"{out}/quality.html")
+    quality_main([out])  # the report's CLI on a URL OUT
+    assert b"no_faces" in s3.fs.cat_file(f"{out}/quality.html")
 
     again = run_job(job_config(out, src, work_dir=str(scratch)), renderer=FAKE)
     assert again["resumed"] == {"already_staged": 3, "already_quarantined": 2}
