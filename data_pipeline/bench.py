@@ -203,7 +203,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "Blender s | s/object | s/view | overhead ratio | per-object ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run in result["runs"]:
+    for run in result["runs"] + ([result["object_store"]] if "object_store" in result else []):
         t, p = run["timing"], run["timing"]["phases_seconds"]
         lines.append(
             f"| {run.get('storage', 'local')} | {run['workers']} | {t['job_seconds']:.1f} | "
