@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from training.config import TrainConfig, from_yaml, load_config, register_configs, to_yaml
 from training.engine import deepspeed_config
-from training.model.config import CONTROLLER_CONFIGS
+from training.model import CONTROLLER_CONFIGS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from training.bench import write_synthetic_shards
-from training.model.config import CONTROLLER_CONFIGS
+from training.model import CONTROLLER_CONFIGS
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

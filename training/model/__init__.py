@@ -2,7 +2,6 @@
 
 from training.model.build import build_denoiser, build_imagedream
 from training.model.config import (
-    CONTROLLER_CONFIGS,
     ControllerConfig,
     GlobalControllerConfig,
     LocalControllerConfig,
@@ -12,7 +11,13 @@ from training.model.config import (
     PixelControllerConfig,
     register_configs,
 )
-from training.model.controllers import CONTROLLERS, Conditioning, Controller, ImagePromptFeatures
+from training.model.controllers import (
+    CONTROLLER_CONFIGS,
+    CONTROLLERS,
+    Conditioning,
+    Controller,
+    ImagePromptFeatures,
+)
 from training.model.imagedream import ImageDream
 
 __all__ = [

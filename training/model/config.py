@@ -177,9 +177,10 @@ class ModelConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Controllers (SPEC 4, "Variants"). One config class per registered controller; `name` picks
-# the class in `controllers.CONTROLLERS`. Sizes that follow the backbone (context width, CLIP
-# widths) are read from ModelConfig, so the same YAML works for tiny and full size.
+# Controllers (SPEC 4, "Variants"). One config class per controller; its `name` default is the
+# controller's registry key: `controllers.register_controller(ItsConfig)` on the implementation
+# registers the two together. Sizes that follow the backbone (context width, CLIP widths) are
+# read from ModelConfig, so the same YAML works for tiny and full size.
 
 
 @dataclass
@@ -233,19 +234,13 @@ class LocalPixelControllerConfig(LocalControllerConfig):
     name: str = "local_pixel"
 
 
-CONTROLLER_CONFIGS: dict[str, type[ControllerConfig]] = {
-    "none": NoneControllerConfig,
-    "global": GlobalControllerConfig,
-    "local": LocalControllerConfig,
-    "pixel": PixelControllerConfig,
-    "local_pixel": LocalPixelControllerConfig,
-}
-
-
 def register_configs() -> None:
     """Register the schemas in Hydra's ConfigStore: `model/schema` and `controller/<name>_schema`
     (YAML files in conf/ name them in their defaults list)."""
     from hydra.core.config_store import ConfigStore
+
+    # the registry lives beside the implementations (which import this module)
+    from training.model.controllers import CONTROLLER_CONFIGS
 
     cs = ConfigStore.instance()
     cs.store(group="model", name="schema", node=ModelConfig)
@@ -268,6 +263,8 @@ def to_controller_config(cfg: object) -> ControllerConfig:
     if isinstance(cfg, ControllerConfig):
         return cfg
     from omegaconf import OmegaConf
+
+    from training.model.controllers import CONTROLLER_CONFIGS
 
     name = cfg["name"]  # type: ignore[index]
     if name not in CONTROLLER_CONFIGS:

@@ -11,8 +11,9 @@ only ever reads those named fields.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -85,9 +86,11 @@ class FeatureNeeds:
 
 
 class Controller(nn.Module):
-    """Base class. Subclasses set the class attributes and, for token controllers, build the
-    projector in __init__ and override `image_tokens`."""
+    """Base class. A subclass is registered with `register_controller(ItsConfig)`, sets the other
+    class attributes and, for token controllers, builds the projector in __init__ and overrides
+    `image_tokens`."""
 
+    # set by register_controller: the config the class is built from, and that config's `name`
     name: ClassVar[str]
     config_class: ClassVar[type[ControllerConfig]]
     needs: ClassVar[FeatureNeeds] = FeatureNeeds()
@@ -124,14 +127,27 @@ class Controller(nn.Module):
         return Conditioning(self.image_tokens(features), extra, self.cfg.ip_scale)
 
 
+# The registry, filled by `register_controller`, one line per controller: name -> class and
+# name -> config class. The name is the config's `name` default (what conf/controller/*.yaml
+# and every checkpoint's config hold), so a class and its config cannot be registered apart.
 CONTROLLERS: dict[str, type[Controller]] = {}
+CONTROLLER_CONFIGS: dict[str, type[ControllerConfig]] = {}
+
+C = TypeVar("C", bound=type[Controller])
 
 
-def register_controller(cls: type[Controller]) -> type[Controller]:
-    if cls.name in CONTROLLERS:
-        raise KeyError(f"controller {cls.name!r} registered twice")
-    CONTROLLERS[cls.name] = cls
-    return cls
+def register_controller(config_class: type[ControllerConfig]) -> Callable[[C], C]:
+    """Class decorator: the decorated controller is built from `config_class`."""
+    name = config_class.name
+
+    def register(cls: C) -> C:
+        if name in CONTROLLERS:
+            raise KeyError(f"controller {name!r} registered twice")
+        cls.name, cls.config_class = name, config_class
+        CONTROLLERS[name], CONTROLLER_CONFIGS[name] = cls, config_class
+        return cls
+
+    return register
 
 
 def build_controller(
@@ -142,12 +158,9 @@ def build_controller(
     return CONTROLLERS[cfg.name](cfg, context_dim, image_embed_dim, image_token_dim)
 
 
-@register_controller
+@register_controller(NoneControllerConfig)
 class NoController(Controller):
     """MVDream: text only (fine-tunes the whole UNet by default)."""
-
-    name = "none"
-    config_class = NoneControllerConfig
 
 
 class GlobalProjection(nn.Module):
@@ -164,10 +177,8 @@ class GlobalProjection(nn.Module):
         return self.norm(tokens)
 
 
-@register_controller
+@register_controller(GlobalControllerConfig)
 class GlobalController(Controller):
-    name = "global"
-    config_class = GlobalControllerConfig
     needs = FeatureNeeds(global_embed=True)
     train_unet_default = False  # SPEC 5: only the adapters train
 
@@ -187,10 +198,8 @@ class GlobalController(Controller):
         return self.projection(features.global_embed)  # (B, 4, D)
 
 
-@register_controller
+@register_controller(LocalControllerConfig)
 class LocalController(Controller):
-    name = "local"
-    config_class = LocalControllerConfig
     needs = FeatureNeeds(local_tokens=True)
     train_unet_default = False  # SPEC 5: only the adapters train
 
@@ -220,20 +229,16 @@ class LocalController(Controller):
         return self.resampler(features.local_tokens)  # (B, 16, D)
 
 
-@register_controller
+@register_controller(PixelControllerConfig)
 class PixelController(Controller):
-    name = "pixel"
-    config_class = PixelControllerConfig
     needs = FeatureNeeds(latent=True)
     uses_pixel_frame = True
 
 
-@register_controller
+@register_controller(LocalPixelControllerConfig)
 class LocalPixelController(LocalController):
     """ImageDream-P, the released model: local tokens + pixel frame."""
 
-    name = "local_pixel"
-    config_class = LocalPixelControllerConfig
     needs = FeatureNeeds(local_tokens=True, latent=True)
     uses_pixel_frame = True
     train_unet_default = True
