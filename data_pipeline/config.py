@@ -17,12 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from data_pipeline.quality import QualityConfig
 from data_pipeline.render_settings import RenderSettings
-from data_pipeline.sources import (
-    BuiltinSourceConfig,
-    LocalSourceConfig,
-    ObjaverseSourceConfig,
-    ObjaverseXLSourceConfig,
-)
+from data_pipeline.sources import SOURCE_KINDS
 
 WANDB_MODES = ("disabled", "offline", "online")
 
@@ -90,10 +85,8 @@ def register_configs() -> None:
     """Schemas for conf/: `render_job_schema`, `source/*_schema`, `render/settings_schema`."""
     cs = ConfigStore.instance()
     cs.store(name="render_job_schema", node=RenderJobConfig)
-    cs.store(group="source", name="builtin_schema", node=BuiltinSourceConfig)
-    cs.store(group="source", name="local_schema", node=LocalSourceConfig)
-    cs.store(group="source", name="objaverse_schema", node=ObjaverseSourceConfig)
-    cs.store(group="source", name="objaverse_xl_schema", node=ObjaverseXLSourceConfig)
+    for kind, entry in SOURCE_KINDS.items():
+        cs.store(group="source", name=f"{kind}_schema", node=entry.config)
     cs.store(group="render", name="settings_schema", node=RenderSettings)
 
 

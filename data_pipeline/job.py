@@ -300,7 +300,7 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
         f"{len(pending)} to render"
     )
 
-    if pending and hasattr(source, "prefetch"):
+    if pending:
         source.prefetch(pending)
     phases = {"prepare": time.monotonic() - job_start, "ray_start": 0.0, "actor_start": 0.0}
     phases["render"] = 0.0

@@ -31,11 +31,19 @@ class ObjectSpec:
 
 
 class Source(Protocol):
+    """What the job calls. Our sources subclass it, so they inherit the default `prefetch`."""
+
     name: str
 
     def list_objects(self) -> Iterator[ObjectSpec]:
         """Every object, in a deterministic order; raises SourceError if the listing fails."""
         ...
+
+    def prefetch(self, specs: list[ObjectSpec]) -> None:
+        """Called once by the driver with the objects about to render, before they fan out (a
+        source may batch-download them); `fetch` must still work without it. Default: nothing
+        to prefetch."""
+        return None
 
     def fetch(self, spec: ObjectSpec, scratch: Path | None = None) -> Path:
         """Local path of the asset (downloading it if needed); raises Refusal(FETCH_FAILED).

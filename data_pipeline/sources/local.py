@@ -32,7 +32,7 @@ from data_pipeline import storage
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.formats import CAPTION_SIDECAR, OBJECT_EXTENSIONS, partition
 from data_pipeline.schema import SchemaError, validate_uid
-from data_pipeline.sources.base import ObjectSpec, SourceError, sanitise
+from data_pipeline.sources.base import ObjectSpec, Source, SourceError, sanitise
 from data_pipeline.sources.captions import caption_from_name, load_captions_csv, sidecar_caption
 
 DEFAULT_EXTENSIONS = list(OBJECT_EXTENSIONS)
@@ -76,7 +76,7 @@ class _Row:
     caption: str | None = None
 
 
-class LocalSource:
+class LocalSource(Source):
     """A folder or a manifest of local asset files."""
 
     def __init__(self, cfg: LocalSourceConfig, name: str = "local"):

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.schema import SchemaError, validate_uid
-from data_pipeline.sources.base import ObjectSpec, SourceError
+from data_pipeline.sources.base import ObjectSpec, Source, SourceError
 from data_pipeline.sources.captions import caption_from_annotation, load_captions_csv
 
 T = TypeVar("T")
@@ -53,7 +53,7 @@ def _objaverse() -> Any:
     return objaverse
 
 
-class ObjaverseSource:
+class ObjaverseSource(Source):
     name = "objaverse"
 
     def __init__(self, cfg: ObjaverseSourceConfig):

@@ -53,7 +53,7 @@ from urllib.parse import urlparse
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.formats import OBJECT_EXTENSIONS
 from data_pipeline.shards import sha256_file
-from data_pipeline.sources.base import ObjectSpec, SourceError, sanitise
+from data_pipeline.sources.base import ObjectSpec, Source, SourceError, sanitise
 from data_pipeline.sources.captions import (
     caption_from_annotation,
     caption_from_name,
@@ -102,7 +102,7 @@ def normalise_file_type(value: Any) -> str:
     return str(value).strip().lower().removeprefix(".")
 
 
-class ObjaverseXLSource:
+class ObjaverseXLSource(Source):
     name = NAME
 
     def __init__(self, cfg: ObjaverseXLSourceConfig):

@@ -13,11 +13,13 @@ import pytest
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.schema import validate_uid
 from data_pipeline.sources import (
+    SOURCE_KINDS,
     LocalSource,
     LocalSourceConfig,
     ObjaverseSource,
     ObjaverseSourceConfig,
     SourceError,
+    build_source,
 )
 from data_pipeline.sources.captions import load_captions_csv
 from data_pipeline.sources.local import local_uid
@@ -38,6 +40,18 @@ def sample_glbs(folder: Path) -> list[Path]:
             paths.append(path)
         return paths
     return sorted(p for p in map(Path, write_builtin_samples(folder)) if p.suffix == ".glb")
+
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def test_registry_has_one_entry_per_source_yaml(tmp_path):
+    assert set(SOURCE_KINDS) == {p.stem for p in (CONF / "source").glob("*.yaml")}
+    assert all(entry.config.kind == kind for kind, entry in SOURCE_KINDS.items())
+    source = build_source(LocalSourceConfig(root=str(tmp_path)), tmp_path / "out")
+    assert type(source) is LocalSource and source.prefetch([]) is None  # nothing to prefetch
+    with pytest.raises(ValueError, match="unknown source kind 'nope'"):
+        build_source(ObjaverseSourceConfig(kind="nope"), tmp_path / "out")
 
 
 # -- local --------------------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""The built-in objects: written into the job's output folder, then read as a local folder."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_pipeline.sources.local import LocalSource, LocalSourceConfig
+
+
+@dataclass
+class BuiltinSourceConfig:
+    """Built-in objects, written into OUT/builtin_assets: the three named examples
+    (data_pipeline.samples) when count is 0, else the first `count` members of the procedural
+    family (data_pipeline.procedural) in `split` ("all", "train" or "heldout"; the split is a
+    function of each member's name, so train and held-out never share an object)."""
+
+    kind: str = "builtin"
+    count: int = 0
+    split: str = "all"
+    heldout_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        from data_pipeline.procedural import SPLITS
+
+        if self.count < 0:
+            raise ValueError(f"source.count must be >= 0, got {self.count}")
+        if self.split not in SPLITS:
+            raise ValueError(f"source.split must be one of {SPLITS}, got {self.split!r}")
+        if self.split != "all" and self.count == 0:
+            raise ValueError("source.split needs the procedural family: set source.count > 0")
+        if not 0.0 <= self.heldout_fraction <= 1.0:
+            raise ValueError("source.heldout_fraction must lie in [0, 1]")
+
+
+def build_builtin_source(cfg: BuiltinSourceConfig, output_dir: str | Path) -> LocalSource:
+    """Writes the objects into OUT/builtin_assets (uploaded there when OUT is in object storage,
+    so every render node reads them from the same place) and lists them as source "builtin"."""
+    from data_pipeline import storage
+    from data_pipeline.samples import write_builtin_samples  # the render-core's module
+
+    target = storage.join(output_dir, "builtin_assets")
+    remote = storage.is_url(output_dir)
+    with tempfile.TemporaryDirectory(prefix="builtin-") as tmp:
+        folder = Path(tmp) if remote else Path(target)
+        folder.mkdir(parents=True, exist_ok=True)
+        if cfg.count:
+            from data_pipeline.procedural import write_family
+
+            write_family(folder, cfg.count, cfg.split, cfg.heldout_fraction)
+        else:
+            write_builtin_samples(folder)
+        if remote:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                storage.upload(path, storage.join(target, path.relative_to(folder).as_posix()))
+    return LocalSource(LocalSourceConfig(root=target), name="builtin")
