@@ -1,5 +1,6 @@
-"""The camera convention of the whole pipeline (SPEC section 2). One owner: every other module
-imports these functions instead of re-deriving a look-at.
+"""The camera convention of the whole pipeline (SPEC section 2) and the ring convention built on
+it (SPEC 3). One owner: every other module imports these functions instead of re-deriving a
+look-at, a view index or the view-count rule.
 
 World: Blender's, right-handed, z up; objects normalised into [-0.5, 0.5]^3.
 Poses: 4x4 camera-to-world (c2w) with OpenGL/Blender camera axes: columns are right, up,
@@ -8,6 +9,10 @@ Azimuth 0 puts the camera on -Y looking at the origin, azimuth 90 on +X (counter
 from above); elevation is the angle above the xy-plane. This is also the frame MVDream's released
 sampler uses (its y-up look-at followed by its OpenGL->Blender flip), so their checkpoints see the
 same camera vectors as ours.
+Rings: V views evenly spaced over 360 degrees from azimuth 0, so view i is at azimuth i x 360 / V,
+view 0 is the front, and the 4 targets at 0/90/180/270 exist exactly when V is a positive
+multiple of 4 (`has_target_views`; render settings, the training config and the training stream
+all refuse any other V).
 
 Shapes: N cameras, P points.
 """
@@ -15,6 +20,7 @@ Shapes: N cameras, P points.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -24,6 +30,9 @@ CONVENTION = "blender-zup_c2w-opengl_az0-negY_v1"
 BOUNDING_SPHERE_RADIUS = math.sqrt(3.0) / 2.0
 # SPEC 3 / 6: the model's 4 views, front first (training targets and sampling cameras)
 CANONICAL_AZIMUTHS_DEG = (0.0, 90.0, 180.0, 270.0)
+# SPEC 3: a ring starts at azimuth 0, so its view 0 is the object's front: the first target and
+# the evaluation prompt (training draws its prompt from `prompt_candidates`)
+FRONT_VIEW = 0
 
 
 def camera_position(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:
@@ -76,6 +85,43 @@ def ring_c2w(azimuths_deg: np.ndarray, elevation_deg: float, distance: float) ->
     return np.stack([orbit_c2w(float(a), elevation_deg, distance) for a in azimuths_deg])
 
 
+def has_target_views(num_views: int) -> bool:
+    """True when a ring of `num_views` views has a view at each of CANONICAL_AZIMUTHS_DEG (SPEC 3):
+    `num_views` is a positive multiple of 4."""
+    return num_views > 0 and num_views % len(CANONICAL_AZIMUTHS_DEG) == 0
+
+
+def view_indices(num_views: int, azimuths_deg: Iterable[float]) -> list[int]:
+    """Indices of the views at `azimuths_deg` on a ring of `num_views` views (the inverse of
+    `ring_azimuths`); refuses a ring that has no view at one of them."""
+    step = 360.0 / num_views
+    out = []
+    for az in azimuths_deg:
+        index = az / step
+        if abs(index - round(index)) > 1e-6:
+            raise ValueError(f"a ring of {num_views} views has no view at azimuth {az}")
+        out.append(int(round(index)) % num_views)
+    return out
+
+
+def target_views(num_views: int) -> list[int]:
+    """Indices of the 4 targets, the views at azimuth 0/90/180/270: 0, V/4, V/2, 3V/4 (SPEC 3);
+    ValueError unless `has_target_views`."""
+    if not has_target_views(num_views):
+        raise ValueError(
+            f"a ring of {num_views} views has no views at exactly 0/90/180/270 degrees: the view "
+            "count must be a multiple of 4"
+        )
+    return view_indices(num_views, CANONICAL_AZIMUTHS_DEG)
+
+
+def prompt_candidates(azimuths_deg: Sequence[float]) -> list[int]:
+    """Views with azimuth in [-90, 90], both ends included (SPEC 3): where training draws its image
+    prompt; symmetric about the front, V/2 + 1 candidates on a ring with `has_target_views`."""
+    wrapped = (np.asarray(azimuths_deg, dtype=np.float64) + 180.0) % 360.0 - 180.0
+    return [i for i, a in enumerate(wrapped) if abs(a) <= 90.0 + 1e-6]
+
+
 def distance_for_fov(fov_deg: float, framing: str, jitter: float = 1.0) -> float:
     """Camera distance for a vertical FoV.
 
@@ -116,6 +162,10 @@ def project(
     return np.stack([u, v], axis=-1), depth
 
 
+# SPEC 2: the width of the network's camera input, the flattened 4x4 camera-to-world matrix
+CAMERA_DIM = 16
+
+
 def network_camera(c2w: np.ndarray) -> np.ndarray:
     """The network's camera input (SPEC section 2): the flattened (row-major) 4x4 c2w with its
     translation rescaled to unit length.  (..., 4, 4) -> (..., 16)"""
@@ -123,9 +173,9 @@ def network_camera(c2w: np.ndarray) -> np.ndarray:
     t = c2w[..., :3, 3]
     norm = np.linalg.norm(t, axis=-1, keepdims=True)
     c2w[..., :3, 3] = t / np.maximum(norm, 1e-8)
-    return c2w.reshape(*c2w.shape[:-2], 16)
+    return c2w.reshape(*c2w.shape[:-2], CAMERA_DIM)
 
 
 def prompt_frame_camera() -> np.ndarray:
     """The pixel controller's image-prompt frame gets an all-zero camera vector (SPEC 2).  (16,)"""
-    return np.zeros(16, dtype=np.float32)
+    return np.zeros(CAMERA_DIM, dtype=np.float32)

@@ -77,7 +77,7 @@ class RenderSettings:
             setattr(self, name, _pair(getattr(self, name), name))
         if not isinstance(self.lights, LightSettings):
             self.lights = LightSettings(**dict(self.lights))
-        if self.num_views <= 0 or self.num_views % 4:
+        if not cameras.has_target_views(self.num_views):
             raise ValueError(
                 f"num_views={self.num_views}: must be a positive multiple of 4 so the training "
                 "targets at azimuth 0/90/180/270 are views of the ring (SPEC 3)"

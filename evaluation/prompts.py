@@ -15,7 +15,8 @@ with PIL's `LOAD_TRUNCATED_IMAGES` left off), so a truncated file fails here, by
 where no prompt can be used is refused.
 
 Held-out rings (shards written by data_pipeline) give ground truth: the front view (azimuth 0)
-is the prompt, the views at azimuth 0/90/180/270 are the true renders at the sampler's cameras,
+is the prompt, the views at azimuth 0/90/180/270 are the true renders at the sampler's cameras
+(which views those are is data_pipeline.cameras' ring convention: FRONT_VIEW, view_indices),
 and sampling uses the ring's own elevation and FoV. Prompt and ground truth keep the render's
 framing (no re-centring, or the views would not line up) and share one background colour.
 
@@ -34,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from data_pipeline.cameras import FRONT_VIEW, view_indices
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # the only decoders PIL may try on a prompt file
@@ -324,19 +327,6 @@ def remove_background(image: Image.Image, matte: Matte, path: Path) -> Image.Ima
     return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
 
 
-def target_view_indices(num_views: int, azimuths_deg: Iterable[float]) -> list[int]:
-    """Indices of a ring's views at the given azimuths (SPEC 3: 0, V/4, V/2, 3V/4 for
-    0/90/180/270); refuses a ring that has no view at one of them."""
-    step = 360.0 / num_views
-    out = []
-    for az in azimuths_deg:
-        index = az / step
-        if abs(index - round(index)) > 1e-6:
-            raise ValueError(f"a ring of {num_views} views has no view at azimuth {az}")
-        out.append(int(round(index)) % num_views)
-    return out
-
-
 def load_heldout_rings(
     shards: str | Path | list[str],
     cfg: PromptConfig,
@@ -353,10 +343,10 @@ def load_heldout_rings(
     for rec in read_rings(shards, allow_incomplete=allow_incomplete):
         if limit is not None and len(prompts) >= limit:
             break
-        indices = target_view_indices(rec.num_views, azimuths)
-        rgba = rec.images[rec.views.index(0)] if 0 in rec.views else None
+        indices = view_indices(rec.num_views, azimuths)
+        rgba = rec.images[rec.views.index(FRONT_VIEW)] if FRONT_VIEW in rec.views else None
         if rgba is None:
-            raise ValueError(f"ring {rec.key} lacks its front view (index 0)")
+            raise ValueError(f"ring {rec.key} lacks its front view (index {FRONT_VIEW})")
         views = [rec.images[rec.views.index(i)] for i in indices]
 
         def prep(x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from data_pipeline.cameras import has_target_views
 from training.diffusion import ObjectiveConfig
 from training.model.config import (
     ControllerConfig,
@@ -78,9 +79,7 @@ class DataConfig:
     max_border_fraction: float | None = None
 
     def __post_init__(self) -> None:
-        if self.views_per_ring is not None and (
-            self.views_per_ring <= 0 or self.views_per_ring % 4
-        ):
+        if self.views_per_ring is not None and not has_target_views(self.views_per_ring):
             raise ValueError(
                 f"data.views_per_ring={self.views_per_ring}: the targets are the views at azimuth "
                 "0/90/180/270, so a ring's view count must be a positive multiple of 4"

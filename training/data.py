@@ -2,7 +2,8 @@
 
 One ring gives one example (SPEC 3, 5): the 4 canonical target views (azimuth 0/90/180/270, i.e.
 indices 0, V/4, V/2, 3V/4), an image prompt drawn from the views with azimuth in [-90, 90], both
-ends included (V/2 + 1 candidates, symmetric about the front), the targets' network cameras, the
+ends included (V/2 + 1 candidates, symmetric about the front; both index rules are
+data_pipeline.cameras.target_views and prompt_candidates), the targets' network cameras, the
 text (`caption_text`: caption + ", 3d asset"; an empty caption stays empty), every RGBA view
 composited on one random grey level per example, and prompt / text dropout.
 
@@ -55,7 +56,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera
+from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, prompt_candidates
+from data_pipeline.cameras import target_views as ring_target_views
 from data_pipeline.reader import shard_samples
 from data_pipeline.schema import META_EXT, RingMeta, RingRecord, SchemaError, decode_sample
 from training.bad_data import BadDataBudget
@@ -65,7 +67,7 @@ from training.shard_list import Shards, resolve_shards
 
 log = logging.getLogger(__name__)
 
-NUM_TARGETS = 4  # azimuth 0, 90, 180, 270 (SPEC 3)
+NUM_TARGETS = len(CANONICAL_AZIMUTHS_DEG)  # azimuth 0, 90, 180, 270 (SPEC 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,20 +75,12 @@ NUM_TARGETS = 4  # azimuth 0, 90, 180, 270 (SPEC 3)
 
 
 def target_views(num_views: int) -> list[int]:
-    """Indices of the canonical targets, azimuth 0/90/180/270 (SPEC 3)."""
-    if num_views <= 0 or num_views % NUM_TARGETS:
-        raise SchemaError(
-            f"a ring of {num_views} views has no views at exactly 0/90/180/270 degrees: the view "
-            "count must be a multiple of 4"
-        )
-    return [k * num_views // NUM_TARGETS for k in range(NUM_TARGETS)]
-
-
-def prompt_candidates(azimuths_deg: Sequence[float]) -> list[int]:
-    """Views with azimuth in [-90, 90], both ends included (SPEC 3): symmetric about the front,
-    V/2 + 1 candidates on a ring whose view count is a multiple of 4."""
-    wrapped = (np.asarray(azimuths_deg, dtype=np.float64) + 180.0) % 360.0 - 180.0
-    return [i for i, a in enumerate(wrapped) if abs(a) <= 90.0 + 1e-6]
+    """data_pipeline.cameras.target_views of a ring read from a shard: a ring without views at
+    0/90/180/270 is bad data (SchemaError)."""
+    try:
+        return ring_target_views(num_views)
+    except ValueError as exc:
+        raise SchemaError(str(exc)) from exc
 
 
 def caption_text(caption: str, suffix: str) -> str:

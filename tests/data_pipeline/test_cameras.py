@@ -74,6 +74,31 @@ def test_ring_azimuths_put_targets_at_quarter_turns():
     assert rings.shape == (32, 4, 4)
 
 
+def test_view_indices_of_a_ring() -> None:  # was evaluation's target_view_indices
+    assert cameras.view_indices(32, [0, 90, 180, 270]) == [0, 8, 16, 24]
+    assert cameras.view_indices(8, [0, 90, 180, 270]) == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="no view at azimuth"):
+        cameras.view_indices(6, [0, 90, 180, 270])
+
+
+def test_ring_convention_has_one_rule_for_view_count_targets_and_front():
+    """SPEC 3: targets exist exactly for positive multiples of 4 and are 0, V/4, V/2, 3V/4 (the
+    formula training used before it moved here); view 0 is the front and a prompt candidate."""
+    for v in range(-8, 4001):
+        assert cameras.has_target_views(v) == (v > 0 and v % 4 == 0)
+        if not cameras.has_target_views(v):
+            with pytest.raises(ValueError, match="multiple of 4"):
+                cameras.target_views(v)
+            continue
+        targets = cameras.target_views(v)
+        assert targets == [k * v // 4 for k in range(4)]
+        azimuths = cameras.ring_azimuths(v)
+        np.testing.assert_allclose(azimuths[targets], cameras.CANONICAL_AZIMUTHS_DEG, atol=1e-9)
+        assert cameras.view_indices(v, azimuths) == list(range(v))
+        assert targets[0] == cameras.FRONT_VIEW
+        assert cameras.FRONT_VIEW in cameras.prompt_candidates(azimuths)
+
+
 def test_network_camera_has_unit_translation_and_row_major_layout():
     c2w = cameras.ring_c2w(cameras.ring_azimuths(4), 20.0, 2.5)
     vec = cameras.network_camera(c2w)

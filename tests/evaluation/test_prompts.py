@@ -21,7 +21,6 @@ from evaluation.prompts import (
     load_prompt_folder,
     preprocess,
     recenter,
-    target_view_indices,
 )
 from tests.evaluation.conftest import ring_views, write_ring_shard
 
@@ -244,13 +243,6 @@ def test_rgb_prompt_is_flagged_and_a_matte_removes_its_background(tmp_path) -> N
     loaded = load_prompt_folder(tmp_path, cfg, empty)
     assert [p.name for p in loaded.prompts] == ["object"]  # RGBA: the matte is not asked
     assert "found no object" in loaded.skipped[0].reason
-
-
-def test_target_views_of_a_ring() -> None:
-    assert target_view_indices(32, [0, 90, 180, 270]) == [0, 8, 16, 24]
-    assert target_view_indices(8, [0, 90, 180, 270]) == [0, 2, 4, 6]
-    with pytest.raises(ValueError, match="no view at azimuth"):
-        target_view_indices(6, [0, 90, 180, 270])
 
 
 def test_heldout_rings_give_prompt_ground_truth_and_cameras(tmp_path) -> None:

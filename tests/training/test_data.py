@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.cameras import network_camera, ring_azimuths, ring_c2w
+from data_pipeline.cameras import network_camera, prompt_candidates, ring_azimuths, ring_c2w
 from data_pipeline.schema import RingMeta, SchemaError
 from training.bench import synthetic_ring, write_synthetic_shards
 from training.config import DataConfig
@@ -19,7 +19,6 @@ from training.data import (
     Loader,
     build_loader,
     make_example,
-    prompt_candidates,
     target_views,
 )
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# SPEC 2: the network camera's width, owned by the camera convention; the model reads it here
+from data_pipeline.cameras import CAMERA_DIM as CAMERA_DIM
+
 # SPEC 4: VAE latents are scaled by this constant before the UNet sees them (SD 2.x).
 VAE_SCALE_FACTOR = 0.18215
-# SPEC 2: the network camera is the flattened 4x4 camera-to-world matrix.
-CAMERA_DIM = 16
 # SPEC 5 / 6: what a dropped image prompt becomes and what the CFG branch feeds (defined in
 # training.diffusion.unconditional_features): "zeros" = zero CLIP image features + zero pixel
 # latent (the authors' released inference), "grey_image" = the encodings of a uniform grey image.
