@@ -174,8 +174,3 @@ def network_camera(c2w: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(t, axis=-1, keepdims=True)
     c2w[..., :3, 3] = t / np.maximum(norm, 1e-8)
     return c2w.reshape(*c2w.shape[:-2], CAMERA_DIM)
-
-
-def prompt_frame_camera() -> np.ndarray:
-    """The pixel controller's image-prompt frame gets an all-zero camera vector (SPEC 2).  (16,)"""
-    return np.zeros(CAMERA_DIM, dtype=np.float32)

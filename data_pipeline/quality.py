@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_pipeline import storage
+from data_pipeline import cameras, storage
 from data_pipeline.ledger import LEDGER_FILE, RENDERED_FILE, iter_records
 from data_pipeline.schema import META_EXT, RingMeta, SchemaError, decode_png
 from data_pipeline.validate import ALPHA_THRESHOLD
@@ -71,7 +71,11 @@ class QualityConfig:
 
 
 def canonical_views(num_views: int) -> list[int]:
-    """Azimuth 0/90/180/270 of a V-view ring (docs/CONTRACTS.md; V is a multiple of 4)."""
+    """Azimuth 0/90/180/270 of a V-view ring (data_pipeline.cameras.target_views). A folder the
+    job did not write may hold rings of other view counts, which training refuses: the report
+    still shows them, with the views nearest those azimuths, instead of failing."""
+    if cameras.has_target_views(num_views):
+        return cameras.target_views(num_views)
     return sorted({0, num_views // 4, num_views // 2, 3 * num_views // 4})
 
 
