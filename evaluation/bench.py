@@ -36,15 +36,11 @@ PROMPT_TEXT = "a red ceramic mug"
 
 
 def _compose_model(model: str, controller: str) -> Any:
-    from hydra import compose, initialize_config_dir
+    from training.model import build_imagedream, compose_model_configs
 
-    from training.model import build_imagedream, register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(overrides=[f"+model={model}", f"+controller={controller}"])
+    configs = compose_model_configs(model, controller)
     torch.manual_seed(0)
-    return build_imagedream(cfg.model, cfg.controller)
+    return build_imagedream(*configs)
 
 
 def _time_sampling(model: Any, steps: int, prompts: int, batch: int) -> float:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from evaluation.config import OriginalCheckpointConfig
@@ -39,18 +40,19 @@ def load_pipeline(checkpoint: str | Path, original: OriginalCheckpointConfig) ->
 
 
 def _load_original(path: Path, cfg: OriginalCheckpointConfig):  # type: ignore[no-untyped-def]
-    """The network of a released file: conf/model and conf/controller names, local encoders."""
-    from training.model import build_imagedream
-    from training.released import group_config
+    """The network of a released file: conf/model and conf/controller names (composed by Hydra
+    onto their schemas, as a training run's `model=` / `controller=`), local encoders."""
+    from training.model import build_imagedream, compose_model_configs
+    from training.model.config import WeightsConfig
 
-    model_cfg = group_config("model", cfg.model)
-    model_cfg.weights = {
-        "sd21_path": cfg.sd21_path,
-        "image_encoder_path": cfg.image_encoder_path,
-        "open_clip_checkpoint": cfg.open_clip_checkpoint,
-        "original_checkpoint": str(path),
-    }
-    return build_imagedream(model_cfg, group_config("controller", cfg.controller))
+    model_cfg, controller_cfg = compose_model_configs(cfg.model, cfg.controller)
+    weights = WeightsConfig(
+        sd21_path=cfg.sd21_path,
+        image_encoder_path=cfg.image_encoder_path,
+        open_clip_checkpoint=cfg.open_clip_checkpoint,
+        original_checkpoint=str(path),
+    )
+    return build_imagedream(dataclasses.replace(model_cfg, weights=weights), controller_cfg)
 
 
 def checkpoint_label(checkpoint: str | Path) -> str:

@@ -100,14 +100,11 @@ RESULTS = Path("bench/results")
 
 
 def _compose(overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
-
+    from data_pipeline.hydra_compose import compose
     from training.config import load_config, register_configs
 
     register_configs()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return load_config(compose("train", overrides=overrides))
+    return load_config(compose("train", overrides))
 
 
 def bench_loader(cfg: Any, batches: int) -> dict[str, float]:

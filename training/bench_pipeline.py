@@ -111,14 +111,11 @@ def bench_load(keep_file: bool) -> dict[str, Any]:
 
 def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
     from training.diffusion import Diffusion, SamplingConfig
-    from training.model import build_imagedream
+    from training.model import build_imagedream, compose_model_configs
     from training.pipeline import ImageDreamPipeline
-    from training.released import group_config
 
     torch.manual_seed(0)
-    model = build_imagedream(
-        group_config("model", "tiny"), group_config("controller", "local_pixel")
-    )
+    model = build_imagedream(*compose_model_configs("tiny", "local_pixel"))
     pipe = ImageDreamPipeline.from_model(model)
     pipe.set_progress_bar_config(disable=True)
     images = np.random.default_rng(0).integers(0, 256, (prompts, 256, 256, 3), dtype=np.uint8)

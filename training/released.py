@@ -18,28 +18,14 @@ converting the 3.8 GB release peaks near its size. Local paths only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from training.model.build import build_imagedream
+from training.model.config import WeightsConfig, compose_model_configs
 from training.model.controllers import CONTROLLERS
 from training.model.convert import save_original_checkpoint
 from training.pipeline import ImageDreamPipeline
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def group_config(group: str, name: str) -> DictConfig:
-    """conf/<group>/<name>.yaml as plain values (its defaults list names only the schema)."""
-    path = CONF / group / f"{name}.yaml"
-    if not path.is_file():
-        choices = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-        raise FileNotFoundError(f"no conf/{group}/{name}.yaml; choices: {choices}")
-    node = OmegaConf.load(path)
-    assert isinstance(node, DictConfig)
-    node.pop("defaults", None)
-    return node
 
 
 def released_to_pipeline(
@@ -49,23 +35,22 @@ def released_to_pipeline(
     image_encoder_path: str | None = None,
     model: str = "sd21_mv",
 ) -> ImageDreamPipeline:
-    ctrl_cfg = group_config("controller", controller)
+    model_cfg, ctrl_cfg = compose_model_configs(model, controller)
     if sd21_path is None:
         raise ValueError(
             "--sd21 is required: the released .pt holds the UNet; the VAE, text encoder and "
             "tokenizer come from an SD 2.1-base diffusers folder (else they would be random)"
         )
-    if image_encoder_path is None and CONTROLLERS[str(ctrl_cfg.name)].needs.image_encoder:
+    if image_encoder_path is None and CONTROLLERS[ctrl_cfg.name].needs.image_encoder:
         raise ValueError(
             f"--image-encoder is required for controller {controller!r} (CLIP ViT-H-14)"
         )
-    model_cfg = group_config("model", model)
-    model_cfg.weights = {
-        "sd21_path": sd21_path,
-        "image_encoder_path": image_encoder_path,
-        "open_clip_checkpoint": None,
-        "original_checkpoint": str(checkpoint),
-    }
+    weights = WeightsConfig(
+        sd21_path=sd21_path,
+        image_encoder_path=image_encoder_path,
+        original_checkpoint=str(checkpoint),
+    )
+    model_cfg = dataclasses.replace(model_cfg, weights=weights)
     return ImageDreamPipeline.from_model(build_imagedream(model_cfg, ctrl_cfg))
 
 

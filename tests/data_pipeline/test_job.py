@@ -494,14 +494,12 @@ SOURCE_OVERRIDES = {
 @pytest.mark.parametrize("source", sorted(p.stem for p in (CONF / "source").glob("*.yaml")))
 @pytest.mark.parametrize("render", sorted(p.stem for p in (CONF / "render").glob("*.yaml")))
 def test_every_source_and_render_config_composes_to_typed_config(source, render):
-    from hydra import compose, initialize_config_dir
-
     from data_pipeline.config import register_configs, to_job_config
+    from data_pipeline.hydra_compose import compose
 
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        overrides = [f"source={source}", f"render={render}", *SOURCE_OVERRIDES[source]]
-        cfg = to_job_config(compose("render", overrides=overrides))
+    overrides = [f"source={source}", f"render={render}", *SOURCE_OVERRIDES[source]]
+    cfg = to_job_config(compose("render", overrides))
     assert cfg.source.kind == source
     assert isinstance(cfg.render, RenderSettings) and cfg.render.num_views % 4 == 0
     if render == "default":  # SPEC 3 defaults stay the defaults

@@ -8,18 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from data_pipeline.cameras import distance_for_fov, ring_azimuths, ring_c2w
 from data_pipeline.dataset_index import write_index_from_manifests
 from data_pipeline.schema import RingMeta, encode_png, encode_sample
 from data_pipeline.shards import write_shard
 from evaluation.metrics.models import write_tiny_clip
-from training.model import ImageDream, build_imagedream, register_configs
-from training.model.config import to_controller_config, to_model_config
+from training.model import ImageDream, build_imagedream, compose_model_configs
 from training.pipeline import ImageDreamPipeline
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +30,9 @@ def _one_thread():
 
 def tiny_model(controller: str = "local_pixel", seed: int = 0) -> ImageDream:
     """The tiny random model of conf/model/tiny.yaml with a controller of conf/controller/."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(overrides=["+model=tiny", f"+controller={controller}"])
+    configs = compose_model_configs("tiny", controller)
     torch.manual_seed(seed)
-    return build_imagedream(to_model_config(cfg.model), to_controller_config(cfg.controller))
+    return build_imagedream(*configs)
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from data_pipeline.hydra_compose import compose
 from evaluation.checkpoints import checkpoint_label, load_pipeline
 from evaluation.config import OriginalCheckpointConfig, register_configs, to_eval_config
 from evaluation.evaluate import run
-from tests.evaluation.conftest import CONF, write_ring_shard
+from tests.evaluation.conftest import write_ring_shard
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,8 +35,7 @@ def trained_run(tmp_path, tiny_export) -> Path:
 
 def _compose(overrides: list[str]):
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return to_eval_config(compose("eval", overrides=overrides))
+    return to_eval_config(compose("eval", overrides))
 
 
 def test_eval_on_the_tiny_model_writes_the_report(tmp_path, trained_run) -> None:

@@ -10,14 +10,13 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from data_pipeline.hydra_compose import compose
 from evaluation.config import EvalConfig, register_configs, to_eval_config
 from evaluation.evaluate import collect_prompts
 from evaluation.matting import load_matte, object_alpha
 from evaluation.prompts import PromptConfig
-from tests.evaluation.conftest import CONF
 
 
 def _photo_folder(folder: Path) -> Path:
@@ -74,8 +73,7 @@ def _config(prompts: Path, remove_background: str | None = None) -> EvalConfig:
 
 def test_off_by_default_prompts_without_alpha_are_flagged_and_logged(tmp_path, caplog) -> None:
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = to_eval_config(compose("eval", overrides=["checkpoint=x"]))
+    cfg = to_eval_config(compose("eval", ["checkpoint=x"]))
     assert cfg.prompt.remove_background is None and PromptConfig().remove_background is None
     with caplog.at_level(logging.WARNING, logger="evaluation"):
         (prompt,), skipped = collect_prompts(_config(_photo_folder(tmp_path / "p")))

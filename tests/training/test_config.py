@@ -3,17 +3,14 @@ the DeepSpeed config generated from it carries the paper's settings."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
+from data_pipeline.hydra_compose import CONF_DIR as CONF
+from data_pipeline.hydra_compose import compose
 from training.config import TrainConfig, from_yaml, load_config, register_configs, to_yaml
 from training.engine import deepspeed_config
 from training.model import CONTROLLER_CONFIGS
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 PAPER = {
     "imagedream_global": ("global", 1e-4),
@@ -25,10 +22,7 @@ PAPER = {
 
 def compose_train(overrides: list[str]) -> TrainConfig:
     register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["data.shards=unused", *overrides])
-    return load_config(cfg)
+    return load_config(compose("train", ["data.shards=unused", *overrides]))
 
 
 def test_experiments_exist():

@@ -106,17 +106,16 @@ def test_two_process_training_of_every_variant(tmp_path, shards, controller):
 def test_loss_falls_on_a_fixed_batch(tmp_path, shards):
     script = f"""
 import json
-from hydra import compose, initialize_config_dir
+from data_pipeline.hydra_compose import compose
 from training.config import load_config, register_configs
 from training.data import build_loader
 from training.engine import build_engine, init_distributed
 from training.model import build_imagedream
 
 register_configs()
-with initialize_config_dir(config_dir="{REPO / "conf"}", version_base="1.3"):
-    cfg = load_config(compose("train", overrides=[
-        "debug=tiny", "controller=pixel", "data.shards={shards}", "data.num_workers=0",
-        "engine.lr=2e-3", "trainer.max_steps=40"]))
+cfg = load_config(compose("train", [
+    "debug=tiny", "controller=pixel", "data.shards={shards}", "data.num_workers=0",
+    "engine.lr=2e-3", "trainer.max_steps=40"]))
 dist = init_distributed("gloo")
 engine = build_engine(build_imagedream(cfg.model, cfg.controller), cfg, dist)
 batch = next(build_loader(cfg.data, seed=0))

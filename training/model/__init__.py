@@ -9,6 +9,7 @@ from training.model.config import (
     ModelConfig,
     NoneControllerConfig,
     PixelControllerConfig,
+    compose_model_configs,
     register_configs,
 )
 from training.model.controllers import (
@@ -36,5 +37,6 @@ __all__ = [
     "PixelControllerConfig",
     "build_denoiser",
     "build_imagedream",
+    "compose_model_configs",
     "register_configs",
 ]

@@ -272,3 +272,13 @@ def to_controller_config(cfg: object) -> ControllerConfig:
         raise KeyError(f"unknown controller {name!r}; registered: {sorted(CONTROLLER_CONFIGS)}")
     merged = OmegaConf.merge(OmegaConf.structured(CONTROLLER_CONFIGS[name]), cfg)
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def compose_model_configs(model: str, controller: str) -> tuple[ModelConfig, ControllerConfig]:
+    """conf/model/<model>.yaml and conf/controller/<controller>.yaml as Hydra composes them onto
+    their schemas (what `model=` / `controller=` give a training run), typed and checked."""
+    from data_pipeline.hydra_compose import compose
+
+    register_configs()
+    cfg = compose(None, [f"+model={model}", f"+controller={controller}"])
+    return to_model_config(cfg.model), to_controller_config(cfg.controller)

@@ -3,27 +3,10 @@ and inputs."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from hydra import compose, initialize_config_dir
 
-from training.model import ImageDream, build_imagedream, register_configs
-from training.model.config import (
-    ControllerConfig,
-    ModelConfig,
-    to_controller_config,
-    to_model_config,
-)
-
-CONF = Path(__file__).resolve().parents[3] / "conf"
-
-
-def compose_configs(model: str, controller: str) -> tuple[ModelConfig, ControllerConfig]:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(overrides=[f"+model={model}", f"+controller={controller}"])
-    return to_model_config(cfg.model), to_controller_config(cfg.controller)
+from training.model import ImageDream, build_imagedream
+from training.model import compose_model_configs as compose_configs
 
 
 def tiny_model(controller: str, seed: int = 0) -> ImageDream:

@@ -10,7 +10,6 @@ import torch
 from training.model.autoencoder import PixelUnshuffleAutoencoder
 from training.model.config import ModelConfig, UNetConfig, VAEConfig
 from training.pipeline import ImageDreamPipeline
-from training.released import group_config
 
 
 def test_round_trip_is_exact_and_folds_pixels_into_channels() -> None:
@@ -36,10 +35,10 @@ def test_model_config_checks_the_sizes_fit() -> None:
 
 
 def test_demo_model_samples_and_round_trips_as_a_pipeline(tmp_path) -> None:
-    from training.model import build_imagedream
+    from training.model import build_imagedream, compose_model_configs
 
     torch.manual_seed(0)
-    model = build_imagedream(group_config("model", "demo"), group_config("controller", "pixel"))
+    model = build_imagedream(*compose_model_configs("demo", "pixel"))
     assert isinstance(model.vae, PixelUnshuffleAutoencoder)
     pipe = ImageDreamPipeline.from_model(model)
     pipe.set_progress_bar_config(disable=True)

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.model.helpers import CONF, compose_configs
+from data_pipeline.hydra_compose import CONF_DIR
+from tests.training.model.helpers import compose_configs
 from training.model import CONTROLLER_CONFIGS
 from training.model.config import ModelConfig, UNetConfig, to_controller_config, to_model_config
 
 
 def test_every_controller_has_a_yaml_and_vice_versa() -> None:
-    yamls = {p.stem for p in (CONF / "controller").glob("*.yaml")}
+    yamls = {p.stem for p in (CONF_DIR / "controller").glob("*.yaml")}
     assert yamls == set(CONTROLLER_CONFIGS)
 
 

@@ -1,0 +1,49 @@
+"""The one way to compose a config from conf/ outside an entry point: `compose(name, overrides)`.
+
+The three entry points (`data_pipeline.job`, `training.train`, `evaluation.evaluate`) compose
+through `@hydra.main`; everything else (benchmarks, tests, evaluation building the network of a
+released checkpoint from conf/model + conf/controller) calls `compose`, which reads the same files
+the same way. Every group file names its schema or lands on a field of the primary schema, so a
+key a YAML file leaves out keeps its dataclass default.
+
+This module lives in `data_pipeline` because that is the package all three may import
+(dependencies run data_pipeline <- training <- evaluation). It knows where conf/ is and nothing
+about the schemas: register them first (`data_pipeline.config.register_configs`,
+`training.config.register_configs`, `evaluation.config.register_configs`, or
+`training.model.register_configs` for `+model=` / `+controller=` alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+VERSION_BASE = "1.3"  # the entry points' @hydra.main(version_base=...)
+
+
+def compose(
+    config_name: str | None, overrides: Sequence[str] = (), config_dir: Path = CONF_DIR
+) -> DictConfig:
+    """conf/<config_name>.yaml with Hydra overrides, as `@hydra.main` would hand it over (without
+    the `hydra` node). `config_name=None` composes only what the overrides add, e.g.
+    `compose(None, ["+model=tiny", "+controller=local"])` gives `.model` and `.controller`.
+
+    Safe inside a running `@hydra.main` (Hydra refuses a second initialisation): the running
+    Hydra is set aside and put back afterwards."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    running = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=VERSION_BASE):
+            return hydra_compose(config_name, overrides=list(overrides))
+    finally:
+        if running is not None:
+            # initialize_config_dir restores a copy of the cleared instance on exit
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(running)
