@@ -1,9 +1,10 @@
 """Typed Hydra config of the render job (`python -m data_pipeline.job`, conf/render.yaml).
 
-YAML files only set values; these dataclasses define the fields, and `__post_init__` refuses
-inconsistent combinations with a clear message. Groups: `source` (builtin | local | objaverse |
-objaverse_xl, each its own typed config, see data_pipeline.sources) and `render` (RenderSettings,
-owned by data_pipeline.render_settings: `render=default` keeps SPEC 3, `render=demo` is tiny).
+These dataclasses define the fields and own their defaults; YAML files only set what differs
+(tests/test_conf_defaults.py), and `__post_init__` refuses inconsistent combinations with a clear
+message. Groups: `source` (builtin | local | objaverse | objaverse_xl, each its own typed config,
+see data_pipeline.sources) and `render` (RenderSettings, owned by data_pipeline.render_settings:
+`render=default` keeps SPEC 3, `render=demo` is tiny).
 `quality` (data_pipeline.quality.QualityConfig) sets the report written after every job.
 """
 

@@ -1,4 +1,6 @@
-"""Typed configuration of `python -m evaluation.evaluate` (conf/eval.yaml sets the values).
+"""Typed configuration of `python -m evaluation.evaluate`: the dataclasses own every default;
+conf/eval.yaml, conf/metrics/ and conf/eval_experiment/ set only what differs or what Hydra needs
+(tests/test_conf_defaults.py).
 
 `register_configs()` stores the schemas in Hydra's ConfigStore; conf/eval.yaml names
 `eval_schema` in its defaults list and conf/metrics/*.yaml name `metrics_schema`.
@@ -99,9 +101,11 @@ class EvalConfig:
     # shard folders (held-out and training) are read through their dataset index; true reads a
     # folder without a complete one (e.g. one a killed render job was rewriting) as it is
     allow_incomplete: bool = False
+    # conf/eval.yaml adds a <date>_<time> folder (Hydra's `now` resolver, so it stays in the YAML)
     output_dir: str = "outputs/eval"
     device: str = "cpu"
-    num_threads: int | None = None  # torch CPU threads; null -> torch's default
+    # torch CPU threads; null -> torch's default (1 is fastest for the tiny model on a busy machine)
+    num_threads: int | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

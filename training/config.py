@@ -1,9 +1,11 @@
 """Typed configuration of a training run (SPEC 5).
 
 One dataclass per Hydra group: `data/`, `engine/`, `trainer/`, `wandb` here, `model/` and
-`controller/` from `training.model.config`. YAML in conf/ only sets values; every cross-field rule
-lives in a `__post_init__` and raises a clear error. `TrainConfig` is the primary schema
-(`conf/train.yaml` names it `train_schema` in its defaults list).
+`controller/` from `training.model.config`. The dataclasses own every default (what a Hydra run of
+the default groups gets); YAML in conf/ only sets what differs (a variant, a preset) or what Hydra
+needs (defaults lists, interpolations, `???`), checked by tests/test_conf_defaults.py. Every
+cross-field rule lives in a `__post_init__` and raises a clear error. `TrainConfig` is the primary
+schema (`conf/train.yaml` names it `train_schema` in its defaults list).
 
 `load_config(dictconfig)` turns Hydra's composed DictConfig into these typed objects; the
 DeepSpeed config is generated from them by `training.engine.deepspeed_config`.
@@ -161,7 +163,7 @@ class TrainerConfig:
     log_every: int = 10
     ckpt_every: int = 1000  # 0 = only at the end
     keep_checkpoints: int = 3
-    sample_every: int = 0  # 0 = no sample grids
+    sample_every: int = 2000  # 0 = no sample grids
     # DDIM steps of the logged sample grids (through ImageDreamPipeline; the negative text is
     # training.diffusion.SamplingConfig's); None = its num_inference_steps
     sample_steps: int | None = None
@@ -200,7 +202,8 @@ class WandbConfig:
 
 @dataclass
 class TrainConfig:
-    name: str = "imagedream"  # run name: the run folder and the W&B run name
+    # run name: the run folder and the W&B run name (interpolations resolve in load_config)
+    name: str = "imagedream_${controller.name}"
     run_dir: str = "runs/${name}"  # config.yaml, metrics.jsonl, checkpoints/, wandb/, export/
     model: ModelConfig = field(default_factory=ModelConfig)
     controller: Any = MISSING  # a training.model.config.ControllerConfig subclass
