@@ -19,8 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from data_pipeline.quality import QualityConfig
 from data_pipeline.render_settings import RenderSettings
 from data_pipeline.sources import SOURCE_KINDS
-
-WANDB_MODES = ("disabled", "offline", "online")
+from data_pipeline.wandb_config import WandbBase
 
 
 @dataclass
@@ -39,15 +38,11 @@ class RayConfig:
 
 
 @dataclass
-class WandbConfig:
-    mode: str = "disabled"  # disabled | offline | online (online without a key falls back)
+class WandbConfig(WandbBase):
+    mode: str = "disabled"  # data_pipeline.wandb_config.WANDB_MODES (online without a key: offline)
     project: str = "imagedream-render"
     entity: str | None = None
     name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in WANDB_MODES:
-            raise ValueError(f"wandb.mode must be one of {WANDB_MODES}, got {self.mode!r}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from data_pipeline.wandb_config import WandbBase
 from evaluation.leakage import MODES as LEAKAGE_MODES
 from evaluation.prompts import PromptConfig
 from evaluation.sampler import SamplerConfig
@@ -82,8 +83,8 @@ class OriginalCheckpointConfig:
 
 
 @dataclass
-class WandbConfig:
-    mode: str = "offline"  # online | offline | disabled
+class WandbConfig(WandbBase):
+    mode: str = "offline"  # data_pipeline.wandb_config.WANDB_MODES
     project: str = "imagedream-eval"
     dir: str | None = None  # default: the output folder
 

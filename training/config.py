@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from data_pipeline.cameras import has_target_views
+from data_pipeline.wandb_config import TRAIN_WANDB_MODES, WandbBase
 from training.diffusion import ObjectiveConfig
 from training.model.config import (
     ControllerConfig,
@@ -33,7 +34,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 CAPTION_SUFFIX = ", 3d asset"  # SPEC 5; evaluation sends captions with the same suffix
 LR_SCHEDULES = ("constant", "cosine")
 SAMPLINGS = ("resampled", "epoch")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 RESUME_MODES = ("auto", "never")  # or a path to a checkpoint folder
 
 
@@ -188,16 +188,14 @@ class TrainerConfig:
 
 
 @dataclass
-class WandbConfig:
+class WandbConfig(WandbBase):
+    MODES = TRAIN_WANDB_MODES  # training alone resolves "auto" (training.tracking.wandb_mode)
+
     # "auto": online when WANDB_API_KEY is set, else offline (sync later with `wandb sync`)
     mode: str = "auto"
     project: str = "imagedream"
     entity: str | None = None
     tags: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.mode not in WANDB_MODES:
-            raise ValueError(f"wandb.mode={self.mode!r}; expected one of {WANDB_MODES}")
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""One mode check for the three tools' W&B settings (data_pipeline.wandb_config.WandbBase), each
+accepting the modes it handles: "auto" only in training, which resolves it."""
+
+from __future__ import annotations
+
+import pytest
+
+from data_pipeline.config import WandbConfig as RenderWandbConfig
+from data_pipeline.wandb_config import WandbBase
+from evaluation.config import WandbConfig as EvalWandbConfig
+from training.config import WandbConfig as TrainWandbConfig
+
+ACCEPTED = {
+    TrainWandbConfig: ("auto", "online", "offline", "disabled"),
+    EvalWandbConfig: ("online", "offline", "disabled"),
+    RenderWandbConfig: ("online", "offline", "disabled"),
+}
+
+
+@pytest.mark.parametrize("cls", list(ACCEPTED), ids=lambda c: c.__module__)
+def test_each_tool_accepts_its_modes_and_refuses_the_rest(cls: type[WandbBase]) -> None:
+    assert issubclass(cls, WandbBase) and ACCEPTED[cls] == cls.MODES
+    cls()  # its default mode is one of them
+    for mode in ACCEPTED[cls]:
+        assert cls(mode=mode).mode == mode
+    for mode in {"auto", "shared", "ofline"} - set(ACCEPTED[cls]):
+        with pytest.raises(ValueError, match="wandb.mode"):
+            cls(mode=mode)
