@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from data_pipeline import storage
+from data_pipeline.atomic import atomic_write_bytes  # re-exported: importers predate atomic.py
 from data_pipeline.schema import (
     META_EXT,
     ManifestEntry,
@@ -55,20 +56,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _member_order(name: str) -> tuple[int, str]:

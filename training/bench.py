@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from data_pipeline.atomic import atomic_write_bytes
 from data_pipeline.cameras import distance_for_fov, ring_azimuths, ring_c2w
 from data_pipeline.schema import RingMeta, encode_png, encode_sample
 from data_pipeline.shards import shard_name, write_shard
@@ -234,9 +235,7 @@ def _run_full_step_child(shards: str, timeout: float) -> dict[str, Any]:
 
 def write_report(results: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS / "train.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, RESULTS / "train.json")
+    atomic_write_bytes(RESULTS / "train.json", json.dumps(results, indent=2).encode())
     lines = [
         "# Training benchmark",
         "",
@@ -281,9 +280,7 @@ def write_report(results: dict[str, Any]) -> None:
             f"| {full['build_s']:.0f} | {full['step_s']:.0f} | {full['peak_rss_gib']:.1f} | "
             f"{full['loss']:.4f} |",
         ]
-    tmp = RESULTS / "train.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, RESULTS / "train.md")
+    atomic_write_bytes(RESULTS / "train.md", ("\n".join(lines) + "\n").encode())
 
 
 def main() -> None:

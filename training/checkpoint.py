@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from data_pipeline.shards import atomic_write_bytes
+from data_pipeline.atomic import atomic_write, atomic_write_bytes
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -117,15 +117,6 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _fsync_tree(path: Path) -> None:
     """Flush every file and folder below `path` to disk before it gets its final name."""
     for dirpath, _, filenames in os.walk(path):
@@ -147,6 +138,18 @@ def _remove(path: Path) -> None:
     trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def _replace_dir(finished: Path, final: Path) -> None:
+    """Give a finished folder its final name, removing an older folder of that name first.
+
+    Folders are not written through data_pipeline.atomic (one file, one writer): a checkpoint is
+    filled by every rank between barriers, the export by diffusers' save_pretrained, so each
+    caller stages its folder and only this last step is shared.
+    """
+    if final.exists():  # the same step saved again (e.g. after a resume), or a second export
+        _remove(final)
+    os.replace(finished, final)
 
 
 def write_checkpoint(
@@ -179,23 +182,19 @@ def write_checkpoint(
     staging = tmp_root / tag
     engine.save_state(tmp_root, tag)  # DeepSpeed writes tmp_root/tag/...
     staging.mkdir(parents=True, exist_ok=True)
-    _atomic_torch_save({**rank_state, "rng": rng_states()}, staging / f"rank{rank:05d}.pt")
+    rank_file = {**rank_state, "rng": rng_states()}
+    atomic_write(staging / f"rank{rank:05d}.pt", lambda f: torch.save(rank_file, f))
     if rank == 0:
         (staging / CONFIG_FILE).write_text(config_yaml)
-        _atomic_torch_save(
-            {**trainer_state, "step": step, "format": CHECKPOINT_FORMAT}, staging / TRAINER_FILE
-        )
+        trainer_file = {**trainer_state, "step": step, "format": CHECKPOINT_FORMAT}
+        atomic_write(staging / TRAINER_FILE, lambda f: torch.save(trainer_file, f))
     barrier()
     final = root / tag
     if rank == 0:
         _fsync_tree(staging)
-        if final.exists():  # the same step saved again (e.g. after a resume): replace it
-            _remove(final)
-        os.replace(staging, final)
+        _replace_dir(staging, final)
         shutil.rmtree(tmp_root, ignore_errors=True)
-        latest_tmp = root / ".latest.tmp"
-        latest_tmp.write_text(tag + "\n")
-        os.replace(latest_tmp, root / "latest")
+        atomic_write_bytes(root / "latest", f"{tag}\n".encode())
         rotate(run_dir, keep)
     barrier()
     return Checkpoint(final, step)
@@ -319,7 +318,5 @@ def export_model(engine: Engine, ema: EMA | None, folder: Path) -> None:
             tmp = folder.with_name(f".{folder.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             ImageDreamPipeline.from_model(engine.model).save_pretrained(tmp)
-            if folder.exists():
-                _remove(folder)
-            os.replace(tmp, folder)
+            _replace_dir(tmp, folder)
     barrier()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_pipeline.shards import atomic_write_bytes
+from data_pipeline.atomic import atomic_write_bytes
 from training.config import TrainConfig, WandbConfig
 
 RUN_ID_FILE = "wandb_run_id.txt"

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from data_pipeline.atomic import atomic_write
 from training.model.attention import init_image_projections_from_text
 from training.model.config import ControllerConfig, ModelConfig, UNetConfig
 from training.model.denoiser import MultiViewUNet
@@ -268,9 +269,8 @@ def save_original_checkpoint(model: ImageDream, path: str | Path) -> Path:
     (threestudio's ImageDream guidance loads it with `load_state_dict(torch.load(path))`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(released_state_dict(model), tmp)
-    tmp.replace(path)
+    state = released_state_dict(model)
+    atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 
