@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.run_layout import RunLayout
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results"
 VARIANTS = ["none", "global", "local", "pixel", "local_pixel"]
@@ -63,11 +65,12 @@ def train(work: Path, variant: str, shards: Path, steps: int) -> tuple[Path, flo
     can be rerun without training again)."""
     run_dir = work / f"run_{variant}"
     timing = run_dir / TRAIN_SECONDS
-    if (run_dir / "export" / "model_index.json").is_file() and timing.is_file():
+    finished = (RunLayout(run_dir).export / "model_index.json").is_file()
+    if finished and timing.is_file():
         REUSED.append(variant)
         return run_dir, float(timing.read_text())
     start = time.perf_counter()
-    if not (run_dir / "export" / "model_index.json").is_file():
+    if not finished:
         cmd = [sys.executable, "-m", "training.train", "experiment=demo",
                f"controller={variant}", "controller.train_unet=true", "data.use_captions=true",
                f"data.shards={shards}", f"run_dir={run_dir}", f"trainer.max_steps={steps}",
@@ -173,8 +176,9 @@ def main() -> None:
     mean_view = None
     for variant in args.variants:
         run_dir, seconds = train(args.work, variant, shards["train"], args.steps)
-        cfg = from_yaml((run_dir / "config.yaml").read_text())
-        pipe = ImageDreamPipeline.from_pretrained(run_dir / "export")
+        layout = RunLayout(run_dir)
+        cfg = from_yaml(layout.config.read_text())
+        pipe = ImageDreamPipeline.from_pretrained(layout.export)
         pipe.set_progress_bar_config(disable=True)
         model = pipe.model.eval()
         if mean_view is None:
@@ -190,7 +194,7 @@ def main() -> None:
         )
         for k in ("views", "truth", "prompts"):
             train_scores.pop(k)
-        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+        rows = [json.loads(x) for x in layout.metrics.read_text().splitlines() if x]
         curves[variant] = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
         results[variant] = {
             "train_seconds": seconds,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from evaluation.config import OriginalCheckpointConfig
 from training.pipeline import ImageDreamPipeline
+from training.run_layout import EXPORT_DIR, CheckpointFolder, RunLayout
 
 CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".safetensors", ".pth")
 INDEX = "model_index.json"
@@ -24,11 +25,12 @@ def load_pipeline(checkpoint: str | Path, original: OriginalCheckpointConfig) ->
     path = Path(checkpoint).expanduser()
     if path.is_dir() and (path / INDEX).is_file():
         return ImageDreamPipeline.from_pretrained(path)
-    if path.is_dir() and (path / "export" / INDEX).is_file():
-        return ImageDreamPipeline.from_pretrained(path / "export")
+    export = RunLayout(path).export
+    if path.is_dir() and (export / INDEX).is_file():
+        return ImageDreamPipeline.from_pretrained(export)
     if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
         return ImageDreamPipeline.from_model(_load_original(path, original))
-    if path.is_dir() and (path / "trainer.pt").is_file():
+    if path.is_dir() and CheckpointFolder(path).trainer.is_file():
         raise ValueError(
             f"{path} is a DeepSpeed training checkpoint (optimiser state included); evaluate the "
             f"run's export instead (<run_dir>/export, written at the end of training)"
@@ -58,7 +60,7 @@ def _load_original(path: Path, cfg: OriginalCheckpointConfig):  # type: ignore[n
 def checkpoint_label(checkpoint: str | Path) -> str:
     """A short name for tables and plots: the run folder's name for <run>/export."""
     path = Path(checkpoint)
-    if path.name == "export" and path.parent.name:
+    if path.name == EXPORT_DIR and path.parent.name:
         return path.parent.name
     return path.stem if path.is_file() else path.name
 
@@ -70,7 +72,7 @@ def training_shards_of(checkpoint: str | Path) -> list[str]:
 
     path = Path(checkpoint).expanduser()
     for run_dir in (path, path.parent):
-        config = run_dir / "config.yaml"
+        config = RunLayout(run_dir).config
         if path.is_dir() and config.is_file():
             shards = OmegaConf.select(OmegaConf.load(config), "data.shards", default=None)
             return [str(shards)] if shards else []
@@ -84,7 +86,7 @@ def loss_curve_of(checkpoint: str | Path) -> list[tuple[int, float]]:
 
     path = Path(checkpoint).expanduser()
     for run_dir in (path, path.parent):
-        metrics = run_dir / "metrics.jsonl"
+        metrics = RunLayout(run_dir).metrics
         if path.is_dir() and metrics.is_file():
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             return [(int(r["step"]), float(r["train/loss"])) for r in rows if "train/loss" in r]

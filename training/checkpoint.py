@@ -1,13 +1,8 @@
 """Checkpoints: atomic, rotated, carrying everything an exact resume needs.
 
-Layout of a run folder (see docs/TRAINING.md):
-    <run_dir>/checkpoints/step_00001000/
-        <DeepSpeed's files>   model, optimiser and LR scheduler (written by training.engine)
-        trainer.pt            step, EMA shadows (rank 0)
-        rank00000.pt          per rank: RNG states (python, numpy, torch, noise generator) and
-                              the data stream position
-        config.yaml           the resolved config of the run
-    <run_dir>/checkpoints/latest   name of the newest complete checkpoint (a convenience)
+Where the files go is training.run_layout's (<run_dir>/checkpoints/step_00001000/ with DeepSpeed's
+files, trainer.pt, rank00000.pt ..., config.yaml; checkpoints/latest); what is inside them is this
+module's.
 
 Atomicity: every rank writes into checkpoints/.tmp-step_XXXXXXXX/; only when all ranks are done
 does rank 0 rename the finished folder to its final name. A folder without the leading dot is
@@ -21,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +25,7 @@ import numpy as np
 import torch
 
 from data_pipeline.atomic import atomic_write, atomic_write_bytes
+from training.run_layout import CheckpointFolder, RunLayout, checkpoint_tag, tag_step
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -38,13 +33,9 @@ if TYPE_CHECKING:
     from training.ema import EMA
     from training.engine import Engine
 
-CHECKPOINTS = "checkpoints"
-_TAG_RE = re.compile(r"^step_(\d{8})$")
-TRAINER_FILE = "trainer.pt"
 # Written into trainer.pt. /2: the denoiser is one module (`model.denoiser.unet.*`,
 # `model.denoiser.controller.*`); /1 checkpoints (`model.unet.*`) cannot be resumed.
 CHECKPOINT_FORMAT = "imagedream-train/2"
-CONFIG_FILE = "config.yaml"
 
 
 class CheckpointEngine(Protocol):
@@ -63,25 +54,21 @@ class Checkpoint:
     def tag(self) -> str:
         return self.path.name
 
-
-def tag_for(step: int) -> str:
-    return f"step_{step:08d}"
-
-
-def checkpoint_root(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINTS
+    @property
+    def files(self) -> CheckpointFolder:
+        return CheckpointFolder(self.path)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     """Complete checkpoints of a run, oldest first (temporary and trash folders are ignored)."""
-    root = checkpoint_root(run_dir)
+    root = RunLayout(Path(run_dir)).checkpoints
     if not root.is_dir():
         return []
     found = []
     for path in root.iterdir():
-        m = _TAG_RE.match(path.name)
-        if m and path.is_dir() and (path / TRAINER_FILE).is_file():
-            found.append(Checkpoint(path, int(m.group(1))))
+        step = tag_step(path.name)
+        if step is not None and path.is_dir() and CheckpointFolder(path).trainer.is_file():
+            found.append(Checkpoint(path, step))
     return sorted(found, key=lambda c: c.step)
 
 
@@ -92,10 +79,10 @@ def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:
 
 def as_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
-    m = _TAG_RE.match(path.name)
-    if not m or not (path / TRAINER_FILE).is_file():
+    step = tag_step(path.name)
+    if step is None or not CheckpointFolder(path).trainer.is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint folder (step_XXXXXXXX)")
-    return Checkpoint(path, int(m.group(1)))
+    return Checkpoint(path, step)
 
 
 def rng_states() -> dict[str, Any]:
@@ -168,8 +155,9 @@ def write_checkpoint(
     `rank_state` is this rank's RNG and data state; `trainer_state` (step, EMA, ...) is written
     by rank 0 only.
     """
-    root = checkpoint_root(run_dir)
-    tag = tag_for(step)
+    layout = RunLayout(Path(run_dir))
+    root = layout.checkpoints
+    tag = checkpoint_tag(step)
     tmp_root = root / f".tmp-{tag}"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
@@ -179,22 +167,22 @@ def write_checkpoint(
             shutil.rmtree(leftover, ignore_errors=True)
         tmp_root.mkdir()
     barrier()
-    staging = tmp_root / tag
+    staging = CheckpointFolder(tmp_root / tag)
     engine.save_state(tmp_root, tag)  # DeepSpeed writes tmp_root/tag/...
-    staging.mkdir(parents=True, exist_ok=True)
+    staging.path.mkdir(parents=True, exist_ok=True)
     rank_file = {**rank_state, "rng": rng_states()}
-    atomic_write(staging / f"rank{rank:05d}.pt", lambda f: torch.save(rank_file, f))
+    atomic_write(staging.rank(rank), lambda f: torch.save(rank_file, f))
     if rank == 0:
-        (staging / CONFIG_FILE).write_text(config_yaml)
+        staging.config.write_text(config_yaml)
         trainer_file = {**trainer_state, "step": step, "format": CHECKPOINT_FORMAT}
-        atomic_write(staging / TRAINER_FILE, lambda f: torch.save(trainer_file, f))
+        atomic_write(staging.trainer, lambda f: torch.save(trainer_file, f))
     barrier()
-    final = root / tag
+    final = layout.checkpoint(step).path
     if rank == 0:
-        _fsync_tree(staging)
-        _replace_dir(staging, final)
+        _fsync_tree(staging.path)
+        _replace_dir(staging.path, final)
         shutil.rmtree(tmp_root, ignore_errors=True)
-        atomic_write_bytes(root / "latest", f"{tag}\n".encode())
+        atomic_write_bytes(layout.latest, f"{tag}\n".encode())
         rotate(run_dir, keep)
     barrier()
     return Checkpoint(final, step)
@@ -216,9 +204,7 @@ def read_checkpoint(
 
     Returns (trainer_state, rank_state) for the caller to restore EMA and the data position.
     """
-    trainer_state = torch.load(
-        checkpoint.path / TRAINER_FILE, map_location="cpu", weights_only=False
-    )
+    trainer_state = torch.load(checkpoint.files.trainer, map_location="cpu", weights_only=False)
     if trainer_state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{checkpoint.path} was written in format {trainer_state.get('format', 'imagedream-train/1')!r}, "
@@ -226,7 +212,7 @@ def read_checkpoint(
             "run, or export the old run with the version that trained it"
         )
     engine.load_state(checkpoint.path.parent, checkpoint.tag)
-    rank_file = checkpoint.path / f"rank{rank:05d}.pt"
+    rank_file = checkpoint.files.rank(rank)
     if not rank_file.is_file():
         raise FileNotFoundError(
             f"{rank_file} is missing: the checkpoint was written by fewer processes than this run "
@@ -261,7 +247,7 @@ def write_run_config(cfg: TrainConfig, run_dir: Path, is_main: bool) -> None:
     from training.config import to_yaml
 
     if is_main:
-        atomic_write_bytes(run_dir / CONFIG_FILE, to_yaml(cfg).encode())
+        atomic_write_bytes(RunLayout(run_dir).config, to_yaml(cfg).encode())
 
 
 def save_checkpoint(

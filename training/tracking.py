@@ -24,9 +24,7 @@ from torch import Tensor
 
 from data_pipeline.atomic import atomic_write_bytes
 from training.config import TrainConfig, WandbConfig
-
-RUN_ID_FILE = "wandb_run_id.txt"
-METRICS_FILE = "metrics.jsonl"
+from training.run_layout import RUN_ID_FILE, RunLayout
 
 
 def wandb_mode(cfg: WandbConfig) -> str:
@@ -39,7 +37,7 @@ def wandb_mode(cfg: WandbConfig) -> str:
 
 def run_id(run_dir: Path) -> str:
     """The run's W&B id, created once and kept in the run folder."""
-    path = run_dir / RUN_ID_FILE
+    path = RunLayout(run_dir).wandb_run_id
     if path.is_file():
         return path.read_text().strip()
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -51,10 +49,11 @@ def run_id(run_dir: Path) -> str:
 def offline_parts(run_dir: Path) -> list[Path]:
     """The offline W&B folders of a run, oldest first. W&B cannot resume an offline run in
     place, so each resumed session of an offline run writes one more folder with the same id."""
-    run = run_id(run_dir) if (run_dir / RUN_ID_FILE).is_file() else None
+    layout = RunLayout(run_dir)
+    run = run_id(run_dir) if layout.wandb_run_id.is_file() else None
     if run is None:
         return []
-    return sorted((run_dir / "wandb").glob(f"offline-run-*-{run}"))
+    return sorted(layout.wandb.glob(f"offline-run-*-{run}"))
 
 
 def sync_commands(run_dir: Path, project: str | None = None) -> list[list[str]]:
@@ -100,13 +99,13 @@ class Tracker:
         progress: bool,
     ) -> None:
         self.is_main = is_main
-        self.run_dir = run_dir
+        self.layout = RunLayout(run_dir)
         self.wandb: Any = None
         self.bar: Any = None
         self._last_time = time.perf_counter()
         if not is_main:
             return
-        cut_metrics(run_dir / METRICS_FILE, start_step)
+        cut_metrics(self.layout.metrics, start_step)
         mode = wandb_mode(cfg)
         if mode != "disabled":
             import wandb
@@ -130,7 +129,7 @@ class Tracker:
     def log(self, metrics: dict[str, float], step: int) -> None:
         if not self.is_main:
             return
-        with open(self.run_dir / METRICS_FILE, "a") as f:
+        with open(self.layout.metrics, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.wandb is not None:
             self.wandb.log(metrics, step=step)
@@ -147,7 +146,7 @@ class Tracker:
             return
         from PIL import Image
 
-        folder = self.run_dir / "samples"
+        folder = self.layout.samples
         folder.mkdir(exist_ok=True)
         Image.fromarray(image).save(folder / f"{key.replace('/', '_')}_{step:08d}.png")
         if self.wandb is not None:

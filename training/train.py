@@ -26,6 +26,7 @@ from training.data import Loader, build_loader
 from training.ema import EMA
 from training.engine import Engine, barrier, build_engine, init_distributed
 from training.pipeline import ImageDreamPipeline
+from training.run_layout import RunLayout
 from training.tracking import Tracker, build_tracker, sample_grid
 
 log = logging.getLogger("training")
@@ -68,7 +69,7 @@ def train(cfg: TrainConfig) -> Path:
     if saved_at != step:
         save_checkpoint(cfg, run_dir, engine, loader, ema, step)
     if cfg.trainer.export:
-        export_model(engine, ema, run_dir / "export")
+        export_model(engine, ema, RunLayout(run_dir).export)
     tracker.close()
     engine.close()
     return run_dir

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from training.config import WandbConfig
+from training.run_layout import METRICS_FILE, RUN_ID_FILE
 from training.tracking import (
-    METRICS_FILE,
-    RUN_ID_FILE,
     Tracker,
     offline_parts,
     sync_commands,
