@@ -2,7 +2,9 @@
 
 Where the files go is training.run_layout's (<run_dir>/checkpoints/step_00001000/ with DeepSpeed's
 files, trainer.pt, rank00000.pt ..., config.yaml; checkpoints/latest); what is inside them is this
-module's.
+module's. Besides DeepSpeed's model, optimiser and LR scheduler, a checkpoint holds named Stateful
+parts (`training_parts`, as torchtitan hands its checkpointer a dict of Stateful objects): saving
+and restoring iterate the same dict, and each part's name is its key in the file it goes to.
 
 Atomicity: every rank writes into checkpoints/.tmp-step_XXXXXXXX/; only when all ranks are done
 does rank 0 rename the finished folder to its final name. A folder without the leading dot is
@@ -28,6 +30,8 @@ from data_pipeline.atomic import atomic_write, atomic_write_bytes
 from training.run_layout import CheckpointFolder, RunLayout, checkpoint_tag, tag_step
 
 if TYPE_CHECKING:
+    from torch.distributed.checkpoint.stateful import Stateful
+
     from training.config import TrainConfig
     from training.data import Loader
     from training.ema import EMA
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 # Written into trainer.pt. /2: the denoiser is one module (`model.denoiser.unet.*`,
 # `model.denoiser.controller.*`); /1 checkpoints (`model.unet.*`) cannot be resumed.
 CHECKPOINT_FORMAT = "imagedream-train/2"
+_TRAINER_HEADER = ("step", "format")  # trainer.pt's own keys, beside its parts
 
 
 class CheckpointEngine(Protocol):
@@ -85,23 +90,90 @@ def as_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, step)
 
 
-def rng_states() -> dict[str, Any]:
-    states: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+# ---------------------------------------------------------------------------------------------
+# What a checkpoint holds: named Stateful parts
 
 
-def restore_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+@dataclass(frozen=True)
+class CheckpointParts:
+    """Named Stateful parts; a part's name is its key on disk. `per_rank` parts go into this
+    rank's rankNNNNN.pt; `shared` parts (the same on every rank) into trainer.pt, which rank 0
+    writes and every rank reads. A part that is None (EMA off) is saved as None and not restored.
+    """
+
+    per_rank: dict[str, Stateful | None]
+    shared: dict[str, Stateful | None]
+
+    def __post_init__(self) -> None:
+        if clash := set(self.shared) & set(_TRAINER_HEADER):
+            raise ValueError(f"trainer.pt keeps {sorted(clash)} for itself: rename the part")
+
+
+class ProcessRNG:
+    """This process's global generators: python, numpy, torch (and CUDA when present)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        states: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        return states
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        random.setstate(state_dict["python"])
+        np.random.set_state(state_dict["numpy"])
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+@dataclass(frozen=True)
+class _EngineRNG:
+    """The engine's noise and timestep generator (training.engine.Engine.generator)."""
+
+    engine: Engine
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.engine.rng_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.engine.load_rng_state(state_dict)
+
+
+def training_parts(engine: Engine, loader: Loader, ema: EMA | None) -> CheckpointParts:
+    """THE list of what an exact resume restores beside DeepSpeed's state; adding a part is one
+    line here. The names are keys in files already on disk: renaming one orphans old checkpoints."""
+    return CheckpointParts(
+        per_rank={
+            "data": loader,  # each stream's position (training.data.DataState)
+            "engine_rng": _EngineRNG(engine),
+            "rng": ProcessRNG(),
+        },
+        shared={"ema": ema},  # None when engine.ema_decay = 0
+    )
+
+
+def _state_dicts(parts: dict[str, Stateful | None]) -> dict[str, Any]:
+    return {name: None if part is None else part.state_dict() for name, part in parts.items()}
+
+
+def _load_state_dicts(parts: dict[str, Stateful | None], saved: dict[str, Any], file: Path) -> None:
+    for name, part in parts.items():
+        if part is None:
+            continue  # this run has no such part (EMA off): whatever was saved stays unread
+        if saved.get(name) is None:
+            raise ValueError(
+                f"{file} has no {name!r} state but this run restores one (the saving run had that "
+                "part off, e.g. engine.ema_decay=0)"
+            )
+        part.load_state_dict(saved[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpoint folder
 
 
 def _fsync_tree(path: Path) -> None:
@@ -144,16 +216,14 @@ def write_checkpoint(
     run_dir: str | Path,
     step: int,
     rank: int,
-    rank_state: dict[str, Any],
-    trainer_state: dict[str, Any],
+    parts: CheckpointParts,
     config_yaml: str,
     keep: int,
     barrier: Any = lambda: None,
 ) -> Checkpoint:
     """Save on every rank (collective); returns the new checkpoint after rotation.
 
-    `rank_state` is this rank's RNG and data state; `trainer_state` (step, EMA, ...) is written
-    by rank 0 only.
+    Every rank writes its `parts.per_rank`; rank 0 also writes `parts.shared` with the step.
     """
     layout = RunLayout(Path(run_dir))
     root = layout.checkpoints
@@ -170,11 +240,11 @@ def write_checkpoint(
     staging = CheckpointFolder(tmp_root / tag)
     engine.save_state(tmp_root, tag)  # DeepSpeed writes tmp_root/tag/...
     staging.path.mkdir(parents=True, exist_ok=True)
-    rank_file = {**rank_state, "rng": rng_states()}
+    rank_file = _state_dicts(parts.per_rank)
     atomic_write(staging.rank(rank), lambda f: torch.save(rank_file, f))
     if rank == 0:
-        staging.config.write_text(config_yaml)
-        trainer_file = {**trainer_state, "step": step, "format": CHECKPOINT_FORMAT}
+        atomic_write_bytes(staging.config, config_yaml.encode())
+        trainer_file = {**_state_dicts(parts.shared), "step": step, "format": CHECKPOINT_FORMAT}
         atomic_write(staging.trainer, lambda f: torch.save(trainer_file, f))
     barrier()
     final = layout.checkpoint(step).path
@@ -198,11 +268,11 @@ def rotate(run_dir: str | Path, keep: int) -> list[Checkpoint]:
 
 
 def read_checkpoint(
-    engine: CheckpointEngine, checkpoint: Checkpoint, rank: int
+    engine: CheckpointEngine, checkpoint: Checkpoint, rank: int, parts: CheckpointParts
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Restore the engine (model, optimiser, scheduler) and this rank's RNG states.
+    """Restore the engine (model, optimiser, scheduler) and every part.
 
-    Returns (trainer_state, rank_state) for the caller to restore EMA and the data position.
+    Returns what trainer.pt and this rank's file held (trainer_state, rank_state), step included.
     """
     trainer_state = torch.load(checkpoint.files.trainer, map_location="cpu", weights_only=False)
     if trainer_state.get("format") != CHECKPOINT_FORMAT:
@@ -219,7 +289,8 @@ def read_checkpoint(
             "has; exact resume needs the same number of processes"
         )
     rank_state = torch.load(rank_file, map_location="cpu", weights_only=False)
-    restore_rng_states(rank_state["rng"])
+    _load_state_dicts(parts.per_rank, rank_state, rank_file)
+    _load_state_dicts(parts.shared, trainer_state, checkpoint.files.trainer)
     return trainer_state, rank_state
 
 
@@ -262,8 +333,7 @@ def save_checkpoint(
         run_dir,
         step,
         rank=engine.dist.rank,
-        rank_state={"data": loader.state_dict(), "engine_rng": engine.rng_state()},
-        trainer_state={"ema": None if ema is None else ema.state_dict()},
+        parts=training_parts(engine, loader, ema),
         config_yaml=to_yaml(cfg),
         keep=cfg.trainer.keep_checkpoints,
         barrier=barrier,
@@ -280,13 +350,8 @@ def restore_training_state(
     checkpoint = latest_checkpoint(run_dir) if resume == "auto" else as_checkpoint(resume)
     if checkpoint is None:
         return 0
-    trainer_state, rank_state = read_checkpoint(engine, checkpoint, rank)
-    loader.load_state_dict(rank_state["data"])
-    engine.load_rng_state(rank_state["engine_rng"])
-    if ema is not None:
-        if trainer_state.get("ema") is None:
-            raise ValueError(f"{checkpoint.path} has no EMA state but engine.ema_decay > 0")
-        ema.load_state_dict(trainer_state["ema"])
+    parts = training_parts(engine, loader, ema)
+    trainer_state, _ = read_checkpoint(engine, checkpoint, rank, parts)
     return int(trainer_state["step"])
 
 
