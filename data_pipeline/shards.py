@@ -17,11 +17,9 @@ import io
 import os
 import tarfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from data_pipeline import storage
-from data_pipeline.atomic import atomic_write_bytes  # re-exported: importers predate atomic.py
 from data_pipeline.schema import (
     META_EXT,
     ManifestEntry,
@@ -32,7 +30,6 @@ from data_pipeline.schema import (
 )
 
 SHARD_NAME = "shard-{shard_id:05d}.tar"
-_CHUNK = 1 << 20
 
 # A sample as the schema encodes it: {"__key__": key, "meta.json": bytes, "view000.png": bytes, ...}
 Sample = Mapping[str, Any]
@@ -48,14 +45,6 @@ def shard_id_for(uid: str, num_shards: int) -> int:
 
 def shard_name(shard_id: int) -> str:
     return SHARD_NAME.format(shard_id=shard_id)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _member_order(name: str) -> tuple[int, str]:

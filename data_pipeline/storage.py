@@ -54,6 +54,8 @@ from typing import Any
 
 import fsspec
 
+from data_pipeline.atomic import atomic_open
+
 # Schemes webdataset's own opener handles (curl, commands): shards named by them pass through.
 WEBDATASET_SCHEMES = frozenset({"http", "https", "sftp", "ftps", "scp", "ais", "htgs", "hf"})
 SHARD_SUFFIX = ".tar"
@@ -279,16 +281,8 @@ def open_write(path: PathLike) -> Iterator[Any]:
     """A binary file to stream into; on success it appears under `path`, complete, on an
     exception nothing appears there (a local temporary is removed, an upload not completed)."""
     if not is_url(path):
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(path) as f:
+            yield f
         return
     url = os.fspath(path)
     fs, p = _fs(url)

@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_pipeline.atomic import atomic_write_bytes
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.schema import encode_sample
-from data_pipeline.shards import atomic_write_bytes, tar_bytes
+from data_pipeline.shards import tar_bytes
 from data_pipeline.sources.base import ObjectSpec, Source
 
 DEFAULT_RENDERER = "data_pipeline.render:render_object"

@@ -50,9 +50,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from data_pipeline import storage
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.formats import OBJECT_EXTENSIONS
-from data_pipeline.shards import sha256_file
 from data_pipeline.sources.base import ObjectSpec, Source, SourceError, sanitise
 from data_pipeline.sources.captions import (
     caption_from_annotation,
@@ -260,7 +260,7 @@ class ObjaverseXLSource(Source):
                 f"objaverse_xl: {sub} object not downloaded (gone upstream, or the request "
                 f"failed) into {self.cache_dir}",
             )
-        digest = sha256_file(local)
+        digest = storage.sha256(local)
         if spec.sha256 and digest != spec.sha256:
             raise Refusal(
                 Reason.FETCH_FAILED,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data_pipeline import shards
 from data_pipeline.atomic import atomic_write, atomic_write_bytes
 
 
@@ -30,5 +29,15 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
 
 
-def test_shards_re_exports_the_same_helper():
-    assert shards.atomic_write_bytes is atomic_write_bytes
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "x.bin"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]

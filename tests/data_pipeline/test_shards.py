@@ -14,7 +14,6 @@ from data_pipeline.reader import read_manifests, read_rings, verify_shard
 from data_pipeline.schema import SchemaError, encode_sample
 from data_pipeline.shards import (
     assign_shards,
-    atomic_write_bytes,
     shard_id_for,
     tar_bytes,
     write_shard,
@@ -94,20 +93,6 @@ def test_duplicate_keys_are_refused(tmp_path):
     sample = encode_sample(*synthetic_ring("dup"))
     with pytest.raises(SchemaError, match="duplicate"):
         write_shard(tmp_path / "shard-00000.tar", [sample, sample])
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    target = tmp_path / "x.bin"
-    atomic_write_bytes(target, b"old")
-
-    def boom(*_a, **_k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
-        atomic_write_bytes(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
 
 
 def _stage(tmp_path, uids):
