@@ -9,7 +9,11 @@ and are checked against Blender's after keyframing, so the stored c2w are exactl
 Blender rendered. Blender errors become `Refusal(Reason.RENDER_ERROR, path, Blender's message)`;
 nothing is swallowed. No Ray here: the job (data_pipeline.job) fans this function out.
 
-CLI (debugging, and a killable subprocess for the job):
+`render_object` does not validate its rings: whoever stages them does, once (the render process,
+data_pipeline.worker.render_to_tar, and this CLI).
+
+CLI, to render one object by hand (the job renders through data_pipeline.worker's render
+process, whose protocol is data_pipeline.render_protocol):
 
     python -m data_pipeline.render --asset PATH --out DIR [--uid U --caption C --source S
         --views N --rings R --resolution R --samples S --seed K --framing F --device D]
@@ -17,7 +21,8 @@ CLI (debugging, and a killable subprocess for the job):
 writes, for each ring r,
     DIR/{uid}_r{r}/meta.json          RingMeta as JSON (data_pipeline.schema; same bytes as shards)
     DIR/{uid}_r{r}/view{i:03d}.png    RGBA straight alpha, view i at azimuth i * 360 / N
-and DIR/result.json: {"ok": true, "rings": [...dirs], "blender_seconds": [...]} or
+and DIR/result.json, a report for a person (ring folders, settings, seed; not a protocol message):
+{"ok": true, "rings": [...dirs], "blender_seconds": [...]} or
 {"ok": false, "reason": ..., "path": ..., "detail": ...} (exit code 0 / 3 for a refusal).
 
 Shapes: V views, H = W = resolution.
@@ -292,7 +297,7 @@ def render_object(
         blenderproc_version,
         ensure_blenderproc,
     )
-    from data_pipeline.validate import border_fraction, validate_ring
+    from data_pipeline.validate import border_fraction
 
     path = str(asset_path)
     report: AssetReport = inspect_asset(path)
@@ -348,9 +353,7 @@ def render_object(
                 },
                 notes=list(report.notes),
             )
-            ring = RenderedRing(meta, [encode_png(v) for v in views], seconds)
-            validate_ring(ring)
-            rings.append(ring)
+            rings.append(RenderedRing(meta, [encode_png(v) for v in views], seconds))
     except BaseException:
         with contextlib.suppress(Exception):  # the error that got us here matters more
             bproc.clean_up(clean_up_camera=True)
@@ -373,6 +376,8 @@ def write_ring_dir(ring: RenderedRing, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from data_pipeline.validate import validate_ring
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -403,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         rings = render_object(
             args.asset, uid, args.caption, args.source, settings, seed, args.sha256
         )
+        for ring in rings:
+            validate_ring(ring)
     except Refusal as refusal:
         result: dict[str, Any] = {"ok": False, "reason": refusal.reason.value, "path": refusal.path,
                   "detail": refusal.detail}  # fmt: skip

@@ -3,8 +3,9 @@
 Two halves:
 - the render process (`python -m data_pipeline.worker`): a long-lived child that imports Blender
   once, then renders one request at a time, validates every ring and writes the object's samples
-  as one tar. It answers on a private pipe, one JSON line per request; Blender's own chatter goes
-  to the log file, never into the protocol.
+  as one tar. It answers on a private pipe, one JSON line per request (the typed messages of
+  data_pipeline.render_protocol); Blender's own chatter goes to the log file, never into the
+  protocol.
 - `RenderWorker`, the parent side: fetches the asset, sends the request, and waits at most
   `time_limit_s`. A child that overruns is killed (its whole process group) -> Reason.TIMEOUT; a
   child that dies -> Reason.WORKER_CRASHED with the exit status and the log tail; either way a fresh
@@ -26,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
-import json
 import os
 import select
 import shutil
@@ -44,6 +44,7 @@ from typing import Any
 
 from data_pipeline.atomic import atomic_write_bytes
 from data_pipeline.errors import Reason, Refusal
+from data_pipeline.render_protocol import ProtocolError, Ready, RenderAnswer, RenderRequest
 from data_pipeline.schema import encode_sample
 from data_pipeline.shards import tar_bytes
 from data_pipeline.sources.base import ObjectSpec, Source
@@ -129,7 +130,11 @@ class RenderProcess:
             )
         self.proc, self.served = proc, 0
         line = self._read_line(STARTUP_TIMEOUT_S)
-        if not line or json.loads(line).get("ready") is not True:
+        try:
+            started = bool(line) and Ready.from_line(line or b"").ready
+        except ProtocolError:
+            started = False
+        if not started:
             status = self.kill()
             raise Refusal(
                 Reason.WORKER_CRASHED,
@@ -169,14 +174,14 @@ class RenderProcess:
             return "(no log)"
         return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-chars:]
 
-    def request(self, payload: dict[str, Any], timeout: float, name: str) -> dict[str, Any]:
+    def request(self, request: RenderRequest, timeout: float, name: str) -> RenderAnswer:
         """Send one request and wait for its answer; raises Refusal(TIMEOUT/WORKER_CRASHED)."""
         if self.proc is None or self.proc.poll() is not None or self.served >= self.recycle_after:
             self.kill()
             self._start()
         assert self.proc is not None and self.proc.stdin is not None
         try:
-            self.proc.stdin.write(json.dumps(payload).encode() + b"\n")
+            self.proc.stdin.write(request.to_line())
             self.proc.stdin.flush()
         except BrokenPipeError:
             status = self.kill()
@@ -195,8 +200,8 @@ class RenderProcess:
                 f"render process died (exit {status}): {self.log_tail()}",
             )
         self.served += 1
-        answer: dict[str, Any] = json.loads(line)
-        if answer.get("unexpected"):
+        answer = RenderAnswer.from_line(line)
+        if answer.unexpected:
             self.kill()  # its Blender state is suspect: the next object gets a fresh process
         return answer
 
@@ -278,26 +283,26 @@ class RenderWorker:
 
     def _render(self, spec: ObjectSpec, result: ObjectResult, asset: Path) -> None:
         out = self.tmp / f"{spec.uid}.tar"
-        payload = {
-            "uid": spec.uid,
-            "asset_path": str(asset),
-            "caption": spec.caption,
-            "source": spec.source,
-            "sha256": spec.sha256,
-            "settings": _settings_dict(self.settings),
-            "out": str(out),
-        }
-        answer = self.process.request(payload, self.time_limit_s, spec.path)
-        if answer.get("unexpected"):
-            raise UnexpectedRenderError(answer.get("detail", "?"))
-        if not answer.get("ok"):
-            raise Refusal(Reason(answer["reason"]), spec.path, answer.get("detail", ""))
+        request = RenderRequest(
+            uid=spec.uid,
+            asset_path=str(asset),
+            caption=spec.caption,
+            source=spec.source,
+            sha256=spec.sha256,
+            settings=_settings_dict(self.settings),
+            out=str(out),
+        )
+        answer = self.process.request(request, self.time_limit_s, spec.path)
+        if answer.unexpected:
+            raise UnexpectedRenderError(answer.detail or "?")
+        if not answer.ok:
+            raise Refusal(Reason(answer.reason or Reason.RENDER_ERROR), spec.path, answer.detail)
         result.staged = out.read_bytes()
         out.unlink()
-        result.rings = int(answer["rings"])
-        result.blender_seconds = float(answer["blender_seconds"])
-        result.notes = list(answer.get("notes", []))
-        result.rings_with_notes = int(answer.get("rings_with_notes", 0))
+        result.rings = answer.rings
+        result.blender_seconds = answer.blender_seconds
+        result.notes = list(answer.notes)
+        result.rings_with_notes = answer.rings_with_notes
 
 
 # -- work folders -------------------------------------------------------------------------------
@@ -406,35 +411,36 @@ def _build_settings(raw: dict[str, Any]) -> Any:
     return RenderSettings(**raw)  # JSON lists stand in for tuples; __post_init__ accepts both
 
 
-def render_to_tar(renderer: Callable[..., Any], request: dict[str, Any]) -> dict[str, Any]:
-    """Render, validate and stage one object; the answer for the protocol."""
+def render_to_tar(renderer: Callable[..., Any], request: RenderRequest) -> RenderAnswer:
+    """Render, validate and stage one object; the answer for the protocol. Every ring of every
+    renderer is validated here (once: render_object leaves it to its callers)."""
     from data_pipeline.render_settings import object_seed
     from data_pipeline.validate import validate_ring
 
-    settings = _build_settings(request["settings"])
+    settings = _build_settings(request.settings)
     rings = renderer(
-        request["asset_path"],
-        request["uid"],
-        request["caption"],
-        request["source"],
+        request.asset_path,
+        request.uid,
+        request.caption,
+        request.source,
         settings,
-        object_seed(settings.seed, request["uid"]),  # same object, same rings, in any order
-        sha256=request.get("sha256"),
+        object_seed(settings.seed, request.uid),  # same object, same rings, in any order
+        sha256=request.sha256,
     )
     if not rings:
-        raise Refusal(Reason.RENDER_ERROR, request["asset_path"], "renderer returned no rings")
+        raise Refusal(Reason.RENDER_ERROR, request.asset_path, "renderer returned no rings")
     samples = []
     for ring in rings:
         validate_ring(ring)
         samples.append(encode_sample(ring.meta, ring.views_png))
-    atomic_write_bytes(request["out"], tar_bytes(samples))
-    return {
-        "ok": True,
-        "rings": len(rings),
-        "blender_seconds": float(sum(r.blender_seconds for r in rings)),
-        "notes": sorted({note for r in rings for note in r.meta.notes}),
-        "rings_with_notes": sum(bool(r.meta.notes) for r in rings),
-    }
+    atomic_write_bytes(request.out, tar_bytes(samples))
+    return RenderAnswer(
+        ok=True,
+        rings=len(rings),
+        blender_seconds=float(sum(r.blender_seconds for r in rings)),
+        notes=sorted({note for r in rings for note in r.meta.notes}),
+        rings_with_notes=sum(bool(r.meta.notes) for r in rings),
+    )
 
 
 def _exit_with_parent() -> None:
@@ -459,25 +465,24 @@ def main(argv: list[str] | None = None) -> None:
     _exit_with_parent()
     # The protocol gets a private copy of stdout; fd 1 then points at stderr (the log), so
     # whatever Blender or a library prints cannot corrupt an answer.
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    proto = os.fdopen(os.dup(1), "wb", buffering=0)  # one write per answer line
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     renderer = _load(args.renderer)
     if args.renderer in WARM_UP:
         _load(WARM_UP[args.renderer])()
-    proto.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
-    for line in sys.stdin:
+    proto.write(Ready(pid=os.getpid()).to_line())
+    for line in sys.stdin.buffer:
         if not line.strip():
             continue
-        request = json.loads(line)
         try:
-            answer = render_to_tar(renderer, request)
+            answer = render_to_tar(renderer, RenderRequest.from_line(line))
         except Refusal as refusal:
-            answer = {"ok": False, "reason": refusal.reason.value, "detail": refusal.detail}
+            answer = RenderAnswer.refused(refusal)
         except Exception as exc:  # not a refusal: environment, config or a bug (render.py)
             print(traceback.format_exc(), file=sys.stderr)
-            answer = {"ok": False, "unexpected": True, "detail": f"{type(exc).__name__}: {exc}"}
-        proto.write(json.dumps(answer) + "\n")
+            answer = RenderAnswer.failed(exc)
+        proto.write(answer.to_line())
 
 
 if __name__ == "__main__":
