@@ -202,7 +202,7 @@ class WandbConfig(WandbBase):
 class TrainConfig:
     # run name: the run folder and the W&B run name (interpolations resolve in load_config)
     name: str = "imagedream_${controller.name}"
-    run_dir: str = "runs/${name}"  # config.yaml, metrics.jsonl, checkpoints/, wandb/, export/
+    run_dir: str = "runs/${name}"  # its layout: training.run_layout
     model: ModelConfig = field(default_factory=ModelConfig)
     controller: Any = MISSING  # a training.model.config.ControllerConfig subclass
     data: DataConfig = field(default_factory=DataConfig)

@@ -54,7 +54,7 @@ def _objaverse() -> Any:
 
 
 class ObjaverseSource(Source):
-    name = "objaverse"
+    name = ObjaverseSourceConfig.kind  # recorded in rings and the ledger: the registry key
 
     def __init__(self, cfg: ObjaverseSourceConfig):
         self.cfg = cfg
