@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 DEMO_DIR ?= outputs/demo
 ASSETS ?= $(abspath ../shared/assets)
 BENCH ?= quick
-MAKE_KNOBS := VENV PY NPROC ARGS PYTEST_ARGS DEMO_DIR ASSETS BENCH
+GPU_CHECK_OUT ?= bench/results
+MAKE_KNOBS := VENV PY NPROC ARGS PYTEST_ARGS DEMO_DIR ASSETS BENCH GPU_CHECK_OUT
 # Every other variable given on the command line becomes a quoted Hydra override.
 OVERRIDES = $(strip $(foreach v,$(filter-out $(MAKE_KNOBS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))'))) $(ARGS)
 
@@ -25,12 +26,12 @@ export IMAGEDREAM_ASSETS ?= $(ASSETS)
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo render train eval test test-fast fuzz lint format bench bench-learn clean
+.PHONY: help install demo render train eval test test-fast fuzz lint format bench bench-learn gpu-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Hydra overrides go as VAR=value (e.g. make train controller=pixel trainer.max_steps=10)."
-	@echo "  Knobs: NPROC=N (training processes here), ARGS='raw hydra args' (bench-learn: its flags), BENCH=quick|full."
+	@echo "  Knobs: NPROC=N (training processes here), ARGS='raw hydra args' (bench-learn: its flags), BENCH=quick|full, GPU_CHECK_OUT=DIR (gpu-check's report)."
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -84,6 +85,9 @@ bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render setti
 	$(PY) -m training.bench_resume
 	$(PY) -m evaluation.bench
 	$(PY) -m training.bench_pipeline
+
+gpu-check: $(STAMP) ## GPU paths measured (render, DeepSpeed training, sampling); without a GPU: tiny, on the CPU
+	$(PY) -m evaluation.gpu_check --out $(GPU_CHECK_OUT)
 
 bench-learn: $(STAMP) ## Train every controller variant on the procedural family, compare (about an hour)
 	$(PY) -m evaluation.bench_learn $(ARGS)

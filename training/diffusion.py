@@ -219,8 +219,10 @@ class Diffusion:
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     def sample_timesteps(self, b: int, generator: torch.Generator, device: torch.device) -> Tensor:
-        """(B,) one timestep per object, shared by its views (and the pixel frame)."""
-        return torch.randint(0, self.num_timesteps, (b,), generator=generator, device=device)
+        """(B,) one timestep per object, shared by its views (and the pixel frame). Drawn where
+        the generator lives, then moved (a CPU generator gives the same draws on any device)."""
+        t = torch.randint(0, self.num_timesteps, (b,), generator=generator, device=generator.device)
+        return t.to(device)
 
     def loss(
         self,
@@ -241,7 +243,7 @@ class Diffusion:
         latents = latents.float()  # (B, V, C, h, w)
         text = model.encode_text(captions)  # (B, T, D)
         cond = training_conditioning(model, prompt, prompt_dropped)  # controllers run with grad
-        noise = torch.randn(latents.shape, generator=generator, device=device)
+        noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(device)
         t = self.sample_timesteps(b, generator, device)
         noisy = self.add_noise(latents, noise, t)  # (B, V, C, h, w)
         eps = model(noisy.to(dtype), t, text, cameras.to(device, dtype), cond)

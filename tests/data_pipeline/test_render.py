@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from data_pipeline import cameras
+from data_pipeline.camera_check import iou, silhouette
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.render import main, render_object
 from data_pipeline.render_settings import (
@@ -191,21 +192,6 @@ def test_blenderproc_starts_once_and_leaves_the_interpreter_clean():
 
 
 # ----------------------------------------------------------------------------- Blender
-
-
-def silhouette(vertices, faces, c2w, fov_deg, size) -> np.ndarray:
-    """(size, size) bool: the triangles of `vertices` (world) projected with c2w and FoV."""
-    uv, depth = cameras.project(vertices, c2w, fov_deg, size)
-    assert (depth > 0).all(), "test camera must see every vertex in front of it"
-    image = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(image)
-    for tri in faces:
-        draw.polygon([tuple(p) for p in uv[tri]], fill=255)
-    return np.asarray(image) > 127
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def _decode(png: bytes) -> np.ndarray:
