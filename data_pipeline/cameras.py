@@ -100,7 +100,7 @@ def view_indices(num_views: int, azimuths_deg: Iterable[float]) -> list[int]:
         index = az / step
         if abs(index - round(index)) > 1e-6:
             raise ValueError(f"a ring of {num_views} views has no view at azimuth {az}")
-        out.append(int(round(index)) % num_views)
+        out.append(round(index) % num_views)
     return out
 
 

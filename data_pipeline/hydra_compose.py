@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+T = TypeVar("T")
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 VERSION_BASE = "1.3"  # the entry points' @hydra.main(version_base=...)
@@ -47,3 +50,18 @@ def compose(
             # initialize_config_dir restores a copy of the cleared instance on exit
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(running)
+
+
+def to_dataclass(schema: type[T], cfg: object, resolve: bool = False) -> T:
+    """`cfg` (a DictConfig, a dict, or already a `schema`) as the typed dataclass: merged onto
+    the schema's structured config, so a key it leaves out keeps the dataclass default, then
+    built, so every __post_init__ check runs. `resolve`: interpolations first."""
+    if isinstance(cfg, schema):
+        return cfg
+    merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    if resolve:
+        OmegaConf.resolve(merged)
+    typed = OmegaConf.to_object(merged)
+    if not isinstance(typed, schema):
+        raise TypeError(f"expected a {schema.__name__}, the config gave a {type(typed).__name__}")
+    return typed

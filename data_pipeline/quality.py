@@ -107,7 +107,7 @@ class Histogram:
 
     @classmethod
     def logspace(cls, title: str, lo: float, hi: float, per_decade: int, unit: str) -> Histogram:
-        decades = int(round(np.log10(hi / lo)))
+        decades = round(float(np.log10(hi / lo)))
         edges = np.logspace(np.log10(lo), np.log10(hi), decades * per_decade + 1)
         return cls(title, unit, [float(x) for x in edges], log=True)
 

@@ -24,7 +24,7 @@ def _pair(value: Any, name: str) -> tuple[float, float]:
     values = tuple(float(v) for v in value)
     if len(values) != 2:
         raise ValueError(f"{name}={value!r}: expected (low, high)")
-    return values  # type: ignore[return-value]
+    return values
 
 
 @dataclass

@@ -169,7 +169,7 @@ def glb_bytes(name: str) -> bytes:
     return mesh_glb(name, build_mesh(name, frame="gltf"))
 
 
-def mesh_glb(name: str, mesh) -> bytes:  # type: ignore[no-untyped-def]
+def mesh_glb(name: str, mesh) -> bytes:
     """A glTF-frame mesh as GLB bytes (deterministic for the same trimesh and Pillow)."""
     import trimesh
 

@@ -207,7 +207,7 @@ def main() -> None:
     write(results, curves, samples, args, time.perf_counter() - started, load_at_start)
 
 
-def write(results, curves, samples, args, seconds, load_at_start) -> None:  # type: ignore[no-untyped-def]
+def write(results, curves, samples, args, seconds, load_at_start) -> None:
     out = args.out
     from PIL import Image
 

@@ -41,7 +41,7 @@ def load_pipeline(checkpoint: str | Path, original: OriginalCheckpointConfig) ->
     )
 
 
-def _load_original(path: Path, cfg: OriginalCheckpointConfig):  # type: ignore[no-untyped-def]
+def _load_original(path: Path, cfg: OriginalCheckpointConfig):
     """The network of a released file: conf/model and conf/controller names (composed by Hydra
     onto their schemas, as a training run's `model=` / `controller=`), local encoders."""
     from training.model import build_imagedream, compose_model_configs

@@ -134,9 +134,6 @@ def register_configs() -> None:
 
 def to_eval_config(cfg: Any) -> EvalConfig:
     """The typed config from a Hydra DictConfig (runs every __post_init__ check)."""
-    from omegaconf import OmegaConf
+    from data_pipeline.hydra_compose import to_dataclass
 
-    if isinstance(cfg, EvalConfig):
-        return cfg
-    merged = OmegaConf.merge(OmegaConf.structured(EvalConfig), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    return to_dataclass(EvalConfig, cfg)

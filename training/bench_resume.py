@@ -81,7 +81,7 @@ def measure(shards: Path, samples: int) -> dict[str, float]:
         # what the resume reads again: the shards of the buffer's records and the current one
         "shards_reread": len(
             {k for k, _ in state["positions"][0]["buffer"]} | {state["positions"][0]["shard"]}
-        ),  # fmt: skip
+        ),
         "position_s": position_s,
         "replay_s": replay_s,
         "ratio": replay_s / position_s,

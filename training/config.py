@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from data_pipeline.cameras import has_target_views
+from data_pipeline.hydra_compose import to_dataclass
 from data_pipeline.wandb_config import TRAIN_WANDB_MODES, WandbBase
 from training.diffusion import ObjectiveConfig
 from training.model.config import (
@@ -241,9 +242,7 @@ def load_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
     """Typed, checked TrainConfig from a composed Hydra config (runs every __post_init__)."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
-    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
-    OmegaConf.resolve(merged)
-    typed: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    typed = to_dataclass(TrainConfig, cfg, resolve=True)
     typed.controller = to_controller_config(typed.controller)
     return typed
 

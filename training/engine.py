@@ -281,7 +281,7 @@ def build_engine(model: ImageDream, cfg: TrainConfig, dist: DistInfo) -> Engine:
 
     model.to(dist.device)
     if cfg.engine.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()  # type: ignore[operator]
+        model.unet.enable_gradient_checkpointing()
     objective = TrainingObjective(model, Diffusion(objective=cfg.objective))
     trainable = [p for p in objective.parameters() if p.requires_grad]
     if not trainable:

@@ -53,7 +53,7 @@ ImageInput = Image.Image | list[Image.Image] | np.ndarray | Tensor
 
 
 @dataclass
-class ImageDreamPipelineOutput(BaseOutput):  # type: ignore[misc]
+class ImageDreamPipelineOutput(BaseOutput):
     """images: per prompt its V views (PIL lists), or (B, V, H, W, 3) floats in [0, 1] ("np"),
     or (B, V, 3, H, W) in [0, 1] ("pt"), or the final (B, V, C, h, w) latents ("latent")."""
 
@@ -65,7 +65,8 @@ class ImageDreamPipelineOutput(BaseOutput):  # type: ignore[misc]
 
 class ImageDreamPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"  # type: ignore[assignment]
-    _optional_components = ["image_encoder"]
+    # diffusers declares it an instance attribute of type list: a list it must stay
+    _optional_components = ["image_encoder"]  # noqa: RUF012
 
     def __init__(
         self,

@@ -45,7 +45,7 @@ class _DecoderOutput:
     sample: Tensor
 
 
-class PixelUnshuffleAutoencoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
+class PixelUnshuffleAutoencoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,

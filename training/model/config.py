@@ -251,27 +251,26 @@ def register_configs() -> None:
 
 def to_model_config(cfg: object) -> ModelConfig:
     """A ModelConfig from itself, a Hydra DictConfig or a plain dict."""
-    if isinstance(cfg, ModelConfig):
-        return cfg
-    from omegaconf import OmegaConf
+    from data_pipeline.hydra_compose import to_dataclass
 
-    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    return to_dataclass(ModelConfig, cfg)
 
 
 def to_controller_config(cfg: object) -> ControllerConfig:
     """The typed controller config from itself, a Hydra DictConfig or a dict with `name`."""
     if isinstance(cfg, ControllerConfig):
         return cfg
-    from omegaconf import OmegaConf
+    from collections.abc import Mapping
 
+    from omegaconf import DictConfig
+
+    from data_pipeline.hydra_compose import to_dataclass
     from training.model.controllers import CONTROLLER_CONFIGS
 
-    name = cfg["name"]  # type: ignore[index]
+    name = cfg.get("name") if isinstance(cfg, Mapping | DictConfig) else None
     if name not in CONTROLLER_CONFIGS:
         raise KeyError(f"unknown controller {name!r}; registered: {sorted(CONTROLLER_CONFIGS)}")
-    merged = OmegaConf.merge(OmegaConf.structured(CONTROLLER_CONFIGS[name]), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    return to_dataclass(CONTROLLER_CONFIGS[name], cfg)
 
 
 def compose_model_configs(model: str, controller: str) -> tuple[ModelConfig, ControllerConfig]:

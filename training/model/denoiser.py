@@ -37,7 +37,7 @@ def portable_model_config(cfg: ModelConfig) -> dict[str, Any]:
     return dataclasses.asdict(dataclasses.replace(cfg, weights=WeightsConfig()))
 
 
-class MultiViewUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
+class MultiViewUNet(ModelMixin, ConfigMixin):
     config_name = "config.json"  # type: ignore[assignment]
 
     @register_to_config
@@ -81,7 +81,7 @@ class MultiViewUNet(ModelMixin, ConfigMixin):  # type: ignore[misc]
             raise RuntimeError(f"{what}: tensors left uninitialised: {still_meta[:20]}")
 
     @classmethod
-    def from_pretrained(  # type: ignore[override]
+    def from_pretrained(
         cls,
         pretrained_model_name_or_path: str | Path,
         subfolder: str | None = None,

@@ -50,7 +50,7 @@ class ImageDream(nn.Module):
 
     @property
     def controller(self) -> Controller:
-        return self.denoiser.controller  # type: ignore[no-any-return]
+        return self.denoiser.controller
 
     @property
     def controller_name(self) -> str:
