@@ -27,7 +27,7 @@ RESULTS = Path("bench/results")
 
 def _stage(folder: Path, count: int) -> dict[str, Path]:
     """`count` staged objects (uid -> tar), as render actors leave them."""
-    from training.bench import synthetic_ring
+    from data_pipeline.synthetic import synthetic_ring
 
     folder.mkdir(parents=True, exist_ok=True)
     staged = {}

@@ -4,9 +4,9 @@ replaying the stream from its start (how resume worked before the position was s
     python -m training.bench_resume [--samples 100 1000 10000]
 
 Writes bench/results/resume.{json,md}. One process, no workers (data.num_workers=0), synthetic
-shards of the project's own writer (training.bench.write_synthetic_shards). For each count N:
-a loader reads N samples and saves its state; "position" is the time for a new loader to load
-that state and give its first batch; "replay" is the time to read the same N records again
+shards of the project's own writer (data_pipeline.synthetic.write_synthetic_shards). For each
+count N: a loader reads N samples and saves its state; "position" is the time for a new loader to
+load that state and give its first batch; "replay" is the time to read the same N records again
 through webdataset (the undecoded skip the old resume did) and then give the first batch. Both
 are measured in the same run, on warm page cache, side by side.
 """
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from training.bench import RESULTS, write_synthetic_shards
+from data_pipeline.synthetic import write_synthetic_shards
+from training.bench import RESULTS
 
 SHARDS, RINGS_PER_SHARD, VIEWS, RES = 40, 100, 8, 32
 

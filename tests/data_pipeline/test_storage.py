@@ -13,7 +13,7 @@ from data_pipeline import storage
 from data_pipeline.dataset_index import INDEX_FILE, read_index, verify_dataset
 from data_pipeline.reader import expand_urls, list_shards, read_manifests, read_rings, verify_shard
 from data_pipeline.schema import IncompleteDatasetError, SchemaError
-from training.bench import write_synthetic_shards
+from data_pipeline.synthetic import write_synthetic_shards
 
 FLAGS = ("allow_incomplete=True", "data.allow_incomplete=true", "allow_incomplete=true")
 

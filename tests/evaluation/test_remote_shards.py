@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG
+from data_pipeline.synthetic import write_synthetic_shards
 from evaluation.leakage import TrainingIndex
 from evaluation.prompts import PromptConfig, load_heldout_rings
-from training.bench import write_synthetic_shards
 
 
 def test_leakage_index_and_heldout_rings_from_s3(tmp_path, s3):

@@ -13,7 +13,7 @@ import pytest
 
 from data_pipeline.cameras import network_camera, prompt_candidates, ring_azimuths, ring_c2w
 from data_pipeline.schema import RingMeta, SchemaError
-from training.bench import synthetic_ring, write_synthetic_shards
+from data_pipeline.synthetic import synthetic_ring, write_synthetic_shards
 from training.config import DataConfig
 from training.data import (
     Loader,
@@ -41,7 +41,7 @@ def data_cfg(shards: str, **overrides) -> DataConfig:
 
 
 def view_index(image: np.ndarray, num_views: int) -> int:
-    """The synthetic rings encode view i as red = 4 i inside the disc (training.bench)."""
+    """The synthetic rings encode view i as red = 4 i inside the disc (data_pipeline.synthetic)."""
     red = (image[0] + 1) / 2 * 255  # (H, W) of a (3, H, W) image in [-1, 1]
     centre = red[RES // 2, :]  # the disc crosses the middle row
     values = [v for v in np.round(centre).astype(int) if v % 4 == 0 and v // 4 < num_views]

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.bench import write_synthetic_shards
+from data_pipeline.synthetic import write_synthetic_shards
 from training.model import CONTROLLER_CONFIGS
 
 REPO = Path(__file__).resolve().parents[2]
