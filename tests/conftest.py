@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.s3_env import point_at_s3
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -59,28 +61,12 @@ def s3_server() -> Iterator[str]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     with pytest.MonkeyPatch.context() as mp:
-        _point_at(mp, endpoint)
+        point_at_s3(mp, endpoint)
         import s3fs
 
         s3fs.S3FileSystem(skip_instance_cache=True).mkdir(S3_BUCKET)
     yield endpoint
     server.stop()
-
-
-def _point_at(mp: pytest.MonkeyPatch, endpoint: str) -> None:
-    """The environment a user sets for an S3-compatible store (data_pipeline.storage): botocore
-    reads AWS_ENDPOINT_URL; dummy credentials, no credential files, no instance metadata."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
-                 "https_proxy"):  # fmt: skip
-        mp.delenv(name, raising=False)
-    mp.setenv("AWS_ENDPOINT_URL", endpoint)
-    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    mp.setenv("AWS_CONFIG_FILE", os.devnull)
-    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    mp.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @dataclass
@@ -100,8 +86,8 @@ class S3Prefix:
 
 @pytest.fixture
 def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Prefix:
-    """The S3 environment for this test (see `_point_at`) and a fresh prefix to upload into."""
-    _point_at(monkeypatch, s3_server)
+    """The S3 environment for this test (see `point_at_s3`) and a fresh prefix to upload into."""
+    point_at_s3(monkeypatch, s3_server)
     import s3fs
 
     fs = s3fs.S3FileSystem(skip_instance_cache=True)

@@ -23,7 +23,7 @@ import pytest
 from data_pipeline.dataset_index import read_index
 from data_pipeline.ledger import LEDGER_FILE, read_ledger
 from data_pipeline.reader import read_rings
-from tests.data_pipeline.test_job import make_assets
+from tests.data_pipeline.fakes import make_assets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ _DRIVER = """
 import sys
 from data_pipeline.config import RayConfig
 from data_pipeline.job import run_job
-from tests.data_pipeline.test_job import FAKE, job_config
+from tests.data_pipeline.fakes import FAKE, job_config
 out, src, address = sys.argv[1:4]
 cfg = job_config(out, src, ray=RayConfig(address=address, workers=2, cpus_per_worker=1))
 summary = run_job(cfg, renderer=FAKE)

@@ -26,8 +26,7 @@ from data_pipeline.reader import list_shards, read_manifests, read_rings
 from data_pipeline.schema import SCHEMA_VERSION, IncompleteDatasetError, SchemaError, encode_sample
 from data_pipeline.shards import tar_bytes, write_shard
 from data_pipeline.sources import LocalSource, LocalSourceConfig
-from tests.data_pipeline.test_job import job_config, make_assets
-from tests.data_pipeline.test_schema import synthetic_ring
+from tests.data_pipeline.fakes import fake_ring, job_config, make_assets
 
 NAMES = [f"obj{i}" for i in range(8)]
 FLAGS = ("allow_incomplete=True", "data.allow_incomplete=true", "allow_incomplete=true")
@@ -38,7 +37,7 @@ def staged_job(tmp_path: Path, num_shards: int = 3):
     root = make_assets(tmp_path / "assets", dict.fromkeys(NAMES, "fine"))
     out = tmp_path / "out"
     for i, spec in enumerate(LocalSource(LocalSourceConfig(root=str(root))).list_objects()):
-        rings = [encode_sample(*synthetic_ring(spec.uid, r, seed=i)) for r in range(2)]
+        rings = [encode_sample(*fake_ring(spec.uid, r, seed=i)) for r in range(2)]
         stage_object(out, spec.uid, tar_bytes(rings))
     cfg = job_config(out, root)
     cfg.num_shards = num_shards
@@ -181,7 +180,7 @@ def test_write_index_refuses_a_folder_that_disagrees_with_the_manifests(dataset)
 
 def test_a_folder_written_shard_by_shard_can_be_indexed_from_its_manifests(tmp_path):
     for sid in range(2):
-        write_shard(tmp_path / f"shard-{sid:05d}.tar", [encode_sample(*synthetic_ring(f"u{sid}"))])
+        write_shard(tmp_path / f"shard-{sid:05d}.tar", [encode_sample(*fake_ring(f"u{sid}"))])
     with pytest.raises(IncompleteDatasetError):
         list_shards(tmp_path)
     index = write_index_from_manifests(tmp_path)

@@ -5,8 +5,9 @@ within the hypothesis deadline.
 
 Brief by default (FUZZ_EXAMPLES examples per target, default 50); `make fuzz` sets it high.
 Seeds: files the project makes itself (the built-in and procedural GLBs, hand-written OBJ, PLY,
-STL and glTF, and test_formats' minimal file of every other format: OFF, FBX, COLLADA, USD
-text, crate and zip, Alembic, .blend), plus the real test assets in ../shared/assets when present.
+STL and glTF, and the minimal file of every other format in tests/data_pipeline/assets.py: OFF,
+FBX, COLLADA, USD text, crate and zip, Alembic, .blend), plus the real test assets in
+../shared/assets when present.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ from data_pipeline.schema import (
     manifest_path_for,
 )
 from data_pipeline.shards import read_tar_samples, write_shard
-from tests.data_pipeline.test_formats import VALID as FORMAT_SEEDS
-from tests.data_pipeline.test_geometry import CUBE_OBJ
-from tests.data_pipeline.test_schema import synthetic_ring
+from tests.data_pipeline.assets import CUBE_OBJ
+from tests.data_pipeline.assets import VALID as FORMAT_SEEDS
+from tests.data_pipeline.fakes import fake_ring
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 DEADLINE = timedelta(milliseconds=int(os.environ.get("FUZZ_DEADLINE_MS", "5000")))
@@ -273,14 +274,14 @@ def test_gltf_documents_with_mutated_fields_are_refused_or_pass(asset_dir, name,
 def shard(tmp_path_factory) -> Path:
     """A real two-ring shard with its manifest, in a folder with its index."""
     folder = tmp_path_factory.mktemp("fuzz_shards")
-    rings = [encode_sample(*synthetic_ring(f"fz{i}", num_views=4, seed=i)) for i in range(2)]
+    rings = [encode_sample(*fake_ring(f"fz{i}", num_views=4, seed=i)) for i in range(2)]
     manifest = write_shard(folder / "shard-00000.tar", rings)
     write_index(folder, [manifest])
     list(read_rings(folder / "shard-00000.tar"))  # webdataset's import outside the deadline
     return folder / "shard-00000.tar"
 
 
-SAMPLE = encode_sample(*synthetic_ring("fz", num_views=4, seed=3))
+SAMPLE = encode_sample(*fake_ring("fz", num_views=4, seed=3))
 META = json.loads(SAMPLE["meta.json"])
 
 

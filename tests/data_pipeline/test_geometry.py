@@ -13,22 +13,7 @@ from PIL import Image
 
 from data_pipeline.errors import Reason, Refusal
 from data_pipeline.geometry import inspect_asset, load_normalised_mesh
-
-CUBE_OBJ = """v 0 0 0
-v 1 0 0
-v 1 1 0
-v 0 1 0
-v 0 0 1
-v 1 0 1
-v 1 1 1
-v 0 1 1
-f 1 2 3 4
-f 5 6 7 8
-f 1 2 6 5
-f 2 3 7 6
-f 3 4 8 7
-f 4 1 5 8
-"""
+from tests.data_pipeline.assets import CUBE_OBJ
 
 
 def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:

@@ -1,6 +1,7 @@
-"""The render job: worker time limits and retries, the Ray job end to end, kill and resume,
-quarantine of broken assets. `fake_render` stands in for Blender where the logic, not the
-pixels, is under test; the slow tests run the real renderer at tiny settings."""
+"""The render job: the Ray job end to end, kill and resume, quarantine of broken assets (the
+worker alone, without Ray, is in test_worker.py). `fake_render` (fakes.py) stands in for Blender
+where the logic, not the pixels, is under test; the slow tests run the real renderer at tiny
+settings."""
 
 from __future__ import annotations
 
@@ -17,75 +18,14 @@ import pytest
 
 from data_pipeline.config import RayConfig, RenderJobConfig
 from data_pipeline.dataset_index import read_index
-from data_pipeline.errors import Reason, Refusal
+from data_pipeline.errors import Reason
 from data_pipeline.job import JobError, run_job
 from data_pipeline.ledger import read_ledger, read_rendered
 from data_pipeline.reader import read_manifests, read_rings, verify_shard
-from data_pipeline.render_settings import RenderedRing, RenderSettings
+from data_pipeline.render_settings import RenderSettings
 from data_pipeline.sources import LocalSource, LocalSourceConfig, ObjaverseSourceConfig
-from data_pipeline.worker import RenderWorker, remove_stale_work_dirs
-from tests.data_pipeline.test_schema import synthetic_ring
-from tests.data_pipeline.test_sources import make_objaverse_cache
-
-FAKE = "tests.data_pipeline.test_job:fake_render"
-TINY = dict(num_views=4, rings=2, resolution=16, samples=1)
-
-
-def fake_render(asset_path, uid, caption, source, settings, seed, sha256=None):
-    """Behaves as the asset's bytes say: hang, crash, boom (an error that is not a refusal),
-    refuse, killactor (kill the Ray actor once), flaky (crash once), or render
-    (after `sleep=SECONDS` if given; with a note in every ring for `note`). The bytes decide, not
-    the environment: Ray actors inherit the cluster's environment, not the driver's."""
-    data = Path(asset_path).read_bytes()
-    if b"hang" in data:
-        time.sleep(3600)
-    if b"crash" in data:
-        os._exit(3)
-    if b"boom" in data:  # an error that is not a refusal (environment, config, bug)
-        raise RuntimeError("boom: not the asset's fault")
-    if b"refuse" in data:
-        raise Refusal(Reason.NO_FACES, str(asset_path), "fake: no faces")
-    if b"killactor" in data:  # the Ray actor itself dies (once), not only its render process
-        marker = Path(f"{asset_path}.tried")
-        if not marker.exists():
-            marker.touch()
-            os.kill(os.getppid(), signal.SIGKILL)
-            time.sleep(3600)
-    if b"flaky" in data:
-        marker = Path(f"{asset_path}.tried")
-        if not marker.exists():
-            marker.touch()
-            os._exit(4)
-    delay = float(data.split(b"sleep=")[1]) if b"sleep=" in data else 0.0
-    time.sleep(delay)
-    rings = []
-    for r in range(settings.rings):
-        meta, views = synthetic_ring(uid, r, settings.num_views, settings.resolution, seed % 1000)
-        meta.caption, meta.source, meta.asset_path = caption, source, str(asset_path)
-        if b"note" in data:
-            meta.notes = ["fake: texture 'wood.png' is missing: rendered without it"]
-        rings.append(RenderedRing(meta, views, blender_seconds=delay / settings.rings + 0.001))
-    return rings
-
-
-def make_assets(root: Path, kinds: dict[str, str]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, content in kinds.items():
-        (root / f"{name}.glb").write_text(content)
-    return root
-
-
-def job_config(out: Path, root: Path, **kw) -> RenderJobConfig:
-    settings = RenderSettings(**{**TINY, **kw.pop("render", {})})
-    kw.setdefault("ray", RayConfig(workers=2))
-    return RenderJobConfig(
-        source=LocalSourceConfig(root=str(root)),
-        render=settings,
-        output_dir=str(out),
-        num_shards=3,
-        progress=False,
-        **kw,
-    )
+from tests.data_pipeline.assets import make_objaverse_cache
+from tests.data_pipeline.fakes import FAKE, job_config, make_assets
 
 
 def shard_keys(out: Path) -> list[str]:
@@ -98,88 +38,6 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-# -- the worker alone (no Ray) ------------------------------------------------------------------
-
-
-def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_path):
-    root = make_assets(
-        tmp_path / "a",
-        {
-            "ok": "fine",
-            "hang": "hang",
-            "crash": "crash",
-            "refuse": "refuse",
-            "flaky": "flaky",
-            "boom": "boom",
-        },
-    )
-    source = LocalSource(LocalSourceConfig(root=str(root)))
-    worker = RenderWorker(
-        source,
-        RenderSettings(**TINY),
-        time_limit_s=2.0,
-        max_attempts=2,
-        work_dir=tmp_path / "work",
-        renderer=FAKE,
-    )
-    worker.warm_up()
-    try:
-        results = {Path(s.path).stem: (s, worker.process_object(s)) for s in source.list_objects()}
-    finally:
-        worker.close()
-    by_name = {name: r for name, (_, r) in results.items()}
-    assert by_name["ok"].ok and by_name["ok"].rings == 2 and by_name["ok"].attempts == 1
-    assert by_name["flaky"].ok and by_name["flaky"].attempts == 2
-    hang = by_name["hang"]
-    assert (hang.reason, hang.attempts) == (Reason.TIMEOUT.value, 2)
-    assert 4.0 <= hang.wall_seconds < 60.0  # two attempts of 2 s each (+ restarts), not 3600 s
-    assert (by_name["crash"].reason, by_name["crash"].attempts) == (Reason.WORKER_CRASHED.value, 2)
-    assert "exit 3" in by_name["crash"].detail
-    assert (by_name["refuse"].reason, by_name["refuse"].attempts) == (Reason.NO_FACES.value, 1)
-    assert not by_name["refuse"].unexpected
-    boom = by_name["boom"]  # not a refusal: retried in a fresh process, flagged unexpected
-    assert (boom.reason, boom.attempts, boom.unexpected) == (Reason.RENDER_ERROR.value, 2, True)
-    assert "boom" in boom.detail
-
-
-_KILLABLE_WORKER = """
-import sys, time
-from data_pipeline.render_settings import RenderSettings
-from data_pipeline.worker import RenderWorker
-worker = RenderWorker(None, RenderSettings(), time_limit_s=1, max_attempts=1, work_dir=sys.argv[1])
-print(worker.tmp, flush=True)
-time.sleep(3600)
-"""
-
-
-def test_work_folders_of_killed_workers_are_removed_and_live_ones_kept(tmp_path):
-    work = tmp_path / "work"
-    (work / "render-oldstyle").mkdir(parents=True)  # a killed run of before the locks
-    (work / "logs").mkdir()
-    killed = subprocess.Popen(
-        [sys.executable, "-c", _KILLABLE_WORKER, str(work)],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
-    )
-    assert killed.stdout is not None
-    killed_dir = Path(killed.stdout.readline().decode().strip())
-    live = RenderWorker(None, RenderSettings(**TINY), time_limit_s=1, max_attempts=1, work_dir=work)
-    try:
-        assert remove_stale_work_dirs(work) == [work / "render-oldstyle"]
-        assert killed_dir.is_dir(), "a live worker's folder (another process) was removed"
-        killed.kill()
-        killed.wait()
-        assert remove_stale_work_dirs(work) == [killed_dir]
-        assert live.tmp.is_dir(), "a live worker's folder (this process) was removed"
-        assert (work / "logs").is_dir()
-    finally:
-        killed.kill()
-        killed.wait()
-        live.close()
-    assert not live.tmp.exists()
-    assert sorted(p.name for p in work.iterdir()) == ["logs"]
 
 
 # -- the Ray job --------------------------------------------------------------------------------
@@ -370,7 +228,7 @@ def test_objaverse_job_from_local_cache_quarantines_failed_download(tmp_path, ra
 _KILLABLE_JOB = """
 import sys
 from data_pipeline.config import RayConfig
-from tests.data_pipeline.test_job import FAKE, job_config
+from tests.data_pipeline.fakes import FAKE, job_config
 from data_pipeline.job import run_job
 from pathlib import Path
 run_job(job_config(Path(sys.argv[1]), Path(sys.argv[2]), ray=RayConfig(address=sys.argv[3], workers=1)), renderer=FAKE)
@@ -480,7 +338,7 @@ def test_real_assets_render_or_are_quarantined_with_a_reason(tmp_path, ray_clust
     assert summary["objects_in_source"] == len(meshes | broken | others)  # prompts/*.png: images
 
 
-# -- config and state files (no Ray) ------------------------------------------------------------
+# -- config (no Ray) ----------------------------------------------------------------------------
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SOURCE_OVERRIDES = {
@@ -511,20 +369,6 @@ def test_config_checks_refuse_bad_values():
         RenderJobConfig(source=LocalSourceConfig(root="/x"), max_attempts=0)
     with pytest.raises(ValueError, match="num_shards"):
         RenderJobConfig(source=LocalSourceConfig(root="/x"), num_shards=0)
-
-
-def test_torn_ledger_line_is_dropped_and_not_glued_to_new_entries(tmp_path, capsys):
-    from data_pipeline.ledger import LedgerEntry, append_ledger, rewrite_ledger
-
-    good = LedgerEntry(uid="a", path="/a", reason="no_faces", detail="d", attempts=1)
-    (tmp_path / "quarantine.jsonl").write_text(good.to_line() + '{"uid": "b", "pa')
-    ledger = read_ledger(tmp_path)
-    assert list(ledger) == ["a"] and "torn" in capsys.readouterr().err
-    rewrite_ledger(tmp_path, ledger.values())
-    append_ledger(
-        tmp_path, LedgerEntry(uid="c", path="/c", reason="timeout", detail="", attempts=2)
-    )
-    assert sorted(read_ledger(tmp_path)) == ["a", "c"]
 
 
 def test_wandb_offline_run_is_written(tmp_path, ray_cluster, monkeypatch):

@@ -1,5 +1,5 @@
 """The render job with its output (and its source) in object storage: a local S3-compatible
-server (moto, tests/conftest.py) stands in for S3. `fake_render` (test_job) stands in for
+server (moto, tests/conftest.py) stands in for S3. `fake_render` (fakes.py) stands in for
 Blender; the two-node cluster test is in test_cluster.py."""
 
 from __future__ import annotations
@@ -18,19 +18,14 @@ from data_pipeline.job import run_job
 from data_pipeline.ledger import (
     LEDGER_FILE,
     RENDERED_FILE,
-    LedgerEntry,
-    append_ledger,
-    append_rendered,
-    compact_records,
     read_ledger,
     read_rendered,
-    rewrite_ledger,
 )
 from data_pipeline.quality import main as quality_main
 from data_pipeline.reader import read_rings
 from data_pipeline.sources import BuiltinSourceConfig, LocalSource, LocalSourceConfig
-from tests.conftest import _point_at
-from tests.data_pipeline.test_job import FAKE, job_config, make_assets
+from tests.data_pipeline.fakes import FAKE, job_config, make_assets
+from tests.s3_env import point_at_s3
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +34,7 @@ def s3_ray(s3_server):
     workers take the environment of the process that started the cluster)."""
     ray = pytest.importorskip("ray")
     with pytest.MonkeyPatch.context() as mp:
-        _point_at(mp, s3_server)
+        point_at_s3(mp, s3_server)
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
         yield
         ray.shutdown()
@@ -107,24 +102,6 @@ def test_builtin_objects_are_uploaded_beside_an_object_store_output(tmp_path, s3
     uploaded = s3.fs.find(f"{out}/builtin_assets")
     assert summary["this_run"]["rendered"] == 3 and len(uploaded) >= 3
     assert len(keys_in_shards(f"{out}/shards")) == 3 * 2
-
-
-def test_ledger_records_in_object_storage_survive_a_kill_and_fold_into_one_file(s3):
-    out = f"{s3.url}/out"
-    entry = LedgerEntry(uid="a", path="s3://x/a.glb", reason="no_faces", detail="d", attempts=1)
-    append_ledger(out, entry)
-    append_rendered(out, {"uid": "b", "wall_seconds": 1.0})
-    # a killed job left only the parts: readers see them
-    assert s3.fs.exists(f"{out}/{LEDGER_FILE}.d/a.json")
-    assert read_ledger(out) == {"a": entry}
-    assert read_rendered(out) == [{"uid": "b", "wall_seconds": 1.0}]
-    # the next run rewrites the ledger (dropping what it retries) and folds the timings
-    rewrite_ledger(out, [])
-    compact_records(out, RENDERED_FILE)
-    assert read_ledger(out) == {}
-    assert read_rendered(out) == [{"uid": "b", "wall_seconds": 1.0}]
-    assert not s3.fs.exists(f"{out}/{LEDGER_FILE}.d")
-    assert not s3.fs.exists(f"{out}/{RENDERED_FILE}.d")
 
 
 def test_source_in_object_storage_lists_as_the_local_folder_and_fetches_companions(tmp_path, s3):

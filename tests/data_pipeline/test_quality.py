@@ -26,7 +26,7 @@ from data_pipeline.quality import (
 from data_pipeline.reader import read_rings
 from data_pipeline.schema import encode_sample
 from data_pipeline.shards import shard_id_for, shard_name, write_shard
-from tests.data_pipeline.test_schema import synthetic_ring
+from tests.data_pipeline.fakes import fake_ring
 
 NUM_VIEWS, RINGS, NUM_SHARDS = 8, 2, 3
 REASONS = {"timeout": 2, "no_faces": 1, "fetch_failed": 1}
@@ -38,7 +38,7 @@ def make_job_output(out: Path, objects: int = 7) -> Path:
     for i in range(objects):
         uid = f"obj{i:02d}"
         for r in range(RINGS):
-            meta, views = synthetic_ring(uid, r, NUM_VIEWS, resolution=16, seed=10 * i + r)
+            meta, views = fake_ring(uid, r, NUM_VIEWS, resolution=16, seed=10 * i + r)
             # bin centres of the 20 bins over [0, 1]: 0.025, 0.225, 0.425, 0.625, 0.825
             meta.border_fraction = [((i + v) % 5) / 5 + 0.025 for v in range(NUM_VIEWS)]
             meta.source = "objaverse_xl/github" if i % 2 else "local"

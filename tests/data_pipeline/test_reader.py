@@ -8,14 +8,14 @@ from data_pipeline.dataset_index import write_index
 from data_pipeline.reader import expand_urls, list_shards, read_manifests, read_rings
 from data_pipeline.schema import SchemaError, encode_sample
 from data_pipeline.shards import write_shard
-from tests.data_pipeline.test_schema import synthetic_ring
+from tests.data_pipeline.fakes import fake_ring
 
 
 @pytest.fixture
 def shard_dir(tmp_path):
     manifests = []
     for sid in range(3):
-        samples = [encode_sample(*synthetic_ring(f"s{sid}-o{j}", seed=j)) for j in range(2)]
+        samples = [encode_sample(*fake_ring(f"s{sid}-o{j}", seed=j)) for j in range(2)]
         manifests.append(write_shard(tmp_path / f"shard-{sid:05d}.tar", samples))
     write_index(tmp_path, manifests)
     return tmp_path

@@ -339,7 +339,7 @@ def test_same_seed_renders_the_same_ring_parameters(samples_dir, house_ring):
 
 @pytest.mark.slow
 def test_obj_with_a_missing_texture_renders_and_its_rings_say_so(tmp_path):
-    from tests.data_pipeline.test_geometry import CUBE_OBJ
+    from tests.data_pipeline.assets import CUBE_OBJ
 
     (tmp_path / "cube.mtl").write_text("newmtl wood\nKd 0.8 0.5 0.2\nmap_Kd wood.png\n")
     obj = tmp_path / "cube.obj"

@@ -1,7 +1,4 @@
-"""The shard schema through the real writer and reader: round trip, version and PNG checks.
-
-`synthetic_ring` is shared with the other data_pipeline tests: a valid ring without Blender.
-"""
+"""The shard schema through the real writer and reader: round trip, version and PNG checks."""
 
 from __future__ import annotations
 
@@ -12,55 +9,21 @@ import tarfile
 import numpy as np
 import pytest
 
-from data_pipeline import cameras
 from data_pipeline.reader import read_rings
 from data_pipeline.schema import (
     SCHEMA_VERSION,
-    RingMeta,
     SchemaError,
     decode_sample,
     encode_png,
     encode_sample,
 )
 from data_pipeline.shards import read_tar_samples, write_shard
-
-
-def synthetic_ring(
-    uid: str, ring: int = 0, num_views: int = 8, resolution: int = 16, seed: int = 0
-) -> tuple[RingMeta, list[bytes]]:
-    """A schema-valid ring: real cameras, random opaque-square RGBA views."""
-    rng = np.random.default_rng(seed)
-    az = cameras.ring_azimuths(num_views)
-    elevation, fov = 15.0, 40.0
-    distance = cameras.distance_for_fov(fov, "bounding_sphere")
-    meta = RingMeta(
-        uid=uid,
-        ring=ring,
-        caption=f"a test object {uid}",
-        source="test",
-        asset_path=f"/assets/{uid}.glb",
-        asset_sha256=f"{seed:064x}",
-        elevation_deg=elevation,
-        fov_deg=fov,
-        distance=distance,
-        azimuths_deg=az.tolist(),
-        c2w=cameras.ring_c2w(az, elevation, distance).tolist(),
-        border_fraction=[0.0] * num_views,
-        resolution=resolution,
-        render={"engine": "synthetic", "seed": seed},
-    )
-    views = []
-    for _ in range(num_views):
-        img = rng.integers(0, 256, size=(resolution, resolution, 4), dtype=np.uint8)
-        img[..., 3] = 0
-        img[4:-4, 4:-4, 3] = 255
-        views.append(encode_png(img))
-    return meta, views
+from tests.data_pipeline.fakes import fake_ring
 
 
 def test_round_trip_through_writer_and_reader(tmp_path):
-    rings = [synthetic_ring("obj-a", r, seed=r) for r in range(2)]
-    rings.append(synthetic_ring("obj_b", 0, seed=7))
+    rings = [fake_ring("obj-a", r, seed=r) for r in range(2)]
+    rings.append(fake_ring("obj_b", 0, seed=7))
     shard = tmp_path / "shard-00000.tar"
     write_shard(shard, [encode_sample(m, v) for m, v in rings])
 
@@ -81,7 +44,7 @@ def test_round_trip_through_writer_and_reader(tmp_path):
 
 
 def test_other_schema_version_is_refused_with_clear_error(tmp_path):
-    meta, views = synthetic_ring("old")
+    meta, views = fake_ring("old")
     sample = encode_sample(meta, views)
     data = json.loads(sample["meta.json"])
     data["schema_version"] = "imagedream-ring/0"
@@ -93,7 +56,7 @@ def test_other_schema_version_is_refused_with_clear_error(tmp_path):
 
 
 def test_bad_png_names_the_key_and_view(tmp_path):
-    meta, views = synthetic_ring("broken-png")
+    meta, views = fake_ring("broken-png")
     views[5] = views[5][: len(views[5]) // 2]  # truncated PNG
     shard = tmp_path / "shard-00000.tar"
     write_shard(shard, [encode_sample(meta, views)])
@@ -104,7 +67,7 @@ def test_bad_png_names_the_key_and_view(tmp_path):
 
 
 def test_missing_view_is_refused(tmp_path):
-    meta, views = synthetic_ring("short")
+    meta, views = fake_ring("short")
     sample = encode_sample(meta, views)
     del sample["view007.png"]
     with pytest.raises(SchemaError, match="short_r0: views"):
@@ -112,14 +75,14 @@ def test_missing_view_is_refused(tmp_path):
 
 
 def test_sample_keys_never_contain_dots():
-    meta, views = synthetic_ring("ok")
+    meta, views = fake_ring("ok")
     meta.uid = "has.dot"
     with pytest.raises(SchemaError, match="no dots"):
         encode_sample(meta, views)
 
 
 def test_staged_tar_reads_back_bytes_exactly(tmp_path):
-    meta, views = synthetic_ring("exact")
+    meta, views = fake_ring("exact")
     sample = encode_sample(meta, views)
     write_shard(tmp_path / "s.tar", [sample])
     (back,) = read_tar_samples(tmp_path / "s.tar")
@@ -139,7 +102,7 @@ def write_shard_unchecked(path, samples):
 
 
 def test_writer_refuses_samples_that_break_the_schema(tmp_path):
-    meta, views = synthetic_ring("old")
+    meta, views = fake_ring("old")
     sample = encode_sample(meta, views)
     sample["meta.json"] = sample["meta.json"].replace(SCHEMA_VERSION.encode(), b"other/9")
     with pytest.raises(SchemaError, match="shard-00000.tar: sample old_r0: schema_version"):
@@ -148,7 +111,7 @@ def test_writer_refuses_samples_that_break_the_schema(tmp_path):
 
 
 def test_meta_without_notes_from_older_shards_reads_as_no_notes():
-    meta, views = synthetic_ring("older")
+    meta, views = fake_ring("older")
     sample = encode_sample(meta, views)
     data = json.loads(sample["meta.json"])
     del data["notes"]  # what every shard written before notes existed holds
@@ -169,7 +132,7 @@ def test_meta_without_notes_from_older_shards_reads_as_no_notes():
     ],
 )
 def test_meta_fields_of_the_wrong_type_or_shape_are_schema_errors(field, value, message):
-    meta, views = synthetic_ring("typed")
+    meta, views = fake_ring("typed")
     sample = encode_sample(meta, views)
     data = json.loads(sample["meta.json"])
     data[field] = value
@@ -179,7 +142,7 @@ def test_meta_fields_of_the_wrong_type_or_shape_are_schema_errors(field, value, 
 
 
 def test_meta_that_is_not_a_json_object_is_a_schema_error():
-    meta, views = synthetic_ring("list")
+    meta, views = fake_ring("list")
     sample = encode_sample(meta, views)
     sample["meta.json"] = b"[1, 2]"
     with pytest.raises(SchemaError, match="list_r0: meta.json is not a JSON object"):
@@ -187,7 +150,7 @@ def test_meta_that_is_not_a_json_object_is_a_schema_error():
 
 
 def test_a_view_of_another_size_than_the_metadata_says_is_refused():
-    meta, views = synthetic_ring("sizes", resolution=16)
+    meta, views = fake_ring("sizes", resolution=16)
     views[3] = encode_png(np.zeros((8, 8, 4), dtype=np.uint8))
     with pytest.raises(SchemaError, match="sizes_r0: view 3 is 8x8 px, metadata says 16x16"):
         decode_sample(encode_sample(meta, views))

@@ -19,7 +19,7 @@ from data_pipeline.shards import (
     write_shard,
     write_shards_from_staging,
 )
-from tests.data_pipeline.test_schema import synthetic_ring
+from tests.data_pipeline.fakes import fake_ring
 
 UIDS = [f"object-{i:03d}" for i in range(40)]
 
@@ -58,7 +58,7 @@ def test_assignment_covers_every_uid_once():
 
 
 def test_manifest_lists_members_with_sizes_and_hashes(tmp_path):
-    samples = [encode_sample(*synthetic_ring("m1", r, seed=r)) for r in range(2)]
+    samples = [encode_sample(*fake_ring("m1", r, seed=r)) for r in range(2)]
     manifest = write_shard(tmp_path / "shard-00000.tar", samples)
     assert manifest.uids == {"m1"}
     assert [e.key for e in manifest.entries] == ["m1_r0", "m1_r1"]
@@ -76,7 +76,7 @@ def test_manifest_lists_members_with_sizes_and_hashes(tmp_path):
 
 def test_tampered_shard_fails_verification(tmp_path):
     path = tmp_path / "shard-00000.tar"
-    write_shard(path, [encode_sample(*synthetic_ring("t"))])
+    write_shard(path, [encode_sample(*fake_ring("t"))])
     data = bytearray(path.read_bytes())
     data[700] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -85,12 +85,12 @@ def test_tampered_shard_fails_verification(tmp_path):
 
 
 def test_tars_are_byte_reproducible():
-    samples = [encode_sample(*synthetic_ring(u)) for u in ("b", "a")]
+    samples = [encode_sample(*fake_ring(u)) for u in ("b", "a")]
     assert tar_bytes(samples) == tar_bytes(list(reversed(samples)))
 
 
 def test_duplicate_keys_are_refused(tmp_path):
-    sample = encode_sample(*synthetic_ring("dup"))
+    sample = encode_sample(*fake_ring("dup"))
     with pytest.raises(SchemaError, match="duplicate"):
         write_shard(tmp_path / "shard-00000.tar", [sample, sample])
 
@@ -101,9 +101,7 @@ def _stage(tmp_path, uids):
     out = {}
     for i, uid in enumerate(uids):
         path = staging / f"{uid}.tar"
-        path.write_bytes(
-            tar_bytes([encode_sample(*synthetic_ring(uid, r, seed=i)) for r in range(2)])
-        )
+        path.write_bytes(tar_bytes([encode_sample(*fake_ring(uid, r, seed=i)) for r in range(2)]))
         out[uid] = path
     return out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import time
@@ -23,24 +22,7 @@ from data_pipeline.sources import (
 )
 from data_pipeline.sources.captions import load_captions_csv
 from data_pipeline.sources.local import local_uid
-
-
-def sample_glbs(folder: Path) -> list[Path]:
-    """The built-in sample GLBs (data_pipeline.samples), or trimesh boxes before it exists."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        from data_pipeline.samples import write_builtin_samples
-    except ImportError:
-        import trimesh
-
-        paths = []
-        for i, extents in enumerate([(1, 2, 3), (2, 1, 1), (1, 1, 3)]):
-            path = folder / f"box{i}.glb"
-            trimesh.creation.box(extents=extents).export(path)
-            paths.append(path)
-        return paths
-    return sorted(p for p in map(Path, write_builtin_samples(folder)) if p.suffix == ".glb")
-
+from tests.data_pipeline.assets import make_objaverse_cache
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -174,40 +156,9 @@ def test_captions_csv(tmp_path):
 # -- objaverse ----------------------------------------------------------------------------------
 
 
-def _gz_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt") as f:
-        json.dump(data, f)
-
-
 @pytest.fixture
 def objaverse_cache(tmp_path) -> tuple[Path, list[str]]:
     return make_objaverse_cache(tmp_path)
-
-
-def make_objaverse_cache(tmp_path: Path) -> tuple[Path, list[str]]:
-    """A folder laid out like objaverse's ~/.objaverse/hf-objaverse-v1, from the sample GLBs.
-
-    Returns the folder and the uids of its downloaded objects; uid "f" * 32 is listed in
-    object-paths.json.gz but its GLB is absent (a download the offline machine cannot make).
-    """
-    cache = tmp_path / "hf-objaverse-v1"
-    glbs = sample_glbs(tmp_path / "samples")
-    uids = [f"{i:032x}" for i in range(len(glbs))]
-    object_paths, metadata = {}, {"000-000": {}, "000-001": {}}
-    for i, (uid, glb) in enumerate(zip(uids, glbs, strict=True)):
-        group = f"000-00{i % 2}"
-        rel = f"glbs/{group}/{uid}.glb"
-        (cache / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(glb, cache / rel)
-        object_paths[uid] = rel
-        metadata[group][uid] = {"name": glb.stem, "tags": [{"name": "sample"}, {"name": glb.stem}]}
-    object_paths["f" * 32] = "glbs/000-001/" + "f" * 32 + ".glb"  # listed but never downloaded
-    _gz_json(cache / "object-paths.json.gz", object_paths)
-    for group, data in metadata.items():
-        _gz_json(cache / "metadata" / f"{group}.json.gz", data)
-    _gz_json(cache / "lvis-annotations.json.gz", {"thing": uids[:2], "other": [uids[-1]]})
-    return cache, uids
 
 
 def test_objaverse_lists_and_fetches_from_local_cache(objaverse_cache, tmp_path):

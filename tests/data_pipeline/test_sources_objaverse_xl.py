@@ -255,7 +255,7 @@ def test_download_failure_is_quarantined_and_the_rest_renders(xl_cache, tmp_path
     from data_pipeline.ledger import read_ledger, staged_objects
     from data_pipeline.render_settings import RenderSettings
     from data_pipeline.worker import RenderWorker
-    from tests.data_pipeline.test_job import FAKE
+    from tests.data_pipeline.fakes import FAKE
 
     cache, sha = xl_cache
     source = build_source(ObjaverseXLSourceConfig(cache_dir=str(cache)), tmp_path / "out")

@@ -1,0 +1,96 @@
+"""The render worker alone, without Ray (what each Ray actor runs): a hung render is killed at
+its time limit, a crashed or failed one retried in a fresh process, refusals kept as final; and
+the work folders of killed workers are removed while live ones are kept. `fake_render` (fakes.py)
+stands in for Blender."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from data_pipeline.errors import Reason
+from data_pipeline.render_settings import RenderSettings
+from data_pipeline.sources import LocalSource, LocalSourceConfig
+from data_pipeline.worker import RenderWorker, remove_stale_work_dirs
+from tests.data_pipeline.fakes import FAKE, TINY, make_assets
+
+
+def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_path):
+    root = make_assets(
+        tmp_path / "a",
+        {
+            "ok": "fine",
+            "hang": "hang",
+            "crash": "crash",
+            "refuse": "refuse",
+            "flaky": "flaky",
+            "boom": "boom",
+        },
+    )
+    source = LocalSource(LocalSourceConfig(root=str(root)))
+    worker = RenderWorker(
+        source,
+        RenderSettings(**TINY),
+        time_limit_s=2.0,
+        max_attempts=2,
+        work_dir=tmp_path / "work",
+        renderer=FAKE,
+    )
+    worker.warm_up()
+    try:
+        results = {Path(s.path).stem: (s, worker.process_object(s)) for s in source.list_objects()}
+    finally:
+        worker.close()
+    by_name = {name: r for name, (_, r) in results.items()}
+    assert by_name["ok"].ok and by_name["ok"].rings == 2 and by_name["ok"].attempts == 1
+    assert by_name["flaky"].ok and by_name["flaky"].attempts == 2
+    hang = by_name["hang"]
+    assert (hang.reason, hang.attempts) == (Reason.TIMEOUT.value, 2)
+    assert 4.0 <= hang.wall_seconds < 60.0  # two attempts of 2 s each (+ restarts), not 3600 s
+    assert (by_name["crash"].reason, by_name["crash"].attempts) == (Reason.WORKER_CRASHED.value, 2)
+    assert "exit 3" in by_name["crash"].detail
+    assert (by_name["refuse"].reason, by_name["refuse"].attempts) == (Reason.NO_FACES.value, 1)
+    assert not by_name["refuse"].unexpected
+    boom = by_name["boom"]  # not a refusal: retried in a fresh process, flagged unexpected
+    assert (boom.reason, boom.attempts, boom.unexpected) == (Reason.RENDER_ERROR.value, 2, True)
+    assert "boom" in boom.detail
+
+
+_KILLABLE_WORKER = """
+import sys, time
+from data_pipeline.render_settings import RenderSettings
+from data_pipeline.worker import RenderWorker
+worker = RenderWorker(None, RenderSettings(), time_limit_s=1, max_attempts=1, work_dir=sys.argv[1])
+print(worker.tmp, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_work_folders_of_killed_workers_are_removed_and_live_ones_kept(tmp_path):
+    work = tmp_path / "work"
+    (work / "render-oldstyle").mkdir(parents=True)  # a killed run of before the locks
+    (work / "logs").mkdir()
+    killed = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_WORKER, str(work)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
+    assert killed.stdout is not None
+    killed_dir = Path(killed.stdout.readline().decode().strip())
+    live = RenderWorker(None, RenderSettings(**TINY), time_limit_s=1, max_attempts=1, work_dir=work)
+    try:
+        assert remove_stale_work_dirs(work) == [work / "render-oldstyle"]
+        assert killed_dir.is_dir(), "a live worker's folder (another process) was removed"
+        killed.kill()
+        killed.wait()
+        assert remove_stale_work_dirs(work) == [killed_dir]
+        assert live.tmp.is_dir(), "a live worker's folder (this process) was removed"
+        assert (work / "logs").is_dir()
+    finally:
+        killed.kill()
+        killed.wait()
+        live.close()
+    assert not live.tmp.exists()
+    assert sorted(p.name for p in work.iterdir()) == ["logs"]
