@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from data_pipeline.hydra_compose import CONF_DIR as CONF
-from data_pipeline.hydra_compose import compose
-from training.config import TrainConfig, from_yaml, load_config, register_configs, to_yaml
+from tests.training.helpers import compose_train
+from training.config import TrainConfig, from_yaml, to_yaml
 from training.engine import deepspeed_config
 from training.model import CONTROLLER_CONFIGS
 
@@ -18,11 +18,6 @@ PAPER = {
     "imagedream_pixel": ("pixel", 1e-5),
     "imagedream_local_pixel": ("local_pixel", 1e-5),
 }
-
-
-def compose_train(overrides: list[str]) -> TrainConfig:
-    register_configs()
-    return load_config(compose("train", ["data.shards=unused", *overrides]))
 
 
 def test_experiments_exist():
@@ -56,12 +51,6 @@ def test_debug_tiny_composes_for_every_controller(controller):
     assert from_yaml(to_yaml(cfg)) == cfg, "the saved config reloads to the same values"
 
 
-def test_global_batch_mismatch_is_a_clear_error():
-    cfg = compose_train(["experiment=imagedream_pixel"])
-    with pytest.raises(ValueError, match="global_batch_size=256"):
-        deepspeed_config(cfg, world_size=2)
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -77,12 +66,3 @@ def test_cross_field_checks(override, message):
     extra = ["engine.ema_decay=0.999"] if "zero_stage" in override else []
     with pytest.raises(Exception, match=message):
         compose_train(["debug=tiny", override, *extra])
-
-
-def test_deepspeed_config_only_from_typed_config():
-    cfg = compose_train(["debug=tiny", "engine.grad_accum=3", "engine.grad_clip=0.5"])
-    ds = deepspeed_config(cfg, world_size=2)
-    assert ds["train_batch_size"] == cfg.data.batch_size * 3 * 2
-    assert ds["gradient_clipping"] == 0.5
-    assert ds["optimizer"]["params"]["torch_adam"] is True
-    assert ds["zero_allow_untested_optimizer"] is True

@@ -14,6 +14,7 @@ import pytest
 from data_pipeline.cameras import network_camera, prompt_candidates, ring_azimuths, ring_c2w
 from data_pipeline.schema import RingMeta, SchemaError
 from data_pipeline.synthetic import synthetic_ring, write_synthetic_shards
+from tests.training.helpers import RES, data_cfg
 from training.config import DataConfig
 from training.data import (
     Loader,
@@ -21,23 +22,6 @@ from training.data import (
     make_example,
     target_views,
 )
-
-RES = 16
-
-
-def data_cfg(shards: str, **overrides) -> DataConfig:
-    values = dict(
-        shards=shards,
-        batch_size=2,
-        num_workers=0,
-        image_size=RES,
-        shuffle_buffer=8,
-        shuffle_initial=2,
-        prompt_dropout=0.0,
-        text_dropout=0.0,
-    )
-    values.update(overrides)
-    return DataConfig(**values)
 
 
 def view_index(image: np.ndarray, num_views: int) -> int:

@@ -11,10 +11,8 @@ import pytest
 from data_pipeline.dataset_index import INDEX_FILE
 from data_pipeline.schema import IncompleteDatasetError
 from data_pipeline.synthetic import synthetic_ring, write_synthetic_shards
-from tests.training.test_data import data_cfg
+from tests.training.helpers import RES, data_cfg
 from training.data import BadDataError, Batch, Loader, build_loader
-
-RES = 16
 
 
 @pytest.fixture

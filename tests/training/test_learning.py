@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.test_train import REPO, env
+from tests.training.helpers import REPO, env
 
 pytestmark = pytest.mark.slow
 STEPS = 1500

@@ -1,12 +1,12 @@
-"""End to end on this CPU: 2-process DeepSpeed training of every controller, the loss falling on
-a fixed batch, and a run killed mid-way that resumes to the uninterrupted run's losses."""
+"""End to end on this CPU: 2-process DeepSpeed training of every controller, and a run killed
+mid-way that resumes to the uninterrupted run's losses (the loss falling on a fixed batch is in
+test_engine.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -18,21 +18,10 @@ import torch
 from safetensors.torch import load_file
 
 from data_pipeline.synthetic import write_synthetic_shards
+from tests.training.helpers import REPO, env
 from training.model import CONTROLLER_CONFIGS
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"),
-        "OMP_NUM_THREADS": "1",
-        "DS_BUILD_OPS": "0",
-    }
 
 
 def command(nproc: int, overrides: list[str]) -> list[str]:
@@ -101,37 +90,6 @@ def test_two_process_training_of_every_variant(tmp_path, shards, controller):
     assert "name: debug_tiny_" in (run_dir / "config.yaml").read_text()
     model = ImageDreamPipeline.from_pretrained(run_dir / "export").model
     assert model.controller_name == controller
-
-
-def test_loss_falls_on_a_fixed_batch(tmp_path, shards):
-    script = f"""
-import json
-from data_pipeline.hydra_compose import compose
-from training.config import load_config, register_configs
-from training.data import build_loader
-from training.engine import build_engine, init_distributed
-from training.model import build_imagedream
-
-register_configs()
-cfg = load_config(compose("train", [
-    "debug=tiny", "controller=pixel", "data.shards={shards}", "data.num_workers=0",
-    "engine.lr=2e-3", "trainer.max_steps=40"]))
-dist = init_distributed("gloo")
-engine = build_engine(build_imagedream(cfg.model, cfg.controller), cfg, dist)
-batch = next(build_loader(cfg.data, seed=0))
-losses = []
-for _ in range(40):
-    engine.seed(0)  # the same noise and timesteps every step: a fixed regression target
-    losses.append(engine.train_step([batch]).loss)
-print("LOSSES", json.dumps(losses))
-"""
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=env(), capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("LOSSES"))
-    losses = json.loads(line.split(" ", 1)[1])
-    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
 
 
 def test_killed_run_resumes_to_the_same_losses(tmp_path, shards):
