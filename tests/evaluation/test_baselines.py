@@ -7,7 +7,7 @@ import pytest
 
 from evaluation.baselines import baseline_scores, learning_check, mean_training_view
 from evaluation.prompts import PromptConfig
-from tests.evaluation.conftest import write_ring_shard
+from tests.evaluation.helpers import write_ring_shard
 
 
 def test_copy_baseline_scores_the_prompt_at_every_novel_view() -> None:

@@ -17,7 +17,7 @@ from data_pipeline.hydra_compose import compose
 from evaluation.checkpoints import checkpoint_label, load_pipeline
 from evaluation.config import OriginalCheckpointConfig, register_configs, to_eval_config
 from evaluation.evaluate import run
-from tests.evaluation.conftest import write_ring_shard
+from tests.evaluation.helpers import encoded_image, rgba_object, write_ring_shard
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,15 +98,13 @@ def test_bad_prompt_files_are_skipped_logged_and_reported(tmp_path, tiny_export,
     """A garbage and a truncated JPEG among good prompts: the good ones are evaluated, the two
     are named with their reason in the log, results.json and the report; the RGB photo is
     evaluated with its background and flagged."""
-    from tests.evaluation.test_prompts import _encoded, _rgba_object
-
     folder = tmp_path / "prompts"
     folder.mkdir()
-    Image.fromarray(_rgba_object(), "RGBA").save(folder / "chair.png")
+    Image.fromarray(rgba_object(), "RGBA").save(folder / "chair.png")
     (folder / "chair.txt").write_text("a red chair")
     Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(folder / "photo.jpg")
     (folder / "garbage.jpg").write_bytes(np.random.default_rng(0).bytes(3000))
-    (folder / "truncated.jpg").write_bytes(_encoded("JPEG", size=64)[:1200])
+    (folder / "truncated.jpg").write_bytes(encoded_image("JPEG", size=64)[:1200])
     out = tmp_path / "eval"
     cfg = _compose(
         [

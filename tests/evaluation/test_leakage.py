@@ -7,7 +7,7 @@ import pytest
 
 from evaluation.leakage import LeakageError, TrainingIndex, check_leakage, find_leaks
 from evaluation.prompts import EvalPrompt
-from tests.evaluation.conftest import write_ring_shard
+from tests.evaluation.helpers import write_ring_shard
 
 SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
 

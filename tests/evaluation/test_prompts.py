@@ -22,20 +22,11 @@ from evaluation.prompts import (
     preprocess,
     recenter,
 )
-from tests.evaluation.conftest import ring_views, write_ring_shard
-
-
-def _rgba_object(size=100, box=(10, 30, 40, 50), colour=(200, 20, 20)) -> np.ndarray:
-    """A transparent image with an opaque rectangle at box = (top, left, height, width)."""
-    img = np.zeros((size, size, 4), dtype=np.uint8)
-    top, left, h, w = box
-    img[top : top + h, left : left + w] = [*colour, 255]
-    img[:, :, :3][img[:, :, 3] == 0] = (0, 255, 0)  # garbage colour under alpha 0
-    return img
+from tests.evaluation.helpers import encoded_image, rgba_object, ring_views, write_ring_shard
 
 
 def test_recenter_fills_the_fraction_and_centres() -> None:
-    out = recenter(_rgba_object(), size=64, fill_fraction=0.8)
+    out = recenter(rgba_object(), size=64, fill_fraction=0.8)
     ys, xs = np.nonzero(out[..., 3] > 127)
     assert max(ys.ptp() + 1, xs.ptp() + 1) == pytest.approx(0.8 * 64, abs=1.5)
     assert (ys.min() + ys.max()) / 2 == pytest.approx(31.5, abs=1.0)
@@ -44,12 +35,12 @@ def test_recenter_fills_the_fraction_and_centres() -> None:
 
 def test_background_removed_without_colour_bleed() -> None:
     cfg = PromptConfig(size=64, background=1.0, fill_fraction=0.8)
-    out = preprocess(Image.fromarray(_rgba_object(), "RGBA"), cfg)
+    out = preprocess(Image.fromarray(rgba_object(), "RGBA"), cfg)
     assert out.shape == (64, 64, 3)
     assert (out[0, 0] == 255).all() and (out[32, 32] == (200, 20, 20)).all()
     green = (out[..., 1] > 150) & (out[..., 0] < 100)  # no halo of the colour under alpha 0
     assert not green.any()
-    grey = composite(_rgba_object(), 0.5)
+    grey = composite(rgba_object(), 0.5)
     assert (grey[0, 0] == 128).all()
 
 
@@ -71,7 +62,7 @@ def test_an_opaque_rgba_prompt_is_a_photo_cropped_like_rgb(tmp_path) -> None:
 
 
 def test_folder_prompts_with_captions_and_ids(tmp_path) -> None:
-    Image.fromarray(_rgba_object(), "RGBA").save(tmp_path / "b_chair.png")
+    Image.fromarray(rgba_object(), "RGBA").save(tmp_path / "b_chair.png")
     (tmp_path / "b_chair.txt").write_text("a red chair\n")
     (tmp_path / "b_chair.json").write_text('{"uid": "chair01", "asset_sha256": "ab"}')
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "a_plain.jpg")
@@ -99,16 +90,6 @@ def test_shipped_default_prompts_are_what_the_script_draws() -> None:
 
 
 # ------------------------------------------------------------------ bad prompt files
-
-
-def _encoded(fmt: str, mode: str = "RGB", size: int = 48) -> bytes:
-    """A real image file's bytes: seeded noise, so the compressed stream is long."""
-    rng = np.random.default_rng(0)
-    channels = {"RGB": 3, "RGBA": 4}[mode]
-    pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode).save(buf, fmt)
-    return buf.getvalue()
 
 
 def _sixteen_bit_png() -> bytes:
@@ -145,8 +126,8 @@ def _huge_png_header() -> bytes:
 # name of the bad file -> (bytes, a word of the reason); each sits beside a good prompt
 BAD_IMAGES = {
     "garbage.jpg": (np.random.default_rng(1).bytes(4000), "not a readable"),
-    "truncated.jpg": (_encoded("JPEG")[:1500], "truncated"),
-    "truncated.png": (_encoded("PNG")[: len(_encoded("PNG")) // 2], "cannot decode"),
+    "truncated.jpg": (encoded_image("JPEG")[:1500], "truncated"),
+    "truncated.png": (encoded_image("PNG")[: len(encoded_image("PNG")) // 2], "cannot decode"),
     "empty.png": (b"", "empty file"),
     "sixteen_bit.png": (_sixteen_bit_png(), "unsupported image mode"),
     "a_gif.png": (_gif(), "not a readable PNG/JPEG/WEBP"),
@@ -158,7 +139,7 @@ BAD_IMAGES = {
 @pytest.mark.parametrize("bad", sorted(BAD_IMAGES))
 def test_an_unreadable_image_is_skipped_and_named(tmp_path, bad) -> None:
     data, reason = BAD_IMAGES[bad]
-    Image.fromarray(_rgba_object(), "RGBA").save(tmp_path / "good.png")
+    Image.fromarray(rgba_object(), "RGBA").save(tmp_path / "good.png")
     (tmp_path / bad).write_bytes(data)
     loaded = load_prompt_folder(tmp_path, PromptConfig(size=32))
     assert [p.name for p in loaded.prompts] == ["good"]
@@ -174,7 +155,7 @@ def test_truncated_jpeg_is_detected_not_decoded_grey(tmp_path) -> None:
 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "good.jpg")
-    (tmp_path / "cut.jpg").write_bytes(_encoded("JPEG", size=96)[:2000])
+    (tmp_path / "cut.jpg").write_bytes(encoded_image("JPEG", size=96)[:2000])
     with Image.open(tmp_path / "cut.jpg") as img:
         assert img.size == (96, 96)  # the header alone looks like a valid image
     (problem,) = load_prompt_folder(tmp_path, PromptConfig(size=32)).skipped
@@ -193,7 +174,7 @@ def test_truncated_jpeg_is_detected_not_decoded_grey(tmp_path) -> None:
 )
 def test_a_bad_caption_or_sidecar_skips_its_prompt(tmp_path, suffix, data, reason) -> None:
     for name in ("a", "b"):
-        Image.fromarray(_rgba_object(), "RGBA").save(tmp_path / f"{name}.png")
+        Image.fromarray(rgba_object(), "RGBA").save(tmp_path / f"{name}.png")
     (tmp_path / f"b{suffix}").write_bytes(data)
     loaded = load_prompt_folder(tmp_path, PromptConfig(size=32))
     assert [p.name for p in loaded.prompts] == ["a"]
@@ -239,7 +220,7 @@ def test_rgb_prompt_is_flagged_and_a_matte_removes_its_background(tmp_path) -> N
     def empty(rgb: np.ndarray) -> np.ndarray:
         return np.zeros(rgb.shape[:2], np.uint8)
 
-    Image.fromarray(_rgba_object(), "RGBA").save(tmp_path / "object.png")
+    Image.fromarray(rgba_object(), "RGBA").save(tmp_path / "object.png")
     loaded = load_prompt_folder(tmp_path, cfg, empty)
     assert [p.name for p in loaded.prompts] == ["object"]  # RGBA: the matte is not asked
     assert "found no object" in loaded.skipped[0].reason
