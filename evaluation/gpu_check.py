@@ -341,7 +341,7 @@ def fp32_loss_on_both(pristine: Any, cfg: Any, device: Any) -> dict[str, Any]:
 
 
 def check_training(work: Path, gpu: bool, tiny: bool) -> dict[str, Any]:
-    from training.bench import write_synthetic_shards
+    from data_pipeline.synthetic import write_synthetic_shards
 
     shards = work / "shards"
     size = 16 if tiny else 256

@@ -24,5 +24,5 @@ def test_each_tool_accepts_its_modes_and_refuses_the_rest(cls: type[WandbBase]) 
     for mode in ACCEPTED[cls]:
         assert cls(mode=mode).mode == mode
     for mode in {"auto", "shared", "ofline"} - set(ACCEPTED[cls]):
-        with pytest.raises(ValueError, match="wandb.mode"):
+        with pytest.raises(ValueError, match=r"wandb.mode"):
             cls(mode=mode)

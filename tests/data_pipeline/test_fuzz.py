@@ -335,7 +335,7 @@ def test_mutated_shards_are_schema_errors_or_read(shard, edits):
         with contextlib.suppress(SchemaError):
             read_tar_samples(mutant)  # how the job reads staged objects back
         if tar != shard.read_bytes():
-            with pytest.raises(SchemaError, match="shard-00000.tar"):
+            with pytest.raises(SchemaError, match=r"shard-00000.tar"):
                 verify_shard(mutant)  # any change of the bytes is caught by the manifest
     finally:
         shutil.rmtree(mutant.parent, ignore_errors=True)

@@ -173,7 +173,7 @@ def test_job_stops_when_every_object_fails_for_a_reason_that_is_not_a_refusal(
 ):
     root = make_assets(tmp_path / "a", {f"b{i}": "boom" for i in range(7)})
     cfg = job_config(tmp_path / "out", root, max_attempts=1, ray=RayConfig(workers=1))
-    with pytest.raises(JobError, match="5 objects in a row .* not asset refusals"):
+    with pytest.raises(JobError, match=r"5 objects in a row .* not asset refusals"):
         run_job(cfg, renderer=FAKE)
     assert read_ledger(tmp_path / "out") == {}  # nothing blamed on the assets
 

@@ -105,7 +105,7 @@ def test_writer_refuses_samples_that_break_the_schema(tmp_path):
     meta, views = fake_ring("old")
     sample = encode_sample(meta, views)
     sample["meta.json"] = sample["meta.json"].replace(SCHEMA_VERSION.encode(), b"other/9")
-    with pytest.raises(SchemaError, match="shard-00000.tar: sample old_r0: schema_version"):
+    with pytest.raises(SchemaError, match=r"shard-00000.tar: sample old_r0: schema_version"):
         write_shard(tmp_path / "shard-00000.tar", [sample])
     assert list(tmp_path.iterdir()) == []  # nothing half-written is left behind
 
@@ -145,7 +145,7 @@ def test_meta_that_is_not_a_json_object_is_a_schema_error():
     meta, views = fake_ring("list")
     sample = encode_sample(meta, views)
     sample["meta.json"] = b"[1, 2]"
-    with pytest.raises(SchemaError, match="list_r0: meta.json is not a JSON object"):
+    with pytest.raises(SchemaError, match=r"list_r0: meta.json is not a JSON object"):
         decode_sample(sample)
 
 

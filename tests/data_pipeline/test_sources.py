@@ -118,7 +118,7 @@ def test_local_manifest_forms_and_fetch_failure(tmp_path):
         "path,uid,caption\none.glb,custom_uid,a custom caption\nmissing.stl,,\n"
     )
     specs = list(LocalSource(LocalSourceConfig(manifest=str(csv_manifest))).list_objects())
-    assert [(s.uid, s.caption) for s in specs][0] == ("custom_uid", "a custom caption")
+    assert (specs[0].uid, specs[0].caption) == ("custom_uid", "a custom caption")
     source = LocalSource(LocalSourceConfig(manifest=str(csv_manifest)))
     assert source.fetch(specs[0]) == (tmp_path / "m" / "one.glb").resolve()
     with pytest.raises(Refusal) as info:
@@ -136,7 +136,7 @@ def test_local_manifest_forms_and_fetch_failure(tmp_path):
 
     bad = tmp_path / "m" / "bad.csv"
     bad.write_text("path,uid\none.glb,has.dot\n")
-    with pytest.raises(SourceError, match="has.dot"):
+    with pytest.raises(SourceError, match=r"has.dot"):
         list(LocalSource(LocalSourceConfig(manifest=str(bad))).list_objects())
 
 

@@ -65,7 +65,7 @@ def test_remote_read_errors_are_oserrors_naming_the_url():
         def close(self) -> None:
             pass
 
-    with pytest.raises(OSError, match="s3://b/shard-00000.tar: RuntimeError: connection reset"):
+    with pytest.raises(OSError, match=r"s3://b/shard-00000.tar: RuntimeError: connection reset"):
         storage._RemoteFile(Broken(), "s3://b/shard-00000.tar").read(10)
 
 

@@ -54,13 +54,13 @@ def test_catches_by_uid_and_by_hash(train_dir) -> None:
 
 def test_refuse_raises_and_flag_reports(train_dir) -> None:
     prompts = [_prompt("leaky", "robot", None), _prompt("clean", "lamp", None)]
-    with pytest.raises(LeakageError, match="leaky .by uid"):
+    with pytest.raises(LeakageError, match=r"leaky .by uid"):
         check_leakage(prompts, [train_dir], "refuse")
     report = check_leakage(prompts, [train_dir], "flag")
     assert [leak.prompt for leak in report.leaks] == ["leaky"] and report.checked == 2
     assert check_leakage(prompts[1:], [train_dir], "refuse").leaks == []
     assert check_leakage(prompts, [], "refuse").mode == "off"  # nothing to check against
-    with pytest.raises(ValueError, match="leakage.mode"):
+    with pytest.raises(ValueError, match=r"leakage.mode"):
         check_leakage(prompts, [train_dir], "warn")
 
 

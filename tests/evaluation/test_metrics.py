@@ -190,7 +190,7 @@ def test_lpips_backbone_loads_from_a_torchvision_state_dict(tmp_path) -> None:
     assert not info.random and info.path == str(path)
     assert torch.equal(net.net.slice2._modules["3"].weight, backbone.features[3].weight)
     torch.save({"wrong": torch.zeros(1)}, path)
-    with pytest.raises(KeyError, match="features.0.weight"):
+    with pytest.raises(KeyError, match=r"features.0.weight"):
         load_lpips(str(path), "alex")
 
 

@@ -214,7 +214,7 @@ def test_rgb_prompt_is_flagged_and_a_matte_removes_its_background(tmp_path) -> N
     assert (removed.image[0, 0] == 255).all()  # white background, no green anywhere
     assert not ((removed.image[..., 1] > 150) & (removed.image[..., 0] < 100)).any()
     assert (removed.image[16, 16] == (200, 20, 20)).all()  # the object, centred
-    ys, xs = np.nonzero(removed.image[..., 1] < 100)
+    ys, _ = np.nonzero(removed.image[..., 1] < 100)
     assert ys.ptp() + 1 == pytest.approx(0.5 * 32, abs=1)
 
     def empty(rgb: np.ndarray) -> np.ndarray:

@@ -181,7 +181,7 @@ def test_a_stream_where_nothing_decodes_stops_at_once_naming_the_files(tmp_path)
     path.write_bytes(b"this is no tar file" * 100)
     cfg = data_cfg(str(path), bad_data_min_records=50)
     loader = build_loader(cfg, seed=0)
-    with pytest.raises(BadDataError, match="data.max_bad_fraction") as err:
+    with pytest.raises(BadDataError, match=r"data.max_bad_fraction") as err:
         next(loader)
     assert str(path) in str(err.value) and "50 of the 50 records" in str(err.value)
 
@@ -283,7 +283,7 @@ def test_a_folder_without_a_complete_index_is_refused_unless_allowed(tmp_path):
 
     write_synthetic_shards(tmp_path, num_shards=2, rings_per_shard=3, num_views=8, resolution=RES)
     (tmp_path / INDEX_FILE).unlink()  # as a job killed while rewriting the shards leaves it
-    with pytest.raises(IncompleteDatasetError, match="data.allow_incomplete=true") as err:
+    with pytest.raises(IncompleteDatasetError, match=r"data.allow_incomplete=true") as err:
         build_loader(data_cfg(str(tmp_path)), seed=0)
     assert str(tmp_path) in str(err.value)
     loader = build_loader(data_cfg(str(tmp_path), allow_incomplete=True), seed=0)

@@ -52,7 +52,7 @@ def test_batches_from_s3_equal_those_from_the_local_copy(dataset, num_workers):
 def test_an_s3_folder_without_an_index_is_refused_unless_allowed(dataset, s3):
     _, url = dataset
     s3.fs.rm(f"{url}/{INDEX_FILE}")
-    with pytest.raises(IncompleteDatasetError, match="data.allow_incomplete=true") as err:
+    with pytest.raises(IncompleteDatasetError, match=r"data.allow_incomplete=true") as err:
         build_loader(data_cfg(url), seed=0)
     assert f"dataset {url} is incomplete: no {INDEX_FILE}" in str(err.value)
     loader = build_loader(data_cfg(url, allow_incomplete=True), seed=0)
@@ -100,7 +100,7 @@ def test_a_damaged_s3_shard_without_an_index_keeps_its_good_samples(tmp_path, s3
 
     s3.fs.rm(f"{url}/shard-00000.tar")  # gone after the run started: the system's reason
     missing = build_loader(data_cfg(f"{url}/shard-00000.tar", bad_data_min_records=5), seed=0)
-    with pytest.raises(BadDataError, match="data.max_bad_fraction") as err:
+    with pytest.raises(BadDataError, match=r"data.max_bad_fraction") as err:
         next(missing)
     assert f"{url}/shard-00000.tar: FileNotFoundError" in str(err.value)
 

@@ -48,7 +48,7 @@ def test_forward_backward_trains_only_what_it_should(name: str) -> None:
     }
     for full_name, p in model.named_parameters():
         n = full_name.removeprefix("denoiser.")
-        expect = n.startswith("unet.") and TRAINS_UNET[name] or _is_adapter(n)
+        expect = (n.startswith("unet.") and TRAINS_UNET[name]) or _is_adapter(n)
         assert p.requires_grad == expect, n
         if p.requires_grad:
             assert p.grad is not None and torch.isfinite(p.grad).all(), f"{n} got no gradient"

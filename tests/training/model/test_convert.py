@@ -101,7 +101,7 @@ def test_missing_key_is_reported(tmp_path) -> None:
     state = ours_to_original(model.denoiser_state_dict(), model.cfg.unet)
     del state[f"{ORIGINAL_PREFIX}middle_block.1.proj_in.weight"]
     torch.save(state, tmp_path / "broken.pt")
-    with pytest.raises(ConversionError, match="missing: +middle_block.1.proj_in.weight"):
+    with pytest.raises(ConversionError, match=r"missing: +middle_block.1.proj_in.weight"):
         load_original_checkpoint(tiny_model("local"), tmp_path / "broken.pt")
 
 
