@@ -132,20 +132,35 @@ def _append_record(out: Location, name: str, uid: str, line: str, sync: bool) ->
             os.fsync(f.fileno())
 
 
-def _rewrite_records(out: Location, name: str, lines: Iterable[str]) -> None:
-    """Replace OUT/<name> with `lines`, then drop the parts (their records are in `lines`)."""
-    parts = _part_paths(out, name)
+def _rewrite_records(
+    out: Location, name: str, lines: Iterable[str], parts: list[str] | None = None
+) -> None:
+    """Replace OUT/<name> with `lines`, then drop `parts` (default: the parts listed before the
+    write), whose records the caller put in `lines`."""
+    parts = _part_paths(out, name) if parts is None else parts
     storage.write_bytes(storage.join(out, name), "".join(lines).encode("utf-8"))
-    for part in parts:
-        storage.remove(part)
+    storage.remove_many(parts)
 
 
 def compact_records(out: Location, name: str) -> None:
-    """Fold a URL OUT's pending parts of OUT/<name> into the file (nothing to do locally)."""
-    if not _part_paths(out, name):
+    """Fold a URL OUT's pending parts of OUT/<name> into the file, one record per uid (the
+    latest; a run killed while deleting parts leaves no duplicate behind); nothing to do for a
+    local OUT."""
+    parts = _part_paths(out, name)
+    if not parts:
         return
-    records = [r for _, r in iter_records(out, name) if r is not None]
-    _rewrite_records(out, name, (json.dumps(r, sort_keys=True) + "\n" for r in records))
+    by_uid: dict[str, dict[str, Any]] = {}
+    others: list[dict[str, Any]] = []
+    for _, record in iter_records(out, name):
+        if record is None:
+            continue
+        if "uid" in record:
+            by_uid.pop(str(record["uid"]), None)  # re-inserted last: the latest keeps its place
+            by_uid[str(record["uid"])] = record
+        else:
+            others.append(record)
+    lines = (json.dumps(r, sort_keys=True) + "\n" for r in [*others, *by_uid.values()])
+    _rewrite_records(out, name, lines, parts)
 
 
 def read_ledger(out: Location) -> dict[str, LedgerEntry]:

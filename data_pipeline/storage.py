@@ -158,7 +158,8 @@ def names(folder: PathLike, pattern: str) -> list[str]:
     fs, p = _fs(url)
     with _as_oserror(url):
         entries = fs.ls(p, detail=True)
-    found = (posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "file")
+    files = (e for e in entries if e["type"] == "file" and not e["name"].endswith("/"))
+    found = (posixpath.basename(e["name"]) for e in files)
     return [n for n in found if fnmatch.fnmatchcase(n, pattern)]
 
 
@@ -176,8 +177,10 @@ def find(folder: str) -> list[str]:
     """Every file under a URL folder, recursively, sorted (URLs)."""
     fs, p = _fs(folder)
     with _as_oserror(folder):
-        found = fs.find(p)
-    return sorted(fs.unstrip_protocol(f) for f in found)
+        found = fs.find(p, detail=True)
+    # "folder marker" objects (keys ending in "/", made by consoles and sync tools) are no files
+    files = (f for f, info in found.items() if info.get("type") == "file" and not f.endswith("/"))
+    return sorted(fs.unstrip_protocol(f) for f in files)
 
 
 def download(url: str, path: PathLike) -> None:
@@ -257,6 +260,18 @@ def remove(path: PathLike) -> None:
         fs.rm_file(p)
 
 
+def remove_many(paths: list[str]) -> None:
+    """Delete many files or objects (URLs in batched requests); missing ones are no error."""
+    remote = [p for p in paths if is_url(p)]
+    for p in paths:
+        if not is_url(p):
+            Path(p).unlink(missing_ok=True)
+    if remote:
+        fs, _ = _fs(remote[0])
+        with _as_oserror(remote[0]), contextlib.suppress(FileNotFoundError):
+            fs.rm([fs._strip_protocol(p) for p in remote])
+
+
 def read_many(paths: list[str]) -> dict[str, bytes]:
     """path -> bytes of many small files; URLs are fetched concurrently (fsspec's `cat`)."""
     remote = [p for p in paths if is_url(p)]
@@ -280,23 +295,30 @@ def write_bytes(path: PathLike, data: bytes) -> None:
 def open_write(path: PathLike) -> Iterator[Any]:
     """A binary file to stream into; on success it appears under `path`, complete, on an
     exception nothing appears there (a local temporary is removed, an upload not completed)."""
-    if not is_url(path):
+    path = resolve(path)  # a file:// URL is written the local way
+    if isinstance(path, Path):
         with atomic_open(path) as f:
             yield f
         return
-    url = os.fspath(path)
-    fs, p = _fs(url)
-    with _as_oserror(url):
+    fs, p = _fs(path)
+    with _as_oserror(path):
         remote = fs.open(p, "wb")
+    if not isinstance(remote, fsspec.spec.AbstractBufferedFile):
+        raise OSError(
+            f"{path}: this file system ({type(fs).__name__}) cannot write a file that appears "
+            "only when complete; use a local folder or an object store (s3://, gs://)"
+        )
     try:
-        yield _RemoteWriter(remote, url)
+        yield _RemoteWriter(remote, path)
     except BaseException:
-        # never complete the upload: what was sent stays an unfinished (invisible) upload
+        # never complete the upload: a small file was never sent, the parts of a multipart
+        # upload are aborted (s3fs's discard); an abort that fails leaves an unfinished upload,
+        # invisible under the name (an AbortIncompleteMultipartUpload lifecycle rule reclaims it)
         with contextlib.suppress(Exception):
             remote.discard()
-        remote.closed = True
+        remote.closed = True  # so that neither close() nor garbage collection commits it
         raise
-    with _as_oserror(url):
+    with _as_oserror(path):
         remote.close()
 
 
@@ -369,6 +391,7 @@ __all__ = [
     "read_bytes",
     "read_many",
     "remove",
+    "remove_many",
     "resolve",
     "sha256",
     "size",

@@ -57,6 +57,7 @@ STARTUP_TIMEOUT_S = 300.0  # importing bpy on a cold disk can take a while; not 
 _REPO_ROOT = str(Path(__file__).resolve().parents[1])
 WORK_PREFIX = "render-"  # OUT/work/render-XXXX, one per RenderWorker
 LOCK_FILE = ".lock"  # inside it, flock'ed by its owner for as long as the owner lives
+FETCH_DIR = "fetch"  # inside it: the object being rendered, when the source downloads it
 
 
 @dataclass
@@ -164,7 +165,7 @@ class RenderProcess:
             if stream is not None:
                 stream.close()
         if self.tmp_dir is not None:  # a killed Blender's half-written frames and tars
-            _empty_dir(self.tmp_dir, keep={LOCK_FILE})
+            _empty_dir(self.tmp_dir, keep={LOCK_FILE, FETCH_DIR})  # the next object's asset stays
         return status
 
     def log_tail(self, chars: int = 800) -> str:
@@ -275,7 +276,7 @@ class RenderWorker:
         return result
 
     def _attempt(self, spec: ObjectSpec, result: ObjectResult) -> None:
-        scratch = self.tmp / "fetch"
+        scratch = self.tmp / FETCH_DIR
         try:
             self._render(spec, result, self.source.fetch(spec, scratch=scratch))
         finally:
@@ -465,13 +466,14 @@ def main(argv: list[str] | None = None) -> None:
     _exit_with_parent()
     # The protocol gets a private copy of stdout; fd 1 then points at stderr (the log), so
     # whatever Blender or a library prints cannot corrupt an answer.
-    proto = os.fdopen(os.dup(1), "wb", buffering=0)  # one write per answer line
+    proto = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     renderer = _load(args.renderer)
     if args.renderer in WARM_UP:
         _load(WARM_UP[args.renderer])()
     proto.write(Ready(pid=os.getpid()).to_line())
+    proto.flush()
     for line in sys.stdin.buffer:
         if not line.strip():
             continue
@@ -483,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
             print(traceback.format_exc(), file=sys.stderr)
             answer = RenderAnswer.failed(exc)
         proto.write(answer.to_line())
+        proto.flush()  # a buffered writer writes the whole line, also after an interruption
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ agreement threshold missed, or a measurement that raised).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import gc
 import json
 import math
 import os
@@ -56,6 +58,7 @@ MIN_PSNR_DB = 30.0  # GPU against CPU render of the same ring (Cycles' noise dif
 MAX_LOSS_REL = 1e-4  # fp32 loss of step 1, GPU against CPU
 MAX_SAMPLE_REL = 1e-3  # fp32 latents after one DDIM step, GPU against CPU
 STEPS = {"gpu": 6, "tiny": 3}  # optimiser steps per training case (the first is warm-up)
+LAUNCH_TIMEOUT_S = 900  # one variant's probe under the launcher
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -218,8 +221,10 @@ def train_overrides(variant: str, shards: str, tiny: bool) -> list[str]:
         base = ["debug=tiny", f"controller={variant}", "engine=zero2", "engine.backend=gloo"]
     else:
         base = [f"experiment=imagedream_{variant}"]
+    # one micro-batch per step whatever the preset's global batch: the case's batch is the step's
     return [*base, f"data.shards={shards}", "data.num_workers=1", "engine.warmup_steps=0",
-            "trainer.sample_every=0", "wandb.mode=disabled"]  # fmt: skip
+            "engine.grad_accum=1", "engine.global_batch_size=null", "trainer.sample_every=0",
+            "wandb.mode=disabled"]  # fmt: skip
 
 
 def probe_train(variant: str, shards: str, out: Path, tiny: bool) -> None:
@@ -275,20 +280,36 @@ def probe_train(variant: str, shards: str, out: Path, tiny: bool) -> None:
             step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]
             row.update(step_s=step_s, samples_per_s=batch / step_s, peak_gib=_peak_gib(device))
             row["loss"] = metrics["train/loss"]
-        except torch.OutOfMemoryError as exc:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not isinstance(exc, torch.OutOfMemoryError) and "out of memory" not in str(exc):
+                raise
             row.update(oom=True, error=str(exc).splitlines()[0])
         finally:
-            del engine
+            release(engine)
+            engine = None
+            gc.collect()  # DeepSpeed's engine and optimizer hold reference cycles
             _reset_peak(device)
         return row
 
     for ckpt in (False, True):
         rows = [case(1, ckpt), case(4, ckpt)]
-        if device.type == "cuda" and all("peak_gib" in r for r in rows):
-            rows.append(largest_batch(case, rows, ckpt, device))
         results["cases"] += rows
+        out.write_text(json.dumps(results, indent=1))  # what is measured survives a crash
+        if device.type == "cuda" and all("peak_gib" in r for r in rows):
+            results["cases"].append(largest_batch(case, rows, ckpt, device))
+            out.write_text(json.dumps(results, indent=1))
     results["fp32_step1"] = fp32_loss_on_both(pristine, cfg0, device)
+    results["complete"] = True
     out.write_text(json.dumps(results, indent=1))
+
+
+def release(engine: Any) -> None:
+    """Free a case's DeepSpeed engine (its optimizer states and gradient buffers) now."""
+    if engine is None:
+        return
+    with contextlib.suppress(Exception):  # older DeepSpeed has no destroy(): gc.collect does it
+        engine.ds.destroy()
+    engine.ds = None
 
 
 def largest_batch(case: Any, rows: list[dict], ckpt: bool, device: Any) -> dict[str, Any]:
@@ -360,11 +381,19 @@ def check_training(work: Path, gpu: bool, tiny: bool) -> dict[str, Any]:
         paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         start = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-        if proc.returncode != 0 or not out.exists():
-            results[variant] = {"error": f"launcher exit {proc.returncode}: {proc.stderr[-3000:]}"}
+        try:
+            proc = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, cwd=REPO, timeout=LAUNCH_TIMEOUT_S
+            )
+            failure = "" if proc.returncode == 0 else f"launcher exit {proc.returncode}: "
+            failure += proc.stderr[-3000:] if failure else ""
+        except subprocess.TimeoutExpired:  # e.g. a hung NCCL rendezvous
+            failure = f"launcher still running after {LAUNCH_TIMEOUT_S} s: killed"
+        measured = json.loads(out.read_text()) if out.exists() else {}
+        if failure or not measured.get("complete"):
+            results[variant] = {**measured, "error": failure or "the probe stopped early"}
             continue
-        results[variant] = json.loads(out.read_text())
+        results[variant] = measured
         results[variant]["launch_seconds"] = time.perf_counter() - start
         results[variant]["launcher"] = Path(cmd[0]).name
     results["ok"] = all(
@@ -550,6 +579,9 @@ def run_check(out: Path, force_tiny: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # the DeepSpeed launcher passes --local_rank=N before the sub-command; the rank is read
+    # from the environment (LOCAL_RANK) as under torchrun
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes on the CPU even with a GPU")

@@ -3,30 +3,35 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
+from data_pipeline import storage
 from data_pipeline.sources.base import SourceError
 
 
 def load_captions_csv(path: str | os.PathLike[str]) -> dict[str, str]:
-    """uid -> caption from a CSV of `uid,caption` rows (Cap3D's format; quoted commas allowed).
+    """uid -> caption from a CSV of `uid,caption` rows (Cap3D's format; quoted commas allowed),
+    a local file or a URL (data_pipeline.storage).
 
     A first row `uid,caption` is taken as a header. Later rows override earlier ones.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"captions file {path} does not exist")
+    try:
+        if not storage.isfile(path):
+            raise SourceError(f"captions file {path} does not exist")
+        text = storage.read_bytes(path).decode("utf-8")
+    except OSError as exc:
+        raise SourceError(f"captions file {path}: cannot read it ({exc})") from exc
     out: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["uid", "caption"]:
-                continue
-            if len(row) < 2:
-                raise SourceError(f"captions file {path}, line {lineno}: expected uid,caption")
-            out[row[0].strip()] = ",".join(row[1:]).strip()
+    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["uid", "caption"]:
+            continue
+        if len(row) < 2:
+            raise SourceError(f"captions file {path}, line {lineno}: expected uid,caption")
+        out[row[0].strip()] = ",".join(row[1:]).strip()
     return out
 
 

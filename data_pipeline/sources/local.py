@@ -24,6 +24,8 @@ import csv
 import hashlib
 import json
 import os
+import posixpath
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
@@ -119,14 +121,15 @@ class LocalSource(Source):
             raise SourceError(f"source.root {root}: cannot list it ({exc})") from exc
         listed, companions = _partition_urls(root, urls)
         sidecars = {c for c in companions if c.endswith(CAPTION_SIDECAR)}
+        wanted = {url: _sidecar_of(url) for url in listed}
+        try:  # fetched concurrently: one request each would take hours at a million objects
+            texts = storage.read_many(sorted(s for s in wanted.values() if s in sidecars))
+        except OSError as exc:
+            raise SourceError(f"source.root {root}: cannot read caption sidecars ({exc})") from exc
         rows = []
-        for url in listed:
-            sidecar = url.rsplit(".", 1)[0] + CAPTION_SIDECAR if "." in url else ""
-            caption = None
-            if sidecar in sidecars:
-                text = storage.read_bytes(sidecar).decode("utf-8", errors="replace")
-                caption = " ".join(text.split()) or None
-            rows.append(_Row(path=url, caption=caption))
+        for url, sidecar in wanted.items():
+            text = texts[sidecar].decode("utf-8", errors="replace") if sidecar in texts else ""
+            rows.append(_Row(path=url, caption=" ".join(text.split()) or None))
         return root, rows
 
     def list_objects(self) -> Iterator[ObjectSpec]:
@@ -191,8 +194,10 @@ def read_manifest(path: Path | str) -> list[_Row]:
 
     def resolve(p: str) -> Path | str:
         p = p.strip()
-        if remote:
-            return p if storage.is_url(p) else storage.join(storage.split(path)[0], p)
+        if remote:  # relative to the manifest's folder; "./" and "../" resolved as on disk
+            if storage.is_url(p):
+                return p
+            return storage.join(storage.split(path)[0], posixpath.normpath(p))
         q = Path(p).expanduser()
         return (q if q.is_absolute() else Path(path).parent / q).resolve()
 
@@ -240,9 +245,47 @@ def _partition_urls(root: str, urls: list[str]) -> tuple[list[str], list[str]]:
     return sorted(by_rel[str(p)] for p in listed), sorted(by_rel[str(p)] for p in companions)
 
 
+def _sidecar_of(url: str) -> str:
+    folder, name = storage.split(url)
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return storage.join(folder, stem + CAPTION_SIDECAR)
+
+
+_FOLDER_CACHE: OrderedDict[str, list[str]] = OrderedDict()  # per process: folder -> companions
+_FOLDER_CACHE_SIZE = 256
+
+
+def folder_companions(folder: str) -> list[str]:
+    """The companions an object directly in `folder` (a URL) takes along: those in the folder
+    itself and in its subfolders that hold no object of their own (e.g. textures/), without
+    caption sidecars and hidden files. One recursive listing per folder, cached per process
+    (a render actor fetches many objects of one folder in a row)."""
+    if folder in _FOLDER_CACHE:
+        _FOLDER_CACHE.move_to_end(folder)
+        return _FOLDER_CACHE[folder]
+    listed, companions = _partition_urls(folder, storage.find(folder))
+    owned = {PurePosixPath(_relative(u, folder)).parent for u in listed}  # folders with objects
+
+    def belongs(url: str) -> bool:
+        rel = PurePosixPath(_relative(url, folder))
+        if url.endswith(CAPTION_SIDECAR) or any(p.startswith(".") for p in rel.parts):
+            return False
+        # its folder chain below `folder` must not reach a folder that holds another object
+        chain = [rel.parents[i] for i in range(len(rel.parents) - 1)]
+        return not any(c in owned for c in chain if c != PurePosixPath("."))
+
+    found = [c for c in companions if belongs(c)]
+    _FOLDER_CACHE[folder] = found
+    while len(_FOLDER_CACHE) > _FOLDER_CACHE_SIZE:
+        _FOLDER_CACHE.popitem(last=False)
+    return found
+
+
 def download_with_companions(spec: ObjectSpec, scratch: Path | None) -> Path:
-    """Download an object in object storage, and the companions in its folder and below (its
-    textures, .mtl, .bin), into `scratch`/<uid>/ keeping their layout; the local object path."""
+    """Download an object in object storage and its companions (`folder_companions`: textures,
+    .mtl, .bin beside it or in texture folders below it) into `scratch`/<uid>/, keeping their
+    layout; returns the local object path. Companions in a parent folder ("../tex.png") are not
+    fetched: an object that needs them renders with a missing-texture note."""
     if scratch is None:
         raise Refusal(Reason.FETCH_FAILED, spec.path, "an object in object storage needs scratch")
     folder, name = storage.split(spec.path)
@@ -250,12 +293,8 @@ def download_with_companions(spec: ObjectSpec, scratch: Path | None) -> Path:
     try:
         if not storage.isfile(spec.path):
             raise Refusal(Reason.FETCH_FAILED, spec.path, "object does not exist")
-        _, companions = _partition_urls(folder, storage.find(folder))
-        for url in [spec.path, *(c for c in companions if not c.endswith(CAPTION_SIDECAR))]:
-            rel = _relative(url, folder)
-            if any(part.startswith(".") for part in PurePosixPath(rel).parts):
-                continue  # hidden files: never an object's companion
-            storage.download(url, target / rel)
+        for url in [spec.path, *folder_companions(folder)]:
+            storage.download(url, target / _relative(url, folder))
     except OSError as exc:
         raise Refusal(Reason.FETCH_FAILED, spec.path, f"download failed: {exc}") from exc
     return target / name

@@ -44,11 +44,19 @@ def staged_job(tmp_path: Path, num_shards: int = 3):
     return cfg, out
 
 
-@pytest.fixture
-def dataset(tmp_path) -> Path:
-    """A complete OUT/shards written by the job."""
-    cfg, out = staged_job(tmp_path)
+@pytest.fixture(scope="module")
+def job_output(tmp_path_factory) -> Path:
+    """An OUT the job completed, once per module (a job starts Ray: seconds)."""
+    cfg, out = staged_job(tmp_path_factory.mktemp("job"))
     run_job(cfg)
+    return out
+
+
+@pytest.fixture
+def dataset(tmp_path, job_output) -> Path:
+    """A complete OUT/shards written by the job: this test's own copy, to damage at will."""
+    out = tmp_path / "out"
+    shutil.copytree(job_output, out)
     return out / "shards"
 
 

@@ -23,7 +23,7 @@ from data_pipeline.ledger import (
 )
 from data_pipeline.quality import main as quality_main
 from data_pipeline.reader import read_rings
-from data_pipeline.sources import BuiltinSourceConfig, LocalSource, LocalSourceConfig
+from data_pipeline.sources import BuiltinSourceConfig, LocalSource, LocalSourceConfig, ObjectSpec
 from tests.data_pipeline.fakes import FAKE, job_config, make_assets
 from tests.s3_env import point_at_s3
 
@@ -122,21 +122,27 @@ def test_source_in_object_storage_lists_as_the_local_folder_and_fetches_companio
     assert [(s.uid, s.caption, bool(s.unsupported)) for s in remote] == as_local
     assert all(s.path.startswith(url) for s in remote)
 
-    mug = next(s for s in remote if s.path.endswith("mug.obj"))
-    path = LocalSource(LocalSourceConfig(root=url)).fetch(mug, scratch=tmp_path / "scratch")
-    got = {p.relative_to(path.parent).as_posix() for p in path.parent.rglob("*") if p.is_file()}
+    def fetched(spec):
+        path = LocalSource(LocalSourceConfig(root=url)).fetch(spec, scratch=tmp_path / "scratch")
+        return path, {
+            p.relative_to(path.parent).as_posix() for p in path.parent.rglob("*") if p.is_file()
+        }
+
+    path, got = fetched(next(s for s in remote if s.path.endswith("mug.obj")))
     assert path.read_text().startswith("mtllib") and got == {"mug.obj", "mug.mtl", "tex/wood.png"}
+    # an object above another's folder does not take that object's textures along
+    assert fetched(next(s for s in remote if s.path.endswith("chair.glb")))[1] == {"chair.glb"}
     gone = storage.join(url, "mug/missing.obj")
     with pytest.raises(Refusal) as exc:
         LocalSource(LocalSourceConfig(root=url)).fetch(
-            type(mug)(uid="m", path=gone, caption="", source="local"), scratch=tmp_path / "s"
+            ObjectSpec(uid="m", path=gone, caption="", source="local"), scratch=tmp_path / "s"
         )
     assert exc.value.reason == Reason.FETCH_FAILED and gone in str(exc.value)
 
 
 def test_a_manifest_in_object_storage_names_objects_relative_to_it(tmp_path, s3):
     folder = make_assets(tmp_path / "m", {"a": "fine", "b": "fine"})
-    (folder / "list.csv").write_text("path,caption\na.glb,first\nb.glb,second\n")
+    (folder / "list.csv").write_text("path,caption\n./a.glb,first\nsub/../b.glb,second\n")
     url = s3.upload(folder, "m")
     specs = list(LocalSource(LocalSourceConfig(manifest=f"{url}/list.csv")).list_objects())
     assert [(s.path, s.caption) for s in specs] == [
@@ -145,16 +151,14 @@ def test_a_manifest_in_object_storage_names_objects_relative_to_it(tmp_path, s3)
     ]
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
-def test_a_failed_write_leaves_nothing_under_the_name(where, tmp_path, s3):
-    target = str(tmp_path / "f.tar") if where == "local" else f"{s3.url}/f.tar"
-    with pytest.raises(RuntimeError), storage.open_write(target) as f:
-        f.write(b"x" * 1000)
-        raise RuntimeError("writer died")
-    assert not storage.exists(target)
-    if where == "local":
-        assert list(tmp_path.iterdir()) == []  # no temporary left either
-    else:
-        assert s3.fs.find(s3.url) == []
-    storage.write_bytes(target, b"whole")
-    assert storage.read_bytes(target) == b"whole"
+def test_a_captions_file_in_object_storage_names_the_captions(tmp_path, s3):
+    from data_pipeline.sources.local import local_uid
+
+    folder = make_assets(tmp_path / "c", {"chair": "fine", "lamp": "fine"})
+    (folder / "caps.csv").write_text(f'uid,caption\n{local_uid("chair.glb")},"a chair, wooden"\n')
+    url = s3.upload(folder, "c")
+    cfg = LocalSourceConfig(root=url, captions_file=f"{url}/caps.csv")
+    specs = {s.path.rsplit("/", 1)[1]: s for s in LocalSource(cfg).list_objects()}
+    assert set(specs) == {"chair.glb", "lamp.glb"}  # the captions file is not an object
+    assert specs["chair.glb"].caption == "a chair, wooden"
+    assert specs["lamp.glb"].caption == "lamp"

@@ -139,3 +139,34 @@ def test_s3_options_from_fsspec_config(out, s3, monkeypatch, s3_server):
     monkeypatch.setitem(fsspec.config.conf, "s3", dead)
     with pytest.raises(OSError):  # nothing listens there: an OSError, not botocore's own
         storage.size(f"{url}/{INDEX_FILE}")
+
+
+@pytest.mark.parametrize("where", ["local", "file-url", "s3", "s3-multipart"])
+def test_a_failed_write_leaves_nothing_under_the_name(where, tmp_path, s3):
+    target = {
+        "local": str(tmp_path / "f.tar"),
+        "file-url": f"file://{tmp_path}/f.tar",
+        "s3": f"{s3.url}/f.tar",
+        "s3-multipart": f"{s3.url}/f.tar",
+    }[where]
+    size = 12 << 20 if where == "s3-multipart" else 1000  # s3fs uploads parts from 5 MiB on
+    with pytest.raises(RuntimeError), storage.open_write(target) as f:
+        f.write(b"x" * size)
+        raise RuntimeError("writer died")
+    assert not storage.exists(target)
+    if where.startswith("s3"):
+        assert s3.fs.find(s3.url) == []
+    else:
+        assert list(tmp_path.iterdir()) == []  # no temporary left either
+    storage.write_bytes(target, b"whole")
+    assert storage.read_bytes(target) == b"whole"
+
+
+def test_folder_marker_objects_are_not_files(s3):
+    """Consoles and sync tools make zero-byte objects named like folders ("prefix/")."""
+    s3.fs.pipe_file(f"{s3.url}/objs/", b"")
+    s3.fs.pipe_file(f"{s3.url}/objs/sub/", b"")
+    s3.fs.pipe_file(f"{s3.url}/objs/sub/a.glb", b"glb")
+    s3.fs.invalidate_cache()
+    assert storage.find(f"{s3.url}/objs") == [f"{s3.url}/objs/sub/a.glb"]
+    assert storage.names(f"{s3.url}/objs/sub", "*") == ["a.glb"]

@@ -94,3 +94,51 @@ def test_work_folders_of_killed_workers_are_removed_and_live_ones_kept(tmp_path)
         live.close()
     assert not live.tmp.exists()
     assert sorted(p.name for p in work.iterdir()) == ["logs"]
+
+
+class _DownloadingSource:
+    """A source whose fetch writes the asset into the worker's scratch, as objects in object
+    storage are fetched (LocalSource with a URL root)."""
+
+    name = "downloading"
+
+    def __init__(self, specs):
+        self.specs = specs
+
+    def list_objects(self):
+        return iter(self.specs)
+
+    def prefetch(self, specs):
+        return None
+
+    def fetch(self, spec, scratch=None):
+        path = scratch / spec.uid / "object.glb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("fine")
+        return path
+
+
+def test_a_downloaded_asset_survives_the_render_process_being_recycled(tmp_path):
+    """The render process is replaced after `recycle_after` objects, and replacing it empties its
+    temporary folder; the next object, already downloaded into the worker's scratch, must still
+    be there when the fresh process renders it."""
+    from data_pipeline.sources import ObjectSpec
+
+    specs = [
+        ObjectSpec(uid=f"o{i}", path=f"s3://b/o{i}.glb", caption="", source="x") for i in range(3)
+    ]
+    worker = RenderWorker(
+        _DownloadingSource(specs),
+        RenderSettings(**TINY),
+        time_limit_s=30.0,
+        max_attempts=1,
+        work_dir=tmp_path / "work",
+        renderer=FAKE,
+        recycle_after=1,
+    )
+    worker.warm_up()
+    try:
+        results = [worker.process_object(s) for s in specs]
+    finally:
+        worker.close()
+    assert [(r.ok, r.attempts, r.detail) for r in results] == [(True, 1, "")] * 3
