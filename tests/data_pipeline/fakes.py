@@ -8,9 +8,12 @@ process, so it must stay importable from the repository root under this name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +118,23 @@ def job_config(out: Path, root: Path, **kw) -> RenderJobConfig:
         progress=False,
         **kw,
     )
+
+
+def kill_when(
+    cmd: list[str], env: dict[str, str], done: Callable[[], bool], timeout: float
+) -> None:
+    """Start `cmd` (its own process group), wait until `done()` is true, then SIGKILL the whole
+    group: a job killed mid-way. Fails if the process ends first or `done` never comes."""
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+            assert time.monotonic() < deadline, f"still not done after {timeout:.0f} s"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

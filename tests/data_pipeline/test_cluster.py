@@ -23,7 +23,7 @@ import pytest
 from data_pipeline.dataset_index import read_index
 from data_pipeline.ledger import LEDGER_FILE, read_ledger
 from data_pipeline.reader import read_rings
-from tests.data_pipeline.fakes import make_assets
+from tests.data_pipeline.fakes import kill_when, make_assets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,23 +114,12 @@ def test_two_node_cluster_job_to_object_storage_killed_and_resumed(tmp_path, s3)
             [sys.executable, "-c", _WAIT_FOR_NODES, address], env=env, check=True, timeout=180
         )
 
-        driver = subprocess.Popen(
+        kill_when(
             [sys.executable, "-c", _DRIVER, out, src, address],
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            env,
+            lambda: len(staged(s3, out)) >= 3,
+            timeout=240,
         )
-        try:
-            deadline = time.monotonic() + 240
-            while len(staged(s3, out)) < 3:
-                assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
-                assert time.monotonic() < deadline, "the job never staged 3 objects"
-                time.sleep(0.2)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(driver.pid, signal.SIGKILL)
-            driver.wait()
         staged_before = len(staged(s3, out))
         assert 3 <= staged_before < len(names), "the kill came too late to test resumption"
         assert not s3.fs.exists(f"{out}/shards/index.json")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from data_pipeline.reader import read_manifests, read_rings, verify_shard
 from data_pipeline.render_settings import RenderSettings
 from data_pipeline.sources import LocalSource, LocalSourceConfig, ObjaverseSourceConfig
 from tests.data_pipeline.assets import make_objaverse_cache
-from tests.data_pipeline.fakes import FAKE, job_config, make_assets
+from tests.data_pipeline.fakes import FAKE, job_config, kill_when, make_assets
 
 
 def shard_keys(out: Path) -> list[str]:
@@ -239,23 +238,12 @@ def test_job_killed_midway_resumes_without_loss_or_duplicates(tmp_path, ray_clus
     names = [f"obj{i}" for i in range(8)]
     root = make_assets(tmp_path / "a", dict.fromkeys(names, "fine sleep=0.5"))
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
-    proc = subprocess.Popen(
+    kill_when(
         [sys.executable, "-c", _KILLABLE_JOB, str(out), str(root), ray_cluster],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        {**os.environ, "PYTHONPATH": str(Path.cwd())},
+        lambda: len(list((out / "staging").glob("*.tar"))) >= 3,
+        timeout=120,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while len(list((out / "staging").glob("*.tar"))) < 3:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "job never staged 3 objects"
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     staged_before = len(list((out / "staging").glob("*.tar")))
     assert 3 <= staged_before < len(names), "the kill came too late to test resumption"
     assert not (out / "summary.json").exists()
