@@ -121,6 +121,7 @@ def start_ray(cfg: RenderJobConfig) -> bool:
 
 
 def stop_ray() -> None:
+    """End the Ray session this job started (start_ray returned True)."""
     import ray
 
     ray.shutdown()
@@ -318,9 +319,7 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
         write_index(shards_dir, manifests)  # last: the folder is complete
     finally:
         if owns_ray:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
     rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
     compact_records(out, RENDERED_FILE)  # (object storage) the timing parts into one file
     phases["shards"] = time.monotonic() - start
@@ -417,7 +416,7 @@ def write_shards(
         manifests += ray.get(pending)
     finally:
         if owns_ray:
-            ray.shutdown()
+            stop_ray()
     return sorted(manifests, key=lambda m: m.shard)
 
 

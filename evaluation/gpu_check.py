@@ -25,7 +25,7 @@ Without a GPU (or with --tiny) the same code runs at tiny sizes on the CPU (tiny
 tiny network, torchrun instead of the DeepSpeed launcher, gloo) and the report says so in its
 first line: those figures show that the paths run, not how fast a GPU is. CI runs it that way.
 
-Writes OUT/gpu.json and OUT/gpu.md; exits 1 when a check fails (a consistency, PSNR or CPU/GPU
+Writes OUT/gpu.json and OUT/gpu.md (evaluation.gpu_report); exits 1 when a check fails (a consistency, PSNR or CPU/GPU
 agreement threshold missed, or a measurement that raised).
 """
 
@@ -457,86 +457,6 @@ def check_sampling(gpu: bool, tiny: bool) -> dict[str, Any]:
     return results
 
 
-# -- report ---------------------------------------------------------------------------------------
-
-
-def write_report(result: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
-    lines = ["# GPU check (`make gpu-check`)", "", f"**{result['mode_line']}**", ""]
-    lines += [f"Machine: {result['machine']}. Total {result['seconds']:.0f} s.", ""]
-    r = result.get("render", {})
-    lines += ["## 1. Render", ""]
-    if "error" in r:
-        lines += [f"FAILED: {r['error']}", ""]
-    else:
-        lines += ["| job | device (Cycles, backend) | views | s/view | job s | settings |"]
-        lines += ["|---|---|---|---|---|---|"]
-        for name in ("main", "compare_gpu", "compare_cpu"):
-            if name in r:
-                j = r[name]
-                dev = f"{j['device']} ({', '.join(j['cycles_device'])}, {', '.join(j['compute_backend'])})"
-                lines.append(
-                    f"| {name} | {dev} | {j['views']} | {j['seconds_per_view']:.3f} | "
-                    f"{j['job_seconds']:.1f} | {j['settings']} |"
-                )
-        ious = {**r["main"]["min_iou"], **r["compare_cpu"]["min_iou"]}
-        lines += ["", f"Camera/alpha check, smallest IoU per object (>= {MIN_IOU}): "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ious.items())) + "."]  # fmt: skip
-        lines += [f"GPU vs CPU render of the same ring, PSNR (>= {MIN_PSNR_DB} dB): "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["psnr_db"].items())) + "."]  # fmt: skip
-        if "gpu_speedup_per_view" in r:
-            lines.append(f"GPU speed-up per view: {r['gpu_speedup_per_view']:.1f}x.")
-        lines.append("")
-    t = result.get("training", {})
-    lines += ["## 2. Training", ""]
-    for variant in VARIANTS:
-        v = t.get(variant, {})
-        if "error" in v:
-            lines += [f"{variant}: FAILED: {v['error'][-800:]}", ""]
-            continue
-        if not v:
-            continue
-        lines += [f"**{variant}**: UNet {v['unet_params_m']:.1f} M params, {v['precision']}, "
-                  f"ZeRO-{v['zero_stage']}, {v['backend']} via {v.get('launcher', '?')} on "
-                  f"{v['device']}; network built in {v['build_seconds']:.1f} s.", ""]  # fmt: skip
-        lines += ["| batch | grad. checkpointing | step s | samples/s | peak GiB | loss |"]
-        lines += ["|---|---|---|---|---|---|"]
-        for c in v["cases"]:
-            tag = " (largest)" if c.get("largest") else ""
-            if "step_s" in c:
-                lines.append(
-                    f"| {c['batch']}{tag} | {c['gradient_checkpointing']} | {c['step_s']:.3f} | "
-                    f"{c['samples_per_s']:.2f} | {c['peak_gib']:.2f} | {c['loss']:.4f} |"
-                )
-            else:
-                lines.append(f"| {c['batch']}{tag} | {c['gradient_checkpointing']} | "
-                             f"{c.get('error', '?')[:80]} | | | |")  # fmt: skip
-        f = v["fp32_step1"]
-        lines += ["", f"fp32 loss of step 1: {f['device']:.7f} on {v['device']}, {f['cpu']:.7f} "
-                  f"on the CPU, relative difference {f['rel_diff']:.2e} (<= {MAX_LOSS_REL:g}).", ""]  # fmt: skip
-    s = result.get("sampling", {})
-    lines += ["## 3. Sampling", ""]
-    if "error" in s:
-        lines += [f"FAILED: {s['error']}", ""]
-    elif s:
-        lines += [f"local_pixel at {s['resolution']} px, {s['steps']} DDIM steps with CFG:", ""]
-        lines += ["| dtype | s/prompt | first call s | peak GiB |", "|---|---|---|---|"]
-        for c in s["cases"]:
-            if "seconds_per_prompt" in c:
-                lines.append(f"| {c['dtype']} | {c['seconds_per_prompt']:.2f} | "
-                             f"{c['first_seconds']:.2f} | {c['peak_gib']:.2f} |")  # fmt: skip
-            else:
-                lines.append(f"| {c['dtype']} | {'skipped' if c.get('skipped') else 'FAILED'}: "
-                             f"{c['error'][:100]} | | |")  # fmt: skip
-        o = s["fp32_one_step"]
-        lines += ["", f"One fp32 step, accelerator against CPU: relative difference "
-                  f"{o['rel_diff']:.2e} (<= {MAX_SAMPLE_REL:g}).", ""]  # fmt: skip
-    lines += ["## Verdict", "", ", ".join(f"{k}: {'ok' if v else 'FAILED'}"
-                                           for k, v in result["ok"].items()), ""]  # fmt: skip
-    (out / "gpu.md").write_text("\n".join(lines))
-
-
 def run_check(out: Path, force_tiny: bool) -> int:
     import torch
 
@@ -572,6 +492,8 @@ def run_check(out: Path, force_tiny: bool) -> int:
         shutil.rmtree(work, ignore_errors=True)
     result["seconds"] = time.perf_counter() - start
     result["ok"] = {k: bool(result[k].get("ok")) for k in ("render", "training", "sampling")}
+    from evaluation.gpu_report import write_report
+
     write_report(result, out)
     print((out / "gpu.md").read_text())
     return 0 if all(result["ok"].values()) else 1

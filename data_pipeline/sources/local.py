@@ -143,10 +143,10 @@ class LocalSource(Source):
             except SchemaError as exc:
                 raise SourceError(f"{row.path}: {exc}") from exc
             name = PurePosixPath(str(row.path)).stem
-            on_disk = isinstance(row.path, Path) and row.path.is_file()
+            path = row.path  # a URL row carries its sidecar caption already
             caption = (
                 captions.get(uid)
-                or (sidecar_caption(row.path) if isinstance(row.path, Path) and on_disk else None)
+                or (sidecar_caption(path) if isinstance(path, Path) and path.is_file() else None)
                 or row.caption
                 or caption_from_name(name)
             )

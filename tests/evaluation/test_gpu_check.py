@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from evaluation.gpu_check import _rel, psnr, write_report
+from evaluation.gpu_check import _rel, psnr
+from evaluation.gpu_report import write_report
 
 
 def test_psnr_of_known_errors():
