@@ -30,6 +30,8 @@ def read_wandb_records(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
+    if len(data) < FILE_HEADER:
+        return []  # not written yet
     assert data[:4] == b":W&B"
     pos, pending, records = FILE_HEADER, b"", []
     while pos + 7 <= len(data):
@@ -41,6 +43,8 @@ def read_wandb_records(path: Path) -> list:
         if kind == 0 and length == 0:
             pos += left
             continue
+        if pos + 7 + length > len(data):
+            break  # a record the writer has not finished writing
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == FULL:
@@ -64,12 +68,26 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+def finished_records(path: Path, timeout: float = 60.0) -> list:
+    """The records of a finished run's file. `run.finish()` returns when W&B's service has taken
+    the exit record, not when its writer has flushed the file, and the last history row is only
+    written at exit: on a loaded machine the file read straight after finish can end before it.
+    So wait until the file ends with the exit record (what a complete run file ends with)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_wandb_records(path)
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        assert time.monotonic() < deadline, f"{path}: no exit record after {timeout:.0f} s"
+        time.sleep(0.2)
+
+
 def history_and_config(run_dir: Path) -> tuple[list[dict], dict, list[str]]:
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert files, "no offline W&B run written"
     history, config = [], {}
     for path in files:
-        for record in read_wandb_records(path):
+        for record in finished_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "history":
                 history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
