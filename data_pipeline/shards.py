@@ -17,6 +17,7 @@ import io
 import os
 import tarfile
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from data_pipeline import storage
@@ -174,7 +175,12 @@ def assign_shards(uids: Iterable[str], num_shards: int) -> dict[int, list[str]]:
 
 
 def _current_manifest(path: str) -> ShardManifest | None:
-    """The manifest of an existing, intact shard at `path`, else None."""
+    """The manifest of an existing, intact shard at `path`, else None. Intact: its size is the
+    manifest's and, on local disk (a path or a file:// URL), so is its sha256. In object
+    storage the check is the size only: hashing would download every shard again on each
+    rerun, an object store never shows a partly written object (storage.open_write), and
+    training checks shards the same way by default (size always, sha256 with
+    data.verify_sha256)."""
     mpath = manifest_path_for(path)
     if not (storage.isfile(path) and storage.isfile(mpath)):
         return None
@@ -182,7 +188,10 @@ def _current_manifest(path: str) -> ShardManifest | None:
         manifest = ShardManifest.from_json(storage.read_bytes(mpath), storage.split(mpath)[1])
     except SchemaError:
         return None
-    if manifest.tar_bytes != storage.size(path) or manifest.tar_sha256 != storage.sha256(path):
+    if manifest.tar_bytes != storage.size(path):
+        return None
+    local = isinstance(storage.resolve(path), Path)  # a path or a file:// URL
+    if local and manifest.tar_sha256 != storage.sha256(path):
         return None
     return manifest
 

@@ -9,12 +9,14 @@ import sys
 
 import pytest
 
+from data_pipeline import storage
 from data_pipeline.dataset_index import write_index
 from data_pipeline.reader import read_manifests, read_rings, verify_shard
 from data_pipeline.schema import SchemaError, encode_sample
 from data_pipeline.shards import (
     assign_shards,
     shard_id_for,
+    shard_name,
     tar_bytes,
     write_shard,
     write_shards_from_staging,
@@ -130,6 +132,44 @@ def test_rewrite_from_staging_has_each_object_once(tmp_path):
     assert sorted(keys) == sorted(f"{u}_r{r}" for u in UIDS[:14] for r in range(2))
     for m in read_manifests(shards):
         verify_shard(shards / m.shard)
+
+
+def _refuse(what):
+    def refused(*args, **_kwargs):
+        raise AssertionError(f"{what} {args[0]}")
+
+    return refused
+
+
+def test_rerun_keeps_intact_shards_and_hashes_only_local_ones(tmp_path, s3, monkeypatch):
+    """An intact shard is kept on a rerun. On local disk its sha256 is checked (a same-size
+    edit is rewritten); in object storage its size only, so no shard is downloaded again."""
+    import data_pipeline.shards as shards_module
+
+    staged = _stage(tmp_path, UIDS[:8])
+    local, remote = tmp_path / "shards", f"{s3.url}/shards"
+    first = write_shards_from_staging(staged, local, num_shards=2)
+    assert write_shards_from_staging(staged, remote, num_shards=2) == first
+
+    with monkeypatch.context() as m:  # rerun into object storage: nothing hashed or rewritten
+        m.setattr(storage, "sha256", _refuse("hashed"))
+        m.setattr(shards_module, "write_shard", _refuse("rewrote"))
+        assert write_shards_from_staging(staged, remote, num_shards=2) == first
+
+    # a shard object of another size is written again
+    name = shard_name(min(assign_shards(staged, 2)))
+    s3.fs.pipe(f"{remote}/{name}", s3.fs.cat(f"{remote}/{name}")[:-512])
+    assert write_shards_from_staging(staged, remote, num_shards=2) == first
+    verify_shard(f"{remote}/{name}")
+
+    # on local disk a same-size edit is caught by its sha256 and the shard is written again
+    data = bytearray((local / name).read_bytes())
+    data[700] ^= 0xFF
+    (local / name).write_bytes(bytes(data))
+    with pytest.raises(SchemaError, match="sha256"):
+        verify_shard(local / name)
+    assert write_shards_from_staging(staged, local, num_shards=2) == first
+    verify_shard(local / name)
 
 
 def test_parallel_sharding_tasks_give_the_same_shards_and_the_driver_reads_no_object(
