@@ -69,10 +69,10 @@ def _key(item) -> str:
 
 
 def finished_records(path: Path, timeout: float = 60.0) -> list:
-    """The records of a finished run's file. `run.finish()` returns when W&B's service has taken
-    the exit record, not when its writer has flushed the file, and the last history row is only
-    written at exit: on a loaded machine the file read straight after finish can end before it.
-    So wait until the file ends with the exit record (what a complete run file ends with)."""
+    """The records of a finished run's file, once it ends with the exit record (what a complete
+    run file ends with). The last history row is written at exit, just before that record, and
+    on a loaded CI machine a file read straight after `run.finish()` once lacked it (likely not
+    yet flushed by W&B's service; not reproduced here), so wait for the whole file."""
     deadline = time.monotonic() + timeout
     while True:
         records = read_wandb_records(path)
