@@ -10,6 +10,12 @@ from typing import Any
 from evaluation.gpu_check import MAX_LOSS_REL, MAX_SAMPLE_REL, MIN_IOU, MIN_PSNR_DB, VARIANTS
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table: its header, the separator and one line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def write_report(result: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu.json").write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
@@ -20,16 +26,14 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     if "error" in r:
         lines += [f"FAILED: {r['error']}", ""]
     else:
-        lines += ["| job | device (Cycles, backend) | views | s/view | job s | settings |"]
-        lines += ["|---|---|---|---|---|---|"]
-        for name in ("main", "compare_gpu", "compare_cpu"):
-            if name in r:
-                j = r[name]
-                dev = f"{j['device']} ({', '.join(j['cycles_device'])}, {', '.join(j['compute_backend'])})"
-                lines.append(
-                    f"| {name} | {dev} | {j['views']} | {j['seconds_per_view']:.3f} | "
-                    f"{j['job_seconds']:.1f} | {j['settings']} |"
-                )
+        jobs = [(name, r[name]) for name in ("main", "compare_gpu", "compare_cpu") if name in r]
+        lines += _table(
+            ["job", "device (Cycles, backend)", "views", "s/view", "job s", "settings"],
+            [[name, f"{j['device']} ({', '.join(j['cycles_device'])}, "
+                    f"{', '.join(j['compute_backend'])})", j["views"],
+              f"{j['seconds_per_view']:.3f}", f"{j['job_seconds']:.1f}", j["settings"]]
+             for name, j in jobs],
+        )  # fmt: skip
         ious = {**r["main"]["min_iou"], **r["compare_cpu"]["min_iou"]}
         lines += ["", f"Camera/alpha check, smallest IoU per object (>= {MIN_IOU}): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in sorted(ious.items())) + "."]  # fmt: skip
@@ -50,18 +54,18 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         lines += [f"**{variant}**: UNet {v['unet_params_m']:.1f} M params, {v['precision']}, "
                   f"ZeRO-{v['zero_stage']}, {v['backend']} via {v.get('launcher', '?')} on "
                   f"{v['device']}; network built in {v['build_seconds']:.1f} s.", ""]  # fmt: skip
-        lines += ["| batch | grad. checkpointing | step s | samples/s | peak GiB | loss |"]
-        lines += ["|---|---|---|---|---|---|"]
+        rows = []
         for c in v["cases"]:
-            tag = " (largest)" if c.get("largest") else ""
+            case = [f"{c['batch']}{' (largest)' if c.get('largest') else ''}",
+                    c["gradient_checkpointing"]]  # fmt: skip
             if "step_s" in c:
-                lines.append(
-                    f"| {c['batch']}{tag} | {c['gradient_checkpointing']} | {c['step_s']:.3f} | "
-                    f"{c['samples_per_s']:.2f} | {c['peak_gib']:.2f} | {c['loss']:.4f} |"
-                )
+                rows.append([*case, f"{c['step_s']:.3f}", f"{c['samples_per_s']:.2f}",
+                             f"{c['peak_gib']:.2f}", f"{c['loss']:.4f}"])  # fmt: skip
             else:
-                lines.append(f"| {c['batch']}{tag} | {c['gradient_checkpointing']} | "
-                             f"{c.get('error', '?')[:80]} | | | |")  # fmt: skip
+                rows.append([*case, c.get("error", "?")[:80], "", "", ""])
+        lines += _table(
+            ["batch", "grad. checkpointing", "step s", "samples/s", "peak GiB", "loss"], rows
+        )
         f = v["fp32_step1"]
         lines += ["", f"fp32 loss of step 1: {f['device']:.7f} on {v['device']}, {f['cpu']:.7f} "
                   f"on the CPU, relative difference {f['rel_diff']:.2e} (<= {MAX_LOSS_REL:g}).", ""]  # fmt: skip
@@ -71,14 +75,15 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         lines += [f"FAILED: {s['error']}", ""]
     elif s:
         lines += [f"local_pixel at {s['resolution']} px, {s['steps']} DDIM steps with CFG:", ""]
-        lines += ["| dtype | s/prompt | first call s | peak GiB |", "|---|---|---|---|"]
-        for c in s["cases"]:
-            if "seconds_per_prompt" in c:
-                lines.append(f"| {c['dtype']} | {c['seconds_per_prompt']:.2f} | "
-                             f"{c['first_seconds']:.2f} | {c['peak_gib']:.2f} |")  # fmt: skip
-            else:
-                lines.append(f"| {c['dtype']} | {'skipped' if c.get('skipped') else 'FAILED'}: "
-                             f"{c['error'][:100]} | | |")  # fmt: skip
+        rows = [
+            [c["dtype"], f"{c['seconds_per_prompt']:.2f}", f"{c['first_seconds']:.2f}",
+             f"{c['peak_gib']:.2f}"]
+            if "seconds_per_prompt" in c
+            else [c["dtype"], f"{'skipped' if c.get('skipped') else 'FAILED'}: {c['error'][:100]}",
+                  "", ""]
+            for c in s["cases"]
+        ]  # fmt: skip
+        lines += _table(["dtype", "s/prompt", "first call s", "peak GiB"], rows)
         o = s["fp32_one_step"]
         lines += ["", f"One fp32 step, accelerator against CPU: relative difference "
                   f"{o['rel_diff']:.2e} (<= {MAX_SAMPLE_REL:g}).", ""]  # fmt: skip
