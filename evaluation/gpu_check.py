@@ -25,8 +25,8 @@ Without a GPU (or with --tiny) the same code runs at tiny sizes on the CPU (tiny
 tiny network, torchrun instead of the DeepSpeed launcher, gloo) and the report says so in its
 first line: those figures show that the paths run, not how fast a GPU is. CI runs it that way.
 
-Writes OUT/gpu.json and OUT/gpu.md (evaluation.gpu_report); exits 1 when a check fails (a consistency, PSNR or CPU/GPU
-agreement threshold missed, or a measurement that raised).
+Writes OUT/gpu.json and OUT/gpu.md (evaluation.gpu_report); exits 1 when a check fails (a
+consistency, PSNR or CPU/GPU agreement threshold missed, or a measurement that raised).
 """
 
 from __future__ import annotations
@@ -492,7 +492,7 @@ def run_check(out: Path, force_tiny: bool) -> int:
         shutil.rmtree(work, ignore_errors=True)
     result["seconds"] = time.perf_counter() - start
     result["ok"] = {k: bool(result[k].get("ok")) for k in ("render", "training", "sampling")}
-    from evaluation.gpu_report import write_report
+    from evaluation.gpu_report import write_report  # here: it imports this module's thresholds
 
     write_report(result, out)
     print((out / "gpu.md").read_text())
