@@ -9,14 +9,21 @@ import pytest
 import torch
 
 from tests.training.model.helpers import tiny_model
-from training.model import CONTROLLER_CONFIGS, build_denoiser
+from training.model import CONTROLLER_CONFIGS, build_denoiser, compose_model_configs
 from training.model.config import ModelConfig
 from training.model.convert import (
+    IMAGEDREAM,
+    MVDREAM,
     ORIGINAL_PREFIX,
+    SCHEDULE_BUFFERS,
     ConversionError,
+    ldm_schedule_buffers,
     load_original_checkpoint,
     original_to_ours,
     ours_to_original,
+    released_layout,
+    released_layout_of,
+    released_state_dict,
     save_original_checkpoint,
 )
 
@@ -86,7 +93,12 @@ def test_tiny_values_round_trip_through_a_released_style_file(tmp_path) -> None:
     # flat, as the released files (threestudio passes torch.load's result to load_state_dict)
     saved = torch.load(path, weights_only=True)
     assert "state_dict" not in saved
-    assert all(k.startswith((ORIGINAL_PREFIX, "vae_model.")) for k in saved)
+    # the whole of the authors' ImageDream class: UNet, CLIP, VAE and the schedule buffers
+    assert all(
+        k.startswith((ORIGINAL_PREFIX, "vae_model.", "clip_model.model.")) or k in SCHEDULE_BUFFERS
+        for k in saved
+    )
+    assert saved.keys() == released_layout(model).keys()
     assert "vae_model.encoder.mid.attn_1.q.weight" in saved  # ImageDream's VAE prefix
     assert any(k.endswith("attn2.to_k_ip.weight") for k in saved)
     assert f"{ORIGINAL_PREFIX}camera_embed.0.weight" in saved
@@ -163,3 +175,134 @@ def test_vae_names_agree_with_diffusers_own_ldm_converter() -> None:
     assert {k.split(".")[2] for k in decoder_up} == {
         str(i) for i in range(len(vae.config.block_out_channels))
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole released layout: UNet, open_clip CLIP, VAE, schedule buffers
+
+
+@pytest.mark.parametrize("controller", sorted(CONTROLLER_CONFIGS))
+def test_export_has_every_key_and_shape_of_the_authors_class(controller: str) -> None:
+    """The export equals the layout of the family's class, and its CLIP part loads strictly into
+    open_clip's own CLIP of our sizes (MVDream's without `visual`, as MVDream deletes it)."""
+    from open_clip.model import CLIP
+
+    from training.model.convert_clip import open_clip_text_cfg, open_clip_vision_cfg
+
+    model = tiny_model(controller)
+    state, layout = released_state_dict(model), released_layout(model)
+    assert state.keys() == layout.keys()
+    assert all(tuple(v.shape) == layout[k] for k, v in state.items())
+    family = MVDREAM if controller == "none" else IMAGEDREAM
+    prefixes = (ORIGINAL_PREFIX, family.clip, family.vae)
+    assert all(k.startswith(prefixes) or k in SCHEDULE_BUFFERS for k in state)
+    assert all(any(k.startswith(p) for k in state) for p in prefixes)
+    cfg = model.cfg
+    clip = CLIP(
+        cfg.image_encoder.projection_dim,
+        open_clip_vision_cfg(cfg.image_encoder),
+        open_clip_text_cfg(cfg.text_encoder),
+    )
+    if model.image_encoder is None:  # MVDream (and our pixel variant): no image tower written
+        del clip.visual
+    clip.load_state_dict(
+        {k[len(family.clip) :]: v for k, v in state.items() if k.startswith(family.clip)},
+        strict=True,
+    )
+
+
+def test_layout_check_refuses_a_missing_key_and_a_wrong_shape(tmp_path, monkeypatch) -> None:
+    import training.model.convert as convert
+
+    model = tiny_model("local")
+    good = released_state_dict(model)
+    missing = {k: v for k, v in good.items() if k != "clip_model.model.ln_final.weight"}
+    monkeypatch.setattr(convert, "released_state_dict", lambda m, s=None: missing)
+    with pytest.raises(ConversionError, match=r"missing: +clip_model.model.ln_final.weight"):
+        save_original_checkpoint(model, tmp_path / "a.pt")
+    key = "clip_model.model.visual.proj"
+    wrong = good | {key: good[key].T}
+    monkeypatch.setattr(convert, "released_state_dict", lambda m, s=None: wrong)
+    with pytest.raises(
+        ConversionError, match=r"shape: +clip_model.model.visual.proj is \(24, 48\)"
+    ):
+        save_original_checkpoint(model, tmp_path / "b.pt")
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "b.pt").exists()
+
+
+@pytest.mark.parametrize("released", sorted(RELEASED))
+def test_full_size_layout_is_the_released_unet_with_vit_h(
+    released: str, official_keys: dict
+) -> None:
+    """At full size (meta device): the UNet part is exactly the released UNet's names and shapes,
+    the CLIP is OpenCLIP ViT-H-14 (24 text blocks; 32 vision blocks for ImageDream)."""
+    entry_name, controller = RELEASED[released]
+    layout = released_layout_of(ModelConfig(), CONTROLLER_CONFIGS[controller]())
+    unet = {
+        k[len(ORIGINAL_PREFIX) :]: s for k, s in layout.items() if k.startswith(ORIGINAL_PREFIX)
+    }
+    official = {
+        k: tuple(s)
+        for k, s in official_keys[entry_name]["keys"].items()
+        if not (controller == "none" and _is_ip(k))
+    }
+    assert unet == official
+    family = MVDREAM if controller == "none" else IMAGEDREAM
+    clip = {k[len(family.clip) :]: s for k, s in layout.items() if k.startswith(family.clip)}
+    assert clip["token_embedding.weight"] == (49408, 1024)
+    assert clip["transformer.resblocks.23.mlp.c_fc.weight"] == (4096, 1024)
+    assert "transformer.resblocks.24.ln_1.weight" not in clip
+    assert clip["text_projection"] == (1024, 1024)
+    has_visual = controller != "none"
+    assert ("visual.proj" in clip) == has_visual
+    if has_visual:
+        assert clip["visual.proj"] == (1280, 1024)
+        assert clip["visual.positional_embedding"] == (257, 1280)
+        assert "visual.transformer.resblocks.31.ln_2.bias" in clip
+    assert layout[f"{family.vae}encoder.conv_in.weight"] == (128, 3, 3, 3)
+    assert layout[f"{family.vae}decoder.mid.attn_1.q.weight"] == (512, 512, 1, 1)
+    assert all(layout[k] == (1000,) for k in SCHEDULE_BUFFERS)
+
+
+def test_schedule_buffers_agree_with_the_training_schedule() -> None:
+    """The 12 LDM buffers against diffusers' own DDPM schedule and its posterior (an independent
+    implementation, in float32, hence the tolerance)."""
+    from training.diffusion import build_training_scheduler
+
+    buffers = ldm_schedule_buffers()
+    assert tuple(buffers) == SCHEDULE_BUFFERS
+    assert all(v.dtype == torch.float32 and v.shape == (1000,) for v in buffers.values())
+    sched = build_training_scheduler()
+    abar = sched.alphas_cumprod.double()
+    torch.testing.assert_close(buffers["betas"], sched.betas, rtol=1e-5, atol=0)
+    torch.testing.assert_close(buffers["alphas_cumprod"].double(), abar, rtol=1e-5, atol=0)
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    beta = sched.betas.double()
+    expected = {
+        "sqrt_one_minus_alphas_cumprod": (1 - abar).sqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1 / abar - 1).sqrt(),
+        "posterior_variance": beta * (1 - abar_prev) / (1 - abar),
+        "posterior_mean_coef1": abar_prev.sqrt() * beta / (1 - abar),
+        "posterior_mean_coef2": (1 - beta).sqrt() * (1 - abar_prev) / (1 - abar),
+    }
+    for k, v in expected.items():
+        torch.testing.assert_close(buffers[k].double(), v, rtol=1e-4, atol=1e-7, msg=k)
+    # DDPM's posterior variance with diffusers' "fixed_small" rule, at a few timesteps
+    for t in (1, 10, 500, 999):
+        torch.testing.assert_close(
+            buffers["posterior_variance"][t], sched._get_variance(t), rtol=1e-4, atol=0
+        )
+    assert buffers["posterior_variance"][0] == 0  # so its log is clipped at t = 0
+    assert buffers["posterior_log_variance_clipped"][0] == torch.tensor(math.log(1e-20))
+
+
+def test_the_pixel_unshuffle_first_stage_has_no_released_layout(tmp_path) -> None:
+    """The demo's weight-free first stage has no LDM counterpart: the export refuses it."""
+    from training.model import build_imagedream
+
+    configs = compose_model_configs("demo", "pixel")
+    with pytest.raises(ValueError, match=r"pixel_unshuffle.*no released layout"):
+        released_layout_of(*configs)
+    with pytest.raises(ValueError, match="no released layout"):
+        save_original_checkpoint(build_imagedream(*configs), tmp_path / "demo.pt")
+    assert not (tmp_path / "demo.pt").exists()
