@@ -2,8 +2,8 @@
 
 Two trivial "models" that use no network (issue: the demo must learn from the image prompt):
 - copy: the prompt image itself, repeated at every novel view;
-- mean view: the per-pixel mean of every view of the training rings, composited on the
-  evaluation background (what a model that ignores its prompt converges to).
+- mean view: the per-pixel mean of every view of the training rings, composited on the grey
+  each prompt was composited on (what a model that ignores its prompt converges to).
 
 Scored like the model's novel views (azimuth 90, 180, 270) against the true renders; the
 learning check is the model's mean novel-view PSNR minus the better baseline's.
@@ -21,39 +21,56 @@ import numpy as np
 from PIL import Image
 
 from evaluation.metrics import psnr
-from evaluation.prompts import PromptConfig, composite
+from training.prompt_image import composite_on_grey
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class MeanView:
+    """The mean training view on any grey: compositing is linear in the grey level, so the means
+    of the views composited on black and on white give it at every level."""
+
+    on_black: np.ndarray  # (H, W, 3) float64
+    on_white: np.ndarray  # (H, W, 3) float64
+
+    def on(self, level: float) -> np.ndarray:
+        """(H, W, 3) uint8 on the grey `level` in [0, 1] (NaN, an RGB prompt's: mid-grey, as
+        `evaluation.prompts.as_sampled` composites such a prompt's true views)."""
+        level = 0.5 if np.isnan(level) else level
+        mean = self.on_black + level * (self.on_white - self.on_black)
+        return np.clip(np.round(mean), 0, 255).astype(np.uint8)
+
+
 def mean_training_view(
     shards: Sequence[str],
-    cfg: PromptConfig,
     size: int,
     limit: int = 2000,
     allow_incomplete: bool = False,
-) -> np.ndarray | None:
-    """(size, size, 3) uint8 mean of up to `limit` training rings' views, composited on the
-    evaluation background; None without training shards."""
+) -> MeanView | None:
+    """The mean of up to `limit` training rings' views at (size, size); None without training
+    shards."""
     if not shards:
         return None
     from data_pipeline.reader import read_rings
 
-    total = np.zeros((size, size, 3), dtype=np.float64)
+    totals = [np.zeros((size, size, 3), dtype=np.float64) for _ in range(2)]
     count = 0
     for i, rec in enumerate(read_rings(list(shards), allow_incomplete=allow_incomplete)):
         if i >= limit:
             log.info("mean training view: the first %d rings of %s (limit reached)", limit, shards)
             break
         for rgba in rec.images:
-            rgb = composite(rgba, cfg.background)
-            if rgb.shape[:2] != (size, size):
-                rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BOX))
-            total += rgb
+            for total, level in zip(totals, (0.0, 1.0), strict=True):
+                rgb = composite_on_grey(rgba, level)
+                if rgb.shape[:2] != (size, size):
+                    resized = Image.fromarray(rgb).resize((size, size), Image.Resampling.BOX)
+                    rgb = np.asarray(resized)
+                total += rgb
             count += 1
     if count == 0:
         return None
-    return np.clip(np.round(total / count), 0, 255).astype(np.uint8)
+    return MeanView(totals[0] / count, totals[1] / count)
 
 
 def baseline_scores(

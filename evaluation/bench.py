@@ -54,7 +54,7 @@ def _time_sampling(model: Any, steps: int, prompts: int, batch: int) -> float:
     )
     images = np.random.default_rng(0).integers(0, 256, (prompts, 256, 256, 3), dtype=np.uint8)
     start = time.perf_counter()
-    sampler.sample(images, [PROMPT_TEXT] * prompts)
+    sampler.sample(list(images), [PROMPT_TEXT] * prompts)
     return time.perf_counter() - start
 
 

@@ -109,24 +109,28 @@ def fixed_noise_loss(model: Any, cfg: Any, shards: Path, seeds: int = 8) -> floa
     return float(np.mean(losses))
 
 
-def novel_view_scores(pipe: Any, shards: Path, mean_view: np.ndarray | None) -> dict[str, Any]:
+def novel_view_scores(pipe: Any, shards: Path, mean_view: Any) -> dict[str, Any]:
     """PSNR / SSIM / LPIPS of the novel views, and the baselines', one ring per object."""
     from evaluation.baselines import baseline_scores
     from evaluation.metrics import LPIPS, load_lpips, psnr, ssim
-    from evaluation.prompts import PromptConfig, load_heldout_rings
+    from evaluation.prompts import PromptConfig, as_sampled, load_heldout_rings
     from evaluation.sampler import MultiViewSampler, SamplerConfig
 
-    rings = [r for r in load_heldout_rings(shards, PromptConfig(background=0.5),
-                                            [0.0, 90.0, 180.0, 270.0]) if r.name.endswith("_r0")]  # fmt: skip
-    rings.sort(key=lambda r: r.name)
+    found = load_heldout_rings(shards, PromptConfig(), [0.0, 90.0, 180.0, 270.0])
+    found = sorted((r for r in found if r.name.endswith("_r0")), key=lambda r: r.name)
     sampler = MultiViewSampler(
         pipe, SamplerConfig(num_inference_steps=25, guidance_scale=3.0, eta=1.0, batch_size=8)
     )
     out = sampler.sample(
-        np.stack([r.image for r in rings]),
-        [r.text for r in rings],
-        elevations_deg=[float(r.elevation_deg or 0.0) for r in rings],
+        [r.image for r in found],
+        [r.text for r in found],
+        elevations_deg=[float(r.elevation_deg or 0.0) for r in found],
+        background=0.5,
     )
+    rings = [
+        as_sampled(r, shown, level, out.azimuths_deg)
+        for r, shown, level in zip(found, out.prompt_images, out.background, strict=True)
+    ]
     net, _ = load_lpips(None)
     lp = LPIPS(net)
     size = out.views.shape[2]
@@ -139,7 +143,7 @@ def novel_view_scores(pipe: Any, shards: Path, mean_view: np.ndarray | None) -> 
             "psnr": psnr(views[1:], gt[1:]).tolist(),
             "ssim": ssim(views[1:], gt[1:]).tolist(),
             "lpips": lp(views[1:], gt[1:]).tolist(),
-            **baseline_scores(r.image, gt[1:], mean_view),
+            **baseline_scores(r.image, gt[1:], mean_view.on(0.5)),
         })  # fmt: skip
     summary = {k: float(np.mean([v for row in rows for v in row[k]])) for k in rows[0]}
     return {
@@ -166,7 +170,6 @@ def main() -> None:
     shards = render(args.work, args.count)
 
     from evaluation.baselines import mean_training_view
-    from evaluation.prompts import PromptConfig
     from training.config import from_yaml
     from training.pipeline import ImageDreamPipeline
 
@@ -182,9 +185,7 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
         model = pipe.model.eval()
         if mean_view is None:
-            mean_view = mean_training_view(
-                [str(shards["train"])], PromptConfig(background=0.5), pipe.resolution
-            )
+            mean_view = mean_training_view([str(shards["train"])], pipe.resolution)
         train_scores = novel_view_scores(pipe, shards["train"], mean_view)
         held_scores = novel_view_scores(pipe, shards["heldout"], mean_view)
         samples[variant] = (

@@ -48,6 +48,7 @@ from evaluation.metrics import (
 from evaluation.prompts import (
     EvalPrompt,
     PromptProblem,
+    as_sampled,
     load_heldout_rings,
     load_prompt_folder,
 )
@@ -78,7 +79,8 @@ class Scorers:
         self, prompt: EvalPrompt, views: np.ndarray, mean_view: np.ndarray | None = None
     ) -> dict[str, list[float]]:
         """Per-view scores of one prompt's generated views (V, H, W, 3) (and, with ground
-        truth, of the baselines: the prompt copied, the mean training view)."""
+        truth, of the baselines: the prompt copied, the mean training view). `prompt` is as
+        sampled (`as_sampled`): its image and true views composited on its grey."""
         scores = {
             "qis": self.qis(views),
             "clip_im": self.clip.image_scores(views[None], prompt.image[None])[0],
@@ -152,25 +154,25 @@ def evaluate_checkpoint(
     mean_view = None
     if training_shards and any(p.gt_views is not None for p in prompts):
         mean_view = mean_training_view(
-            training_shards,
-            cfg.prompt,
-            sampler.resolution,
-            allow_incomplete=cfg.allow_incomplete,
+            training_shards, sampler.resolution, allow_incomplete=cfg.allow_incomplete
         )
     log.info("sampling %d prompts with %s (%s)", len(prompts), checkpoint, model.controller_name)
     start = time.perf_counter()
+    elevation = sampler.settings.elevation_deg
     samples = sampler.sample(
-        np.stack([_fit(p.image, cfg.prompt.size) for p in prompts]),
+        [_fit(p.image, cfg.prompt.size) for p in prompts],
         [p.text for p in prompts],
         elevations_deg=[
-            p.elevation_deg if p.elevation_deg is not None else cfg.sampler.elevation_deg
-            for p in prompts
+            p.elevation_deg if p.elevation_deg is not None else elevation for p in prompts
         ],
         fovs_deg=[p.fov_deg if p.fov_deg is not None else cfg.sampler.fov_deg for p in prompts],
+        background=cfg.prompt.background,
     )
     seconds = (time.perf_counter() - start) / max(len(prompts), 1)
     results = []
-    for i, p in enumerate(prompts):
+    for i, prompt in enumerate(prompts):
+        level = float(samples.background[i])
+        p = as_sampled(prompt, samples.prompt_images[i], level, samples.azimuths_deg)
         views = samples.views[i]
         results.append(
             PromptResult(
@@ -180,7 +182,7 @@ def evaluate_checkpoint(
                 prompt_image=p.image,
                 views=views,
                 gt_views=None if p.gt_views is None else resize_views(p.gt_views, views.shape[1]),
-                scores=scorers.score(p, views, mean_view),
+                scores=scorers.score(p, views, None if mean_view is None else mean_view.on(level)),
                 seed=samples.seeds[i],
                 elevation_deg=float(samples.elevation_deg[i]),
                 fov_deg=float(samples.fov_deg[i]),
@@ -202,9 +204,13 @@ def evaluate_checkpoint(
         prompts=results,
         summary=summary,
         seconds_per_prompt=seconds,
-        azimuths_deg=list(CANONICAL_AZIMUTHS_DEG),
+        azimuths_deg=[float(a) for a in samples.azimuths_deg],
         info={
             "sampler": asdict(cfg.sampler),
+            "sampled_with": asdict(samples.settings),
+            "prompt_image": asdict(pipe.prompt_image_config),
+            "prompt_background": cfg.prompt.background,
+            "pixel_latent": model.cfg.pixel_latent,
             "resolution": sampler.resolution,
             "unconditional": model.cfg.unconditional,
             "learning_check": None if check is None else check.to_dict(),

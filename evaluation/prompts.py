@@ -2,8 +2,10 @@
 
 Folder prompts (`<name>.png|jpg|jpeg|webp`, optional `<name>.txt` caption and `<name>.json`
 with `uid` / `asset_sha256` for the leakage check) follow the authors' usage tips: an RGBA image
-has its background removed (composited on a plain colour) and its object centred and resized to
-fill a set fraction of the frame; an RGB image (or one with no transparent pixel) is
+keeps its alpha and has its object centred and resized to fill a set fraction of the frame
+(`prompt.recenter`, the evaluation protocol of SPEC 7); the pipeline composites it on the grey
+the model was trained with (or `prompt.background`), as training.prompt_image prepares every
+prompt. An RGB image (or one with no transparent pixel) is
 centre-cropped to a square, used with its background and flagged `background_kept`, unless a
 matting model is given (`prompt.remove_background`, evaluation/matting.py), whose alpha then
 makes it an RGBA prompt like the others.
@@ -18,7 +20,8 @@ Held-out rings (shards written by data_pipeline) give ground truth: the front vi
 is the prompt, the views at azimuth 0/90/180/270 are the true renders at the sampler's cameras
 (which views those are is data_pipeline.cameras' ring convention: FRONT_VIEW, view_indices),
 and sampling uses the ring's own elevation and FoV. Prompt and ground truth keep the render's
-framing (no re-centring, or the views would not line up) and share one background colour.
+framing (no re-centring, or the views would not line up) and stay RGBA; after sampling, the
+true renders are composited on the grey the prompt was composited on.
 
 Shapes: H x W pixels, V views.
 """
@@ -30,13 +33,14 @@ import struct
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_pipeline.cameras import FRONT_VIEW, view_indices
+from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, FRONT_VIEW, view_indices
+from training.prompt_image import composite_on_grey
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # the only decoders PIL may try on a prompt file
@@ -66,7 +70,9 @@ Matte = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) uint8 -> (H, W) uint8 al
 @dataclass
 class PromptConfig:
     size: int = 256  # prompt images are stored at this size (the sampler resizes to the model's)
-    background: float = 1.0  # grey level of the composited background, 1.0 = white
+    # grey level RGBA prompts are composited on; None = the model's (its export records the
+    # range it was trained with, training.prompt_image.PromptImageConfig)
+    background: float | None = None
     fill_fraction: float = 0.85  # longest object side / image side after re-centring
     recenter: bool = True  # folder prompts only; rings keep their framing
     # local transformers image-segmentation model folder that removes the background of prompts
@@ -76,19 +82,19 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.fill_fraction <= 1.0:
             raise ValueError(f"prompts.fill_fraction must be in (0, 1], got {self.fill_fraction}")
-        if not 0.0 <= self.background <= 1.0:
+        if self.background is not None and not 0.0 <= self.background <= 1.0:
             raise ValueError(f"prompts.background must be in [0, 1], got {self.background}")
 
 
 @dataclass
 class EvalPrompt:
     name: str
-    image: np.ndarray  # (H, W, 3) uint8, background composited
+    image: np.ndarray  # (H, W, 4) uint8 RGBA, or (H, W, 3) RGB for a prompt without alpha
     text: str | None  # caption; None -> no CLIP(TX) for this prompt, empty text for the model
     source: str  # file path or shard key, for humans
     elevation_deg: float | None = None  # None -> the sampler's default
     fov_deg: float | None = None
-    gt_views: np.ndarray | None = None  # (V, H, W, 3) uint8 true renders at the sampler cameras
+    gt_views: np.ndarray | None = None  # (V, H, W, 4) uint8 RGBA true renders at its cameras
     uid: str | None = None
     asset_sha256: str | None = None
     # no alpha (or no transparent pixel) and no matting model: used with its background, which
@@ -131,14 +137,6 @@ class EmptyAlphaError(ValueError):
     """An RGBA image with no opaque pixel: nothing to centre."""
 
 
-def composite(rgba: np.ndarray, background: float) -> np.ndarray:
-    """(H, W, 4) uint8 straight alpha -> (H, W, 3) uint8 over a grey level in [0, 1]."""
-    rgb = rgba[..., :3].astype(np.float32)
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    out = rgb * alpha + (background * 255.0) * (1.0 - alpha)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
 def recenter(rgba: np.ndarray, size: int, fill_fraction: float) -> np.ndarray:
     """Crop the object's alpha bounding box, scale its longest side to fill_fraction x size and
     paste it centred on a transparent size x size canvas.  (H, W, 4) -> (size, size, 4)"""
@@ -179,7 +177,8 @@ def _resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def preprocess(image: Image.Image, cfg: PromptConfig, keep_framing: bool = False) -> np.ndarray:
-    """Any PIL image -> (size, size, 3) uint8 prompt (see the module docstring)."""
+    """Any PIL image -> (size, size, 4) RGBA uint8 prompt, or (size, size, 3) RGB without
+    alpha (see the module docstring). Nothing is composited here: the pipeline does it."""
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
@@ -192,7 +191,22 @@ def preprocess(image: Image.Image, cfg: PromptConfig, keep_framing: bool = False
         rgba = np.asarray(
             Image.fromarray(rgba).resize((cfg.size, cfg.size), Image.Resampling.LANCZOS)
         )
-    return composite(rgba, cfg.background)
+    return rgba
+
+
+def as_sampled(
+    prompt: EvalPrompt, shown: np.ndarray, level: float, azimuths_deg: Iterable[float]
+) -> EvalPrompt:
+    """The prompt as it was sampled: its image as the model saw it (`shown`, composited by the
+    pipeline), and its true views, which are at the canonical azimuths 0/90/180/270, composited
+    on the same grey `level` and put in the order of the sampled views' `azimuths_deg` (a model
+    family whose first view is not the front, MVDream, samples them rotated)."""
+    gt = prompt.gt_views
+    if gt is not None:
+        canonical = [round(a) % 360 for a in CANONICAL_AZIMUTHS_DEG]
+        order = [canonical.index(round(a) % 360) for a in azimuths_deg]
+        gt = composite_on_grey(gt[order], 0.5 if np.isnan(level) else level)
+    return replace(prompt, image=shown, gt_views=gt)
 
 
 def load_prompt_folder(

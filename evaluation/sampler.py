@@ -3,12 +3,14 @@
 Shape legend: B prompts, V views (4), C latent channels, h x w latent size, H x W pixels.
 
 The diffusion itself (DDIM, one CFG scale over text and image, the unconditional branch) is
-training.diffusion's, run by the pipeline; the defaults are `training.diffusion.SamplingConfig`'s,
-which `SamplerConfig` extends with what only evaluation needs: how prompts are batched and
-seeded, the text suffix, and the FoV / framing recorded with the views (the network sees only
-the camera direction). Each prompt i draws its initial noise from a generator seeded with
-seed + i, so a prompt's result does not depend on the batch it was sampled in, and equals what
-the training sample grids show for the same image, text and seed.
+training.diffusion's, run by the pipeline, and so is the prompt preparation
+(training.prompt_image). The defaults are the model's, as its export records them (its family's,
+SPEC 6); `SamplerConfig` overrides them (`training.diffusion.SamplingConfig`, None = the
+model's) and adds what only evaluation needs: how prompts are batched and seeded, whether
+captions are sent, and the FoV / framing recorded with the views (the network sees only the
+camera direction). Each prompt i draws its random numbers from a generator seeded with seed + i,
+so a prompt's result does not depend on the batch it was sampled in, and equals what the
+training sample grids show for the same image, text and seed.
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, distance_for_fov, ring_c2w
-from training.config import CAPTION_SUFFIX
+from data_pipeline.cameras import distance_for_fov, ring_c2w
 from training.data import caption_text
-from training.diffusion import SamplingConfig
+from training.diffusion import SamplingConfig, SamplingSettings
 from training.pipeline import ImageDreamPipeline, to_uint8
 
 
@@ -34,9 +35,9 @@ class SamplerConfig(SamplingConfig):
     # distance recorded with the views
     fov_deg: float = 45.0
     framing: str = "mvdream"  # distance rule of data_pipeline.cameras.distance_for_fov
-    # SPEC 5: captions are trained with this suffix (training.data.caption_text); a prompt with
-    # no caption is sent as the empty text, as a caption-less training object is
-    text_suffix: str = CAPTION_SUFFIX
+    # SPEC 5 / 6: the suffix appended to each caption (training.data.caption_text; a prompt with
+    # no caption is sent the suffix alone, as the authors' scripts do); None = the model's
+    text_suffix: str | None = None
     # False: the model is sent the empty text for every prompt (for models trained with
     # data.use_captions=false); CLIP(TX) still scores against the caption
     use_captions: bool = True
@@ -58,6 +59,9 @@ class MultiViewSamples:
     cameras: np.ndarray  # (B, V, 16) network cameras
     c2w: np.ndarray  # (B, V, 4, 4) camera-to-world
     azimuths_deg: np.ndarray  # (V,)
+    prompt_images: list[np.ndarray]  # B (H, W, 3) uint8: each prompt as the model saw it
+    background: np.ndarray  # (B,) grey each RGBA prompt was composited on (NaN: an RGB prompt)
+    settings: SamplingSettings  # what was sampled with (the model's, overridden)
     elevation_deg: np.ndarray  # (B,)
     fov_deg: np.ndarray  # (B,)
     texts: list[str]  # what the model was sent
@@ -74,46 +78,61 @@ class MultiViewSampler:
     def resolution(self) -> int:
         return self.pipe.resolution
 
+    @property
+    def settings(self) -> SamplingSettings:
+        """The model's sampling settings with this config's overrides."""
+        return self.cfg.resolve(self.pipe.sampling_settings)
+
     def cameras(self, elevation_deg: float, fov_deg: float) -> np.ndarray:
-        """(V, 4, 4) c2w of the sampling cameras for one prompt (azimuth 0/90/180/270)."""
+        """(V, 4, 4) c2w of the sampling cameras for one prompt (the model's view azimuths)."""
         distance = distance_for_fov(fov_deg, self.cfg.framing)
-        return ring_c2w(np.asarray(CANONICAL_AZIMUTHS_DEG, float), elevation_deg, distance)
+        azimuths = self.pipe.view_azimuths(self.settings.azimuth_start_deg)
+        return ring_c2w(azimuths, elevation_deg, distance)
 
     def texts(self, captions: Sequence[str | None]) -> list[str]:
         if not self.cfg.use_captions:
             return [""] * len(captions)
-        return [caption_text(c or "", self.cfg.text_suffix) for c in captions]
+        suffix = self.cfg.text_suffix
+        suffix = self.settings.text_suffix if suffix is None else suffix
+        return [caption_text(c or "", suffix) for c in captions]
 
     def sample(
         self,
-        images: np.ndarray,
+        images: Sequence[np.ndarray],
         captions: Sequence[str | None],
         seeds: Sequence[int] | None = None,
         elevations_deg: Sequence[float] | None = None,
         fovs_deg: Sequence[float] | None = None,
+        background: float | None = None,
     ) -> MultiViewSamples:
-        """Views of B prompts. images (B, H', W', 3) uint8 (any size: the pipeline resizes),
-        captions: B captions or None (the suffix is added here, see `texts`)."""
-        n, cfg = len(images), self.cfg
+        """Views of B prompts. images: B (H', W', 4) RGBA or (H', W', 3) RGB uint8 arrays (any
+        size: the pipeline prepares them), captions: B captions or None (the suffix is added
+        here, see `texts`); background: a fixed grey for RGBA prompts (None: the model's)."""
+        n, cfg, settings = len(images), self.cfg, self.settings
         if len(captions) != n:
             raise ValueError(f"{n} images but {len(captions)} captions")
         seeds = [cfg.seed + i for i in range(n)] if seeds is None else list(seeds)
-        elevs = [cfg.elevation_deg] * n if elevations_deg is None else list(elevations_deg)
+        elevs = [settings.elevation_deg] * n if elevations_deg is None else list(elevations_deg)
         fovs = [cfg.fov_deg] * n if fovs_deg is None else list(fovs_deg)
         texts = self.texts(captions)
-        views, latents, cams = [], [], []
+        views, latents, cams, shown, levels = [], [], [], [], []
         for start in range(0, n, cfg.batch_size):
             sl = slice(start, start + cfg.batch_size)
-            out = self._call(images[sl], texts[sl], seeds[sl], elevs[sl])
+            out = self._call(list(images[sl]), texts[sl], seeds[sl], elevs[sl], background)
             views.append(to_uint8(out.images))  # (b, V, H, W, 3)
             latents.append(out.latents.cpu())
             cams.append(out.cameras)
+            shown += out.prompt_images
+            levels.append(out.background)
         return MultiViewSamples(
             views=np.concatenate(views),
             latents=torch.cat(latents),
             cameras=np.concatenate(cams),
             c2w=np.stack([self.cameras(e, f) for e, f in zip(elevs, fovs, strict=True)]),
-            azimuths_deg=np.asarray(CANONICAL_AZIMUTHS_DEG, float),
+            azimuths_deg=self.pipe.view_azimuths(settings.azimuth_start_deg),
+            prompt_images=shown,
+            background=np.concatenate(levels),
+            settings=settings,
             elevation_deg=np.asarray(elevs, float),
             fov_deg=np.asarray(fovs, float),
             texts=texts,
@@ -122,20 +141,23 @@ class MultiViewSampler:
 
     def _call(
         self,
-        images: np.ndarray,
+        images: list[np.ndarray],
         texts: list[str],
         seeds: Sequence[int],
         elevations: list[float],
+        background: float | None,
     ) -> Any:
-        cfg = self.cfg
+        settings = self.settings
         return self.pipe(
             images,
             prompt=texts,
-            negative_prompt=cfg.negative_prompt,
-            num_inference_steps=cfg.num_inference_steps,
-            guidance_scale=cfg.guidance_scale,
+            negative_prompt=settings.negative_prompt,
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
             elevation=elevations,
+            azimuth_start=settings.azimuth_start_deg,
             generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
             output_type="np",
-            eta=cfg.eta,
+            eta=settings.eta,
+            background=background,
         )

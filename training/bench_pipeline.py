@@ -110,9 +110,10 @@ def bench_load(keep_file: bool) -> dict[str, Any]:
 
 
 def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
-    from training.diffusion import Diffusion, SamplingConfig
+    from training.diffusion import Diffusion, latent_noise_shape
     from training.model import build_imagedream, compose_model_configs
     from training.pipeline import ImageDreamPipeline
+    from training.prompt_image import prepare_prompts
 
     torch.manual_seed(0)
     model = build_imagedream(*compose_model_configs("tiny", "local_pixel"))
@@ -120,7 +121,9 @@ def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
     pipe.set_progress_bar_config(disable=True)
     images = np.random.default_rng(0).integers(0, 256, (prompts, 256, 256, 3), dtype=np.uint8)
     texts = ["a red ceramic mug, 3d asset"] * prompts
-    cfg = SamplingConfig()
+    cfg = pipe.sampling_settings
+    image_encoder = model.image_encoder
+    assert image_encoder is not None  # local_pixel reads CLIP tokens
 
     def through_pipeline() -> None:
         gens = [torch.Generator().manual_seed(i) for i in range(prompts)]
@@ -129,16 +132,26 @@ def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
     def direct() -> None:
         gens = [torch.Generator().manual_seed(i) for i in range(prompts)]
         with torch.no_grad():
+            latent_noise, noise, _ = pipe.draw_noise(
+                prompts,
+                gens,
+                latent_noise_shape(model, prompts),
+                initial=True,
+                backgrounds=[False] * prompts,
+                prompt_image=pipe.prompt_image_config,
+            )
+            assert noise is not None
             latents = Diffusion().sample(
                 model,
-                pipe.prepare_images(images),
+                prepare_prompts(list(images), pipe.resolution, image_encoder.image_size),
                 texts,
                 [cfg.negative_prompt] * prompts,
                 torch.from_numpy(pipe.canonical_cameras([cfg.elevation_deg] * prompts)),
-                pipe.initial_noise(prompts, gens),
+                noise,
                 steps,
                 cfg.guidance_scale,
                 cfg.eta,
+                latent_noise=latent_noise,
             )
             model.decode_latents(latents)
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from training.data import Loader
     from training.ema import EMA
     from training.engine import Engine
+    from training.prompt_image import PromptImageConfig
 
 # Written into trainer.pt. /2: the denoiser is one module (`model.denoiser.unet.*`,
 # `model.denoiser.controller.*`); /1 checkpoints (`model.unet.*`) cannot be resumed.
@@ -355,9 +356,12 @@ def restore_training_state(
     return int(trainer_state["step"])
 
 
-def export_model(engine: Engine, ema: EMA | None, folder: Path) -> None:
+def export_model(
+    engine: Engine, ema: EMA | None, folder: Path, prompt_image: PromptImageConfig
+) -> None:
     """The final model as an ImageDreamPipeline folder (EMA weights when enabled), loadable with
-    `ImageDreamPipeline.from_pretrained(folder)`. Every rank calls it (ZeRO-3 gathers the
+    `ImageDreamPipeline.from_pretrained(folder)`, recording the grey range its prompts were
+    composited on in training (`prompt_image`). Every rank calls it (ZeRO-3 gathers the
     weights); rank 0 writes, atomically."""
     from contextlib import nullcontext
 
@@ -368,6 +372,7 @@ def export_model(engine: Engine, ema: EMA | None, folder: Path) -> None:
         if engine.dist.is_main:
             tmp = folder.with_name(f".{folder.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            ImageDreamPipeline.from_model(engine.model).save_pretrained(tmp)
+            pipe = ImageDreamPipeline.from_model(engine.model, prompt_image=prompt_image)
+            pipe.save_pretrained(tmp)
             _replace_dir(tmp, folder)
     barrier()

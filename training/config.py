@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from data_pipeline.cameras import has_target_views
 from data_pipeline.hydra_compose import to_dataclass
 from data_pipeline.wandb_config import TRAIN_WANDB_MODES, WandbBase
+from training.diffusion import CAPTION_SUFFIX as CAPTION_SUFFIX  # where callers import it
 from training.diffusion import ObjectiveConfig
 from training.model.config import (
     ControllerConfig,
@@ -30,9 +31,9 @@ from training.model.config import (
 from training.model.config import (
     register_configs as register_model_configs,
 )
+from training.prompt_image import PromptImageConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-CAPTION_SUFFIX = ", 3d asset"  # SPEC 5; evaluation sends captions with the same suffix
 LR_SCHEDULES = ("constant", "cosine")
 SAMPLINGS = ("resampled", "epoch")
 RESUME_MODES = ("auto", "never")  # or a path to a checkpoint folder
@@ -106,6 +107,11 @@ class DataConfig:
         if self.shuffle_initial > self.shuffle_buffer:
             raise ValueError("data.shuffle_initial must not exceed data.shuffle_buffer")
 
+    def prompt_image(self) -> PromptImageConfig:
+        """The grey range prompts were composited on: what an export records, so that sampling
+        composites an RGBA prompt as the model saw its prompts in training."""
+        return PromptImageConfig(background_min=self.grey_min, background_max=self.grey_max)
+
 
 @dataclass
 class EngineConfig:
@@ -165,12 +171,10 @@ class TrainerConfig:
     ckpt_every: int = 1000  # 0 = only at the end
     keep_checkpoints: int = 3
     sample_every: int = 2000  # 0 = no sample grids
-    # DDIM steps of the logged sample grids (through ImageDreamPipeline; the negative text is
-    # training.diffusion.SamplingConfig's); None = its num_inference_steps
+    # DDIM steps, CFG scale and eta of the logged sample grids (through ImageDreamPipeline);
+    # None = the model family's (training.diffusion.MODEL_FAMILIES, SPEC 6)
     sample_steps: int | None = None
-    # CFG scale of the sample grids; None = SamplingConfig's (SPEC 6: 5.0)
     sample_guidance_scale: float | None = None
-    # DDIM eta of the sample grids; None = SamplingConfig's (SPEC 6: 0, deterministic)
     sample_eta: float | None = None
     num_sample_prompts: int = 2
     # "auto": continue from the run folder's newest checkpoint if there is one; "never": refuse a

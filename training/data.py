@@ -4,8 +4,10 @@ One ring gives one example (SPEC 3, 5): the 4 canonical target views (azimuth 0/
 indices 0, V/4, V/2, 3V/4), an image prompt drawn from the views with azimuth in [-90, 90], both
 ends included (V/2 + 1 candidates, symmetric about the front; both index rules are
 data_pipeline.cameras.target_views and prompt_candidates), the targets' network cameras, the
-text (`caption_text`: caption + ", 3d asset"; an empty caption stays empty), every RGBA view
-composited on one random grey level per example, and prompt / text dropout.
+text (`caption_text`: caption + ", 3d asset"; an object without a caption gets the suffix alone,
+as the authors' scripts send it), every RGBA view composited on one random grey level per
+example and resized as training.prompt_image prepares a prompt for sampling, and prompt / text
+dropout.
 
 Prompt dropout is only drawn here (`Example.prompt_dropped`, with the text emptied with it): the
 model-side input of a dropped prompt is training.diffusion.unconditional_features, the same
@@ -52,7 +54,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -63,6 +64,7 @@ from data_pipeline.schema import META_EXT, RingMeta, RingRecord, SchemaError, de
 from training.bad_data import BadDataBudget
 from training.bad_data import BadDataError as BadDataError  # where callers catch it
 from training.config import DataConfig
+from training.prompt_image import PromptImages, composite_on_grey, vae_input
 from training.shard_list import Shards, resolve_shards
 
 log = logging.getLogger(__name__)
@@ -84,10 +86,10 @@ def target_views(num_views: int) -> list[int]:
 
 
 def caption_text(caption: str, suffix: str) -> str:
-    """The text the model sees for a caption (SPEC 5: caption + ", 3d asset"); an object without
-    a caption gets the empty text, the same as a dropped one. Evaluation sends the same."""
-    caption = caption.strip()
-    return caption + suffix if caption else ""
+    """The text the model sees for a caption (SPEC 5: caption + ", 3d asset"). An object without
+    a caption gets the suffix alone, as the authors' scripts send an empty text (`text +
+    suffix`); a dropped text is the empty one. Evaluation sends the same."""
+    return caption.strip() + suffix
 
 
 @dataclass
@@ -96,7 +98,8 @@ class Example:
 
     key: str
     targets: np.ndarray  # (4, 3, H, W) float32
-    prompt: np.ndarray  # (3, H, W) float32
+    prompt: np.ndarray  # (3, H, W) float32: the VAE input of the prompt
+    prompt_rgb: np.ndarray  # (H', W', 3) uint8: the composited prompt at the render's size
     cameras: np.ndarray  # (4, 16) float32, data_pipeline.cameras.network_camera
     caption: str
     prompt_view: int  # ring index the prompt came from (the image is unused when dropped)
@@ -106,21 +109,13 @@ class Example:
     text_dropped: bool
 
 
-def composite_on_grey(rgba: np.ndarray, grey: float) -> np.ndarray:
-    """Straight-alpha RGBA over a grey background, (..., H, W, 4) uint8 -> (..., H, W, 3) [0, 1]."""
-    rgb = rgba[..., :3].astype(np.float32) / 255.0
-    alpha = rgba[..., 3:].astype(np.float32) / 255.0
-    return rgb * alpha + np.float32(grey) * (1.0 - alpha)
-
-
-def _to_network(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W, 3) in [0, 1] -> (N, 3, size, size) in [-1, 1], antialiased resize if needed."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # (N, 3, H, W)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )
-    return (x.clamp(0.0, 1.0) * 2.0 - 1.0).numpy()
+def to_network(rgba: np.ndarray, grey: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W, 4) uint8 renders -> their composites on `grey` (N, H, W, 3) uint8 and the
+    network images (N, 3, size, size) in [-1, 1]: training.prompt_image's preparation, so the
+    prompt frame is made exactly as sampling makes it (and the targets the same way)."""
+    rgb = composite_on_grey(rgba, grey)  # (N, H, W, 3)
+    pixels = np.stack([vae_input(im, size).numpy() for im in rgb])  # (N, 3, S, S)
+    return rgb, pixels
 
 
 class RingDropped(Exception):
@@ -164,14 +159,14 @@ def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConf
     offset = (wanted - np.asarray(CANONICAL_AZIMUTHS_DEG) + 180.0) % 360.0 - 180.0
     if not np.allclose(offset, 0, atol=1e-3):
         raise SchemaError(f"sample {key}: target azimuths {wanted.tolist()} are not 0/90/180/270")
-    rgb = composite_on_grey(record.images, grey)  # (5, H, W, 3)
-    pixels = _to_network(rgb, cfg.image_size)  # (5, 3, S, S)
+    rgb, pixels = to_network(record.images, grey, cfg.image_size)  # (5, H, W, 3), (5, 3, S, S)
     use_text = cfg.use_captions and not text_dropped
     caption = caption_text(meta.caption, cfg.caption_suffix) if use_text else ""
     return Example(
         key=key,
         targets=pixels[:NUM_TARGETS],
         prompt=pixels[NUM_TARGETS],
+        prompt_rgb=rgb[NUM_TARGETS],
         cameras=network_camera(record.c2w[:NUM_TARGETS]),
         caption=caption,
         prompt_view=prompt_view,
@@ -191,7 +186,7 @@ class Batch:
     """A micro-batch for one process, with the stream bookkeeping needed for exact resume."""
 
     targets: Tensor  # (B, 4, 3, H, W) in [-1, 1]
-    prompt: Tensor  # (B, 3, H, W) in [-1, 1]
+    prompt: PromptImages  # composites and VAE input; the CLIP input is made where it is read
     cameras: Tensor  # (B, 4, 16)
     captions: list[str]
     elevation_deg: list[float]
@@ -221,7 +216,11 @@ def collate(
 ) -> Batch:
     return Batch(
         targets=torch.from_numpy(np.stack([e.targets for e in examples])),
-        prompt=torch.from_numpy(np.stack([e.prompt for e in examples])),
+        prompt=PromptImages(
+            rgb=[e.prompt_rgb for e in examples],
+            vae=torch.from_numpy(np.stack([e.prompt for e in examples])),
+            clip=None,
+        ),
         cameras=torch.from_numpy(np.stack([e.cameras for e in examples])),
         captions=[e.caption for e in examples],
         elevation_deg=[e.elevation_deg for e in examples],

@@ -10,8 +10,11 @@ One `Diffusion` object serves both sides, as DiT's single diffusion object does:
 - sampling: one batched CFG DDIM loop (`Diffusion.sample`), which `ImageDreamPipeline` (and so
   `make eval` and the training sample grids) runs.
 
-Each sampling default (steps, eta, CFG scale, negative text, elevation) is written once, in
-`SamplingConfig`.
+Each sampling default (steps, eta, CFG scale, negative text, elevation, first azimuth, text
+suffix) is written once, per model family, in `MODEL_FAMILIES` (SPEC 6: the authors' scripts);
+an exported pipeline records its family's `SamplingSettings`, and a `SamplingConfig` overrides
+them field by field. The DDIM timesteps follow the authors' rule for every step count
+(`ldm_ddim_timesteps`), over the schedule computed as they compute it (`ldm_alphas_cumprod`).
 
 Shape legend: B objects, V target views (4), C latent channels, h x w latent size, H x W pixels,
 T text tokens, D context width.
@@ -23,12 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 
 from training.model.config import UNCONDITIONAL_MODES
+from training.prompt_image import PromptImages, clip_input, prepare_prompts
 
 if TYPE_CHECKING:
     from training.model import Conditioning, ImageDream, ImagePromptFeatures
@@ -46,6 +51,9 @@ NEGATIVE_PROMPT = (
     "uniform low no texture ugly, boring, bad anatomy, blurry, pixelated,  obscure, "
     "unnatural colors, poor lighting, dull, and unclear."
 )
+
+# SPEC 5: training captions get this suffix; SPEC 6: the authors' scripts append it to the text
+CAPTION_SUFFIX = ", 3d asset"
 
 # SPEC 5 / 6: what a dropped image prompt becomes, and what the CFG branch feeds.
 #   "zeros": zero CLIP image features (before the resampler / global projection) and a zero pixel
@@ -95,22 +103,122 @@ class ObjectiveConfig:
             )
 
 
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Every sampling default of one model: SPEC 6. An exported pipeline records them (its
+    config's `sampling`), and `ImageDreamPipeline` reads them from there."""
+
+    family: str
+    guidance_scale: float  # one scale over text and image
+    elevation_deg: float
+    azimuth_start_deg: float  # azimuth of the first view; the others follow at +90, +180, +270
+    negative_prompt: str  # "" for an empty negative text
+    text_suffix: str  # appended to a caption (make eval; SPEC 5's training captions)
+    num_inference_steps: int = 50
+    eta: float = 0.0  # deterministic DDIM
+
+
+# SPEC 6, per model family, from the authors' scripts: ImageDream's scripts/demo.py (CFG 5,
+# elevation 5, first view at azimuth 0, their negative text) and MVDream's scripts/t2i.py (CFG
+# 10, elevation 15, first view at azimuth 90, empty negative text); both append ", 3d asset".
+MODEL_FAMILIES = {
+    "imagedream": SamplingSettings("imagedream", 5.0, 5.0, 0.0, NEGATIVE_PROMPT, CAPTION_SUFFIX),
+    "mvdream": SamplingSettings("mvdream", 10.0, 15.0, 90.0, "", CAPTION_SUFFIX),
+}
+
+
+def model_family(controller_name: str) -> str:
+    """MVDream is the text-only model (controller `none`); every image-prompt controller is an
+    ImageDream variant."""
+    return "mvdream" if controller_name == "none" else "imagedream"
+
+
 @dataclass
 class SamplingConfig:
-    """SPEC 6: the sampling defaults, written only here (the pipeline, `make eval` and the
-    training sample grids read them from this class)."""
+    """Overrides of a model's `SamplingSettings` (None: the model's own, as its export records
+    them). The pipeline, `make eval` and the training sample grids take one."""
 
-    num_inference_steps: int = 50
-    guidance_scale: float = 5.0  # one scale over text and image
-    eta: float = 0.0  # deterministic DDIM
-    negative_prompt: str = NEGATIVE_PROMPT  # "" for an empty negative text
-    elevation_deg: float = 5.0
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    eta: float | None = None
+    negative_prompt: str | None = None
+    elevation_deg: float | None = None
+    azimuth_start_deg: float | None = None
 
     def __post_init__(self) -> None:
-        if self.num_inference_steps < 1:
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.eta < 0:
+        if self.eta is not None and self.eta < 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
+
+    def resolve(self, settings: SamplingSettings) -> SamplingSettings:
+        """The model's settings with this config's non-None fields in their place."""
+        import dataclasses
+
+        overrides = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(SamplingConfig)
+            if getattr(self, f.name) is not None
+        }
+        return dataclasses.replace(settings, **overrides)
+
+
+def ldm_ddim_timesteps(num_inference_steps: int, num_train_timesteps: int) -> np.ndarray:
+    """The authors' DDIM timesteps, descending: `range(0, T, T // S) + 1` (LDM's "uniform"
+    discretisation, which their DDIMSampler uses). Where S does not divide T there are more than
+    S of them (S = 30: 31 steps, from 991); diffusers' "leading" rule makes exactly S (30 steps
+    from 958). Where T - 1 is a multiple of T // S (S = 3, 9, 27, 37, 111, 333) the rule's last
+    entry is T itself, past the schedule: their sampler fails there (IndexError on alpha-bar[T]),
+    and here that entry is left out, so S = 333 samples 333 steps from 997."""
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        raise ValueError(f"num_inference_steps must lie in [1, {num_train_timesteps}]")
+    stride = num_train_timesteps // num_inference_steps
+    steps = np.arange(0, num_train_timesteps, stride) + 1
+    return steps[steps < num_train_timesteps][::-1].copy()
+
+
+def ldm_alphas_cumprod(cfg: NoiseScheduleConfig) -> Tensor:
+    """(T,) float64 alpha-bar as the authors compute it: betas from a float64 linspace of their
+    square roots ("scaled_linear", LDM's "linear"), the product in float64. diffusers computes
+    it in float32, about 1e-6 apart."""
+    if cfg.beta_schedule != "scaled_linear":
+        raise ValueError(f"only the scaled_linear schedule is defined, got {cfg.beta_schedule!r}")
+    betas = (
+        torch.linspace(
+            cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_timesteps, dtype=torch.float64
+        )
+        ** 2
+    )
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def set_ldm_timesteps(scheduler: Any, num_inference_steps: int, device: torch.device) -> None:
+    """Set a sampler's timesteps for `num_inference_steps`. A diffusers DDIMScheduler runs the
+    authors' DDIM: their timesteps (`ldm_ddim_timesteps`; its step() goes from t to
+    t - T // S, their stride) over their alpha-bar rounded to float32 as their buffers are; the
+    last step ends at alpha-bar[0] (set_alpha_to_one=False). Other schedulers keep their own
+    spacing."""
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    if not isinstance(scheduler, DDIMScheduler):
+        return
+    ddim: Any = scheduler  # diffusers declares its config and state attributes untyped
+    config = ddim.config
+    if config.set_alpha_to_one:
+        return
+    schedule = NoiseScheduleConfig(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        beta_schedule=config.beta_schedule,
+        prediction_type=config.prediction_type,
+    )
+    if schedule.beta_schedule != "scaled_linear":
+        return
+    steps = ldm_ddim_timesteps(num_inference_steps, schedule.num_train_timesteps)
+    ddim.timesteps = torch.from_numpy(steps).to(device)
+    alphas = ldm_alphas_cumprod(schedule).to(torch.float32)
+    ddim.alphas_cumprod = alphas
+    ddim.final_alpha_cumprod = alphas[0]
 
 
 def build_training_scheduler(cfg: NoiseScheduleConfig | None = None) -> DDPMScheduler:
@@ -138,14 +246,26 @@ def check_unconditional_mode(mode: str) -> str:
     return mode
 
 
-def encode_prompt_images(model: ImageDream, images01: Tensor) -> ImagePromptFeatures:
-    """The model's prompt features of (B, 3, H, W) images in [0, 1]. Under bf16/fp16 the image
-    goes in as fp32 inside autocast: CLIP's antialiased bicubic resize has no bf16 kernel on the
-    CPU, and autocast casts the image for the (half-precision) encoder layers."""
+def with_clip_input(model: ImageDream, prompts: PromptImages) -> PromptImages:
+    """`prompts` with their CLIP input when the controller reads CLIP features and it is not
+    there yet (training batches carry the composites; the CLIP size is the model's)."""
+    encoder = model.image_encoder
+    if prompts.clip is not None or not model.controller.needs.image_encoder or encoder is None:
+        return prompts
+    clip = torch.stack([clip_input(rgb, encoder.image_size) for rgb in prompts.rgb])
+    return PromptImages(rgb=prompts.rgb, vae=prompts.vae, clip=clip)
+
+
+def encode_prompts(
+    model: ImageDream, prompts: PromptImages, latent_noise: Tensor | None = None
+) -> ImagePromptFeatures:
+    """The model's features of prepared prompts (training.prompt_image); the pixel latent is a
+    posterior sample with `latent_noise` (B, C, h, w), the mean without. Under bf16/fp16 the
+    inputs go in as fp32 inside autocast, which casts them for the half-precision layers."""
+    prompts = with_clip_input(model, prompts)
     dtype = next(model.unet.parameters()).dtype
-    images = images01.float().to(model.device)
     with torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        return model.encode_image_prompt(images)
+        return model.encode_image_prompt(prompts, latent_noise)
 
 
 def unconditional_features(model: ImageDream, batch_size: int) -> ImagePromptFeatures:
@@ -158,8 +278,10 @@ def unconditional_features(model: ImageDream, batch_size: int) -> ImagePromptFea
     cfg, needs, device = model.cfg, model.controller.needs, model.device
     if mode == "grey_image":
         size = int(cfg.vae.sample_size)
-        grey = torch.full((batch_size, 3, size, size), GREY_LEVEL, device=device)
-        return encode_prompt_images(model, grey)
+        grey = np.full((size, size, 3), round(GREY_LEVEL * 255), dtype=np.uint8)
+        clip_size = None if model.image_encoder is None else model.image_encoder.image_size
+        prompts = prepare_prompts([grey] * batch_size, size, clip_size)
+        return encode_prompts(model, prompts)  # the posterior mean: a fixed input
     image, unet = cfg.image_encoder, cfg.unet
     dtype = next(model.unet.parameters()).dtype  # what the (mixed-precision) controller takes
     latent = (batch_size, unet.latent_channels, unet.sample_size, unet.sample_size)
@@ -185,10 +307,30 @@ def drop_prompts(
     return features.where(dropped.to(model.device), null)
 
 
-def training_conditioning(model: ImageDream, prompt: Tensor, dropped: Tensor) -> Conditioning:
-    """What training hands the UNet for (B, 3, H, W) prompts in [-1, 1] with prompt dropout
-    `dropped` (B,) bool: dropped rows get `unconditional_features`."""
-    features = encode_prompt_images(model, (prompt.float() + 1) / 2)
+def latent_noise_shape(
+    model: ImageDream, batch_size: int, pixel_latent: str | None = None
+) -> tuple[int, ...] | None:
+    """(B, C, h, w) of the pixel latent's posterior noise, or None when none is drawn (no pixel
+    frame, or a "mean" pixel latent; None = the model's `pixel_latent` setting)."""
+    mode = model.cfg.pixel_latent if pixel_latent is None else pixel_latent
+    if not model.controller.needs.latent or mode != "sample":
+        return None
+    unet = model.cfg.unet
+    return (batch_size, unet.latent_channels, unet.sample_size, unet.sample_size)
+
+
+def training_conditioning(
+    model: ImageDream, prompts: PromptImages, dropped: Tensor, generator: torch.Generator
+) -> Conditioning:
+    """What training hands the UNet for B prepared prompts with prompt dropout `dropped` (B,)
+    bool: dropped rows get `unconditional_features`. The pixel latent is prepared as sampling
+    prepares it (a posterior sample unless `pixel_latent="mean"`), its noise drawn from the
+    training generator."""
+    shape = latent_noise_shape(model, len(prompts))
+    noise = None
+    if shape is not None:
+        noise = torch.randn(shape, generator=generator, device=generator.device)
+    features = encode_prompts(model, prompts, noise)
     return model.condition(drop_prompts(model, features, dropped))
 
 
@@ -204,9 +346,9 @@ class Diffusion:
     ) -> None:
         self.cfg = cfg or NoiseScheduleConfig()
         self.objective = objective or ObjectiveConfig()
-        scheduler: Any = build_training_scheduler(self.cfg)
-        # float64 and outside any module's buffers, so mixed precision never rounds it
-        self.alphas_cumprod: Tensor = scheduler.alphas_cumprod.to(torch.float64)
+        # float64 as the authors compute it, and outside any module's buffers, so mixed
+        # precision never rounds it
+        self.alphas_cumprod: Tensor = ldm_alphas_cumprod(self.cfg)
 
     @property
     def num_timesteps(self) -> int:
@@ -228,7 +370,7 @@ class Diffusion:
         self,
         model: ImageDream,
         targets: Tensor,  # (B, V, 3, H, W) in [-1, 1]
-        prompt: Tensor,  # (B, 3, H, W) in [-1, 1]
+        prompt: PromptImages,  # B prepared prompts (training.prompt_image)
         cameras: Tensor,  # (B, V, 16)
         captions: list[str],  # "" for dropped text
         prompt_dropped: Tensor,  # (B,) bool
@@ -242,7 +384,8 @@ class Diffusion:
         latents = model.encode_latents(targets.to(device, dtype), generator=generator)
         latents = latents.float()  # (B, V, C, h, w)
         text = model.encode_text(captions)  # (B, T, D)
-        cond = training_conditioning(model, prompt, prompt_dropped)  # controllers run with grad
+        # controllers run with grad
+        cond = training_conditioning(model, prompt, prompt_dropped, generator)
         noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(device)
         t = self.sample_timesteps(b, generator, device)
         noisy = self.add_noise(latents, noise, t)  # (B, V, C, h, w)
@@ -265,7 +408,7 @@ class Diffusion:
     def sample(
         self,
         model: ImageDream,
-        images01: Tensor,  # (B, 3, H, W) in [0, 1], at the model's resolution
+        prompts: PromptImages,  # B prepared prompts (training.prompt_image)
         texts: list[str],  # B prompts, as the model is to see them
         negative_texts: list[str],  # B negative texts
         cameras: Tensor,  # (B, V, 16) network cameras
@@ -273,6 +416,8 @@ class Diffusion:
         num_inference_steps: int,
         guidance_scale: float,
         eta: float,
+        # (B, C, h, w) posterior noise of the pixel latent (None: the posterior mean)
+        latent_noise: Tensor | None = None,
         # only drawn from when eta > 0; a list of B generators keeps each prompt independent
         generator: torch.Generator | list[torch.Generator] | None = None,
         scheduler: Any = None,  # a diffusers DDIM-like scheduler; None: build_sampling_scheduler
@@ -288,7 +433,7 @@ class Diffusion:
         dtype = next(model.unet.parameters()).dtype
         b = len(texts)
         guided = guidance_scale != 1.0
-        cond = model.condition(encode_prompt_images(model, images01))
+        cond = model.condition(encode_prompts(model, prompts, latent_noise))
         cond = _as_dtype(cond, dtype)
         context = model.encode_text(texts)  # (B, T, D)
         if guided:
@@ -301,7 +446,7 @@ class Diffusion:
         cams = cameras.to(device, dtype).repeat(branches, 1, 1)  # (2B or B, V, 16)
         if scheduler is None:
             scheduler = build_sampling_scheduler(self.cfg)
-        scheduler.set_timesteps(num_inference_steps)
+        set_ldm_timesteps(scheduler, num_inference_steps, device)
         latents = noise.to(device, torch.float32) * scheduler.init_noise_sigma  # (B, V, C, h, w)
         for i, t in enumerate(scheduler.timesteps):
             timesteps = torch.full((branches * b,), int(t), device=device, dtype=torch.long)
@@ -338,7 +483,7 @@ class TrainingObjective(nn.Module):
     def forward(
         self,
         targets: Tensor,  # (B, V, 3, H, W) in [-1, 1]
-        prompt: Tensor,  # (B, 3, H, W) in [-1, 1]
+        prompt: PromptImages,
         cameras: Tensor,  # (B, V, 16)
         captions: list[str],
         prompt_dropped: Tensor,  # (B,) bool

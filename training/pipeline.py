@@ -10,6 +10,18 @@ local controllers) and a DDIM scheduler. The sampling loop itself is `training.d
 (`Diffusion.sample`, the one CFG DDIM loop of the project): `make eval` and the training sample
 grids both call this pipeline.
 
+Its config (model_index.json) records how the model samples: `sampling`, its family's
+`training.diffusion.SamplingSettings` (ImageDream: CFG 5, elevation 5, first view at azimuth 0,
+the authors' negative text; MVDream: CFG 10, elevation 15, first view at azimuth 90, no negative
+text), and `prompt_image`, the grey range an RGBA prompt is composited on (what the model was
+trained with). A call's arguments override them. Prompts are prepared by
+`training.prompt_image` exactly as the authors' demo prepares them.
+
+Random draws, with one generator per prompt (or one for the batch), come in the authors' order,
+so a generator seeded s reproduces their torch.manual_seed(s) run: the pixel latent's posterior
+noise (pixel controllers, `pixel_latent="sample"`), then the initial noise (unless `latents` is
+given), then the background grey of an RGBA prompt (their demo draws it from numpy instead).
+
 `save_pretrained` writes `model_index.json` naming this class through a two-line module in the
 folder (`imagedream_pipeline.py`), so `DiffusionPipeline.from_pretrained(folder)` finds it; the
 `training` package must be importable. Every load is from a local folder (no hub).
@@ -19,7 +31,9 @@ Shape legend: B prompts, V views (4), C latent channels, h x w latent size, H x 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -35,11 +49,26 @@ from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, ring_c2w
-from training.diffusion import Diffusion, SamplingConfig, build_sampling_scheduler
+from training.diffusion import (
+    MODEL_FAMILIES,
+    Diffusion,
+    SamplingConfig,
+    SamplingSettings,
+    build_sampling_scheduler,
+    latent_noise_shape,
+    ldm_ddim_timesteps,
+    model_family,
+)
 from training.model.autoencoder import PixelUnshuffleAutoencoder
 from training.model.denoiser import MultiViewUNet
 from training.model.encoders import HFImageEncoder
 from training.model.imagedream import ImageDream
+from training.prompt_image import (
+    PromptImageConfig,
+    as_uint8_image,
+    composite_prompts,
+    prepare_prompts,
+)
 
 SHIM_MODULE = "imagedream_pipeline"
 _SHIM = (
@@ -47,9 +76,8 @@ _SHIM = (
     ' names this module)."""\n\nfrom training.pipeline import ImageDreamPipeline\n\n'
     '__all__ = ["ImageDreamPipeline"]\n'
 )
-_DEFAULTS = SamplingConfig  # class attributes hold the dataclass defaults (SPEC 6)
-
-ImageInput = Image.Image | list[Image.Image] | np.ndarray | Tensor
+ImageInput = Image.Image | list[Image.Image] | list[np.ndarray] | np.ndarray | Tensor
+Generators = torch.Generator | list[torch.Generator] | None
 
 
 @dataclass
@@ -61,6 +89,10 @@ class ImageDreamPipelineOutput(BaseOutput):
     latents: Tensor  # (B, V, C, h, w) final scaled latents
     cameras: np.ndarray  # (B, V, 16) network cameras of the views
     elevation_deg: np.ndarray  # (B,)
+    azimuths_deg: np.ndarray  # (V,) azimuth of each view
+    prompt_images: list[np.ndarray]  # B (H, W, 3) uint8: each prompt as the model saw it
+    background: np.ndarray  # (B,) grey level each RGBA prompt was composited on (NaN: RGB)
+    settings: SamplingSettings  # what the call sampled with (the model's, overridden)
 
 
 class ImageDreamPipeline(DiffusionPipeline):
@@ -77,6 +109,8 @@ class ImageDreamPipeline(DiffusionPipeline):
         tokenizer: CLIPTokenizer,
         scheduler: DDIMScheduler,
         image_encoder: CLIPVisionModelWithProjection | None = None,
+        sampling: dict[str, Any] | None = None,  # SamplingSettings; None: the family's
+        prompt_image: dict[str, Any] | None = None,  # PromptImageConfig; None: its defaults
     ) -> None:
         super().__init__()
         self.register_modules(
@@ -87,14 +121,28 @@ class ImageDreamPipeline(DiffusionPipeline):
             scheduler=scheduler,
             image_encoder=image_encoder,
         )
+        family = model_family(unet.typed_controller_config.name)
+        settings = SamplingSettings(**sampling) if sampling else MODEL_FAMILIES[family]
+        background = PromptImageConfig(**(prompt_image or {}))
+        self.register_to_config(
+            sampling=dataclasses.asdict(settings), prompt_image=dataclasses.asdict(background)
+        )
         self._model: ImageDream | None = None
 
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_model(cls, model: ImageDream, scheduler: Any = None) -> ImageDreamPipeline:
+    def from_model(
+        cls,
+        model: ImageDream,
+        scheduler: Any = None,
+        sampling: SamplingSettings | None = None,
+        prompt_image: PromptImageConfig | None = None,
+    ) -> ImageDreamPipeline:
         """A pipeline over an ImageDream's own modules (shared, not copied). It samples with any
-        image encoder; it saves only with a transformers one (see `unsaveable_reason`)."""
+        image encoder; it saves only with a transformers one (see `unsaveable_reason`).
+        sampling: None = the model family's defaults; prompt_image: the grey range the model
+        was trained with (training passes data.grey_min / grey_max)."""
         image_encoder = None
         if isinstance(model.image_encoder, HFImageEncoder):
             image_encoder = model.image_encoder.model
@@ -105,6 +153,8 @@ class ImageDreamPipeline(DiffusionPipeline):
             tokenizer=model.tokenizer,
             scheduler=scheduler or build_sampling_scheduler(),
             image_encoder=image_encoder,
+            sampling=None if sampling is None else dataclasses.asdict(sampling),
+            prompt_image=None if prompt_image is None else dataclasses.asdict(prompt_image),
         )
         pipe._model = model
         return pipe
@@ -172,6 +222,18 @@ class ImageDreamPipeline(DiffusionPipeline):
     def resolution(self) -> int:
         return int(self.unet.typed_model_config.vae.sample_size)
 
+    @property
+    def sampling_settings(self) -> SamplingSettings:
+        """The model's sampling defaults, as its config records them."""
+        config: Any = self.config  # a FrozenDict with attribute access
+        return SamplingSettings(**config.sampling)
+
+    @property
+    def prompt_image_config(self) -> PromptImageConfig:
+        """The grey range RGBA prompts are composited on, as the config records it."""
+        config: Any = self.config
+        return PromptImageConfig(**config.prompt_image)
+
     def save_pretrained(  # type: ignore[override]
         self, save_directory: str | PathLike[Any], safe_serialization: bool = True, **kwargs: Any
     ) -> None:
@@ -189,56 +251,87 @@ class ImageDreamPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ inputs
 
-    def prepare_images(self, image: ImageInput) -> Tensor:
-        """-> (B, 3, H, W) in [0, 1] at the model's resolution. PIL images and (H, W, 3) /
-        (B, H, W, 3) uint8 arrays; (B, 3, H, W) / (3, H, W) tensors in [0, 1]. An RGBA image is
-        composited on white (the authors' tip: the background removed)."""
+    def prompt_arrays(self, image: ImageInput) -> list[np.ndarray]:
+        """B prompts as (H, W, 3) RGB or (H, W, 4) RGBA uint8 arrays at their own size. Takes
+        PIL images (or a list), (H, W, 3|4) / (B, H, W, 3|4) uint8 arrays (or a list), and
+        (3, H, W) / (B, 3, H, W) tensors in [0, 1] (rounded to uint8)."""
         if isinstance(image, Tensor):
             x = image[None] if image.dim() == 3 else image
-            x = x.float()
-        else:
-            if isinstance(image, Image.Image):
-                image = [image]
-            if isinstance(image, list):
-                image = np.stack([_pil_rgb(i) for i in image])
-            array = np.asarray(image)
-            array = array[None] if array.ndim == 3 else array
-            if array.dtype != np.uint8:
-                raise TypeError(f"image arrays must be uint8 (B, H, W, 3), got {array.dtype}")
-            x = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float() / 255.0
-        size = self.resolution
-        if x.shape[-2:] != (size, size):
-            x = torch.nn.functional.interpolate(
-                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-            ).clamp(0, 1)
-        return x
+            x = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+            return [np.ascontiguousarray(a) for a in x.permute(0, 2, 3, 1).cpu().numpy()]
+        if isinstance(image, Image.Image):
+            return [as_uint8_image(image)]
+        if isinstance(image, np.ndarray) and image.ndim == 4:
+            return [as_uint8_image(a) for a in image]
+        if isinstance(image, np.ndarray):
+            return [as_uint8_image(image)]
+        return [as_uint8_image(a) for a in image]
 
-    def canonical_cameras(self, elevations_deg: list[float]) -> np.ndarray:
-        """(B, V, 16) network cameras at azimuth 0/90/180/270 and each prompt's elevation. The
-        network sees only the camera direction, so the distance is 1."""
-        azimuths = np.asarray(CANONICAL_AZIMUTHS_DEG, dtype=np.float64)
+    def canonical_cameras(
+        self, elevations_deg: list[float], azimuth_start_deg: float = 0.0
+    ) -> np.ndarray:
+        """(B, V, 16) network cameras at azimuth start + 0/90/180/270 and each prompt's
+        elevation. The network sees only the camera direction, so the distance is 1."""
+        azimuths = self.view_azimuths(azimuth_start_deg)
         return network_camera(np.stack([ring_c2w(azimuths, e, 1.0) for e in elevations_deg]))
 
-    def initial_noise(
-        self, b: int, generator: torch.Generator | list[torch.Generator] | None
-    ) -> Tensor:
-        """(B, V, C, h, w) standard normal; with a list, prompt i draws from generator i (so a
+    @staticmethod
+    def view_azimuths(azimuth_start_deg: float) -> np.ndarray:
+        """(V,) azimuths of the sampled views, in [0, 360)."""
+        return (np.asarray(CANONICAL_AZIMUTHS_DEG, np.float64) + azimuth_start_deg) % 360.0
+
+    def draw_noise(
+        self,
+        b: int,
+        generator: Generators,
+        latent_noise_shape: tuple[int, ...] | None,
+        initial: bool,
+        backgrounds: Sequence[bool],
+        prompt_image: PromptImageConfig,
+    ) -> tuple[Tensor | None, Tensor | None, list[float]]:
+        """Every random draw of a call, in the authors' order (module docstring): the pixel
+        latent's posterior noise (B, C, h, w) if a shape is given, the initial noise
+        (B, V, C, h, w) if `initial`, then a grey level for each prompt whose `backgrounds`
+        entry is True (NaN for the others). With a list, prompt i draws from generator i (so a
         prompt's result does not depend on the batch it is sampled in)."""
         unet = self.unet.typed_model_config.unet
-        shape = (
+        views = (
             len(CANONICAL_AZIMUTHS_DEG),
             unet.latent_channels,
             unet.sample_size,
             unet.sample_size,
         )
-        if isinstance(generator, list):
-            if len(generator) != b:
-                raise ValueError(f"{len(generator)} generators for {b} prompts")
-            return torch.stack(
-                [torch.randn(shape, generator=g, device=g.device) for g in generator]
-            )
-        device = generator.device if generator is not None else torch.device("cpu")
-        return torch.randn((b, *shape), generator=generator, device=device)
+        gens = generator if isinstance(generator, list) else None
+        if gens is not None and len(gens) != b:
+            raise ValueError(f"{len(gens)} generators for {b} prompts")
+
+        def randn(shape: tuple[int, ...], g: torch.Generator | None) -> Tensor:
+            device = g.device if g is not None else torch.device("cpu")
+            return torch.randn(shape, generator=g, device=device)
+
+        latent_noise = noise = None
+        levels = [float("nan")] * b
+        if gens is None:
+            single = generator if isinstance(generator, torch.Generator) else None
+            if latent_noise_shape is not None:
+                latent_noise = randn(latent_noise_shape, single)
+            if initial:
+                noise = randn((b, *views), single)
+            for i, wanted in enumerate(backgrounds):
+                if wanted:
+                    levels[i] = prompt_image.draw_background(single)
+            return latent_noise, noise, levels
+        lat, init = [], []
+        for i, g in enumerate(gens):
+            if latent_noise_shape is not None:
+                lat.append(randn((1, *latent_noise_shape[1:]), g))
+            if initial:
+                init.append(randn(views, g))
+            if backgrounds[i]:
+                levels[i] = prompt_image.draw_background(g)
+        latent_noise = torch.cat(lat) if lat else None
+        noise = torch.stack(init) if init else None
+        return latent_noise, noise, levels
 
     # ------------------------------------------------------------------ sampling
 
@@ -247,49 +340,92 @@ class ImageDreamPipeline(DiffusionPipeline):
         self,
         image: ImageInput,
         prompt: str | list[str] = "",
-        negative_prompt: str | list[str] = _DEFAULTS.negative_prompt,
-        num_inference_steps: int = _DEFAULTS.num_inference_steps,
-        guidance_scale: float = _DEFAULTS.guidance_scale,
-        elevation: float | list[float] = _DEFAULTS.elevation_deg,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        elevation: float | list[float] | None = None,
+        generator: Generators = None,
         output_type: str = "pil",
-        eta: float = _DEFAULTS.eta,
+        eta: float | None = None,
+        latents: Tensor | None = None,
+        azimuth_start: float | None = None,
+        background: float | None = None,
+        pixel_latent: str | None = None,
     ) -> ImageDreamPipelineOutput:
-        """The 4 views (front, then azimuth 90, 180, 270) of each image prompt, SPEC 6: DDIM,
-        one CFG scale over text and image; the unconditional branch gets the negative text and
-        the unconditional image input the model was trained with (zero image features and zero
-        pixel latent by default). The prompt text is sent as given (training captions carry
-        ", 3d asset"; `make eval` appends it)."""
+        """The 4 views (azimuth start + 0, 90, 180, 270; ImageDream: front, right, back, left)
+        of each image prompt, SPEC 6: DDIM with the authors' timesteps, one CFG scale over text
+        and image; the unconditional branch gets the negative text and the unconditional image
+        input the model was trained with (zero image features and zero pixel latent by
+        default). Every None takes the model's recorded setting (`sampling_settings`,
+        `prompt_image_config`, the model's `pixel_latent`). `background`: a fixed grey level
+        in [0, 1] for RGBA prompts. `latents`: the initial noise (B, V, C, h, w), as diffusers
+        pipelines take it. The text is sent as given (`make eval` appends the family's
+        suffix to captions, as training does)."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
         model = self.model
-        images01 = self.prepare_images(image)
-        b = len(images01)
+        arrays = self.prompt_arrays(image)
+        b = len(arrays)
+        overrides = SamplingConfig(
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            eta=eta,
+            negative_prompt=negative_prompt if isinstance(negative_prompt, str) else None,
+            elevation_deg=None if elevation is None or isinstance(elevation, list) else elevation,
+            azimuth_start_deg=azimuth_start,
+        )
+        settings = overrides.resolve(self.sampling_settings)
         texts = _per_prompt(prompt, b, "prompt")
-        negatives = _per_prompt(negative_prompt, b, "negative_prompt")
-        elevations = [float(e) for e in _per_prompt(elevation, b, "elevation")]
-        cameras = self.canonical_cameras(elevations)
-        noise = self.initial_noise(b, generator)
-        bar = self.progress_bar(total=num_inference_steps)
-        latents = Diffusion().sample(
+        negatives = _per_prompt(
+            settings.negative_prompt if negative_prompt is None else negative_prompt,
+            b,
+            "negative_prompt",
+        )
+        elevations = [
+            float(e)
+            for e in _per_prompt(
+                settings.elevation_deg if elevation is None else elevation, b, "elevation"
+            )
+        ]
+        cameras = self.canonical_cameras(elevations, settings.azimuth_start_deg)
+        prompt_image = self.prompt_image_config.with_background(background)
+        latent_noise, noise, levels = self.draw_noise(
+            b,
+            generator,
+            latent_noise_shape(model, b, pixel_latent),
+            initial=latents is None,
+            backgrounds=[a.shape[-1] == 4 for a in arrays],
+            prompt_image=prompt_image,
+        )
+        if latents is not None:
+            noise = latents
+        assert noise is not None
+        clip_size = None if model.image_encoder is None else model.image_encoder.image_size
+        prompts = prepare_prompts(composite_prompts(arrays, levels), self.resolution, clip_size)
+        num_timesteps = int(self.scheduler.config.num_train_timesteps)
+        bar = self.progress_bar(
+            total=len(ldm_ddim_timesteps(settings.num_inference_steps, num_timesteps))
+        )
+        out_latents = Diffusion().sample(
             model,
-            images01.to(model.device),
+            prompts,
             texts,
             negatives,
             torch.from_numpy(cameras),
             noise,
-            num_inference_steps,
-            guidance_scale,
-            eta=eta,
+            settings.num_inference_steps,
+            settings.guidance_scale,
+            eta=settings.eta,
+            latent_noise=latent_noise,
             generator=generator,
             scheduler=self.scheduler,
             callback=lambda i, x: bar.update(),
         )
         bar.close()
         if output_type == "latent":
-            out: Any = latents
+            out: Any = out_latents
         else:
-            views = ((model.decode_latents(latents) + 1.0) / 2.0).clamp(0, 1).float().cpu()
+            views = ((model.decode_latents(out_latents) + 1.0) / 2.0).clamp(0, 1).float().cpu()
             if output_type == "pt":
                 out = views  # (B, V, 3, H, W)
             else:
@@ -298,23 +434,20 @@ class ImageDreamPipeline(DiffusionPipeline):
                     out = [[Image.fromarray(to_uint8(v)) for v in row] for row in out]
         return ImageDreamPipelineOutput(
             images=out,
-            latents=latents,
+            latents=out_latents,
             cameras=cameras,
             elevation_deg=np.asarray(elevations, dtype=np.float64),
+            azimuths_deg=self.view_azimuths(settings.azimuth_start_deg),
+            prompt_images=prompts.rgb,
+            background=np.asarray(levels, dtype=np.float64),
+            settings=settings,
         )
 
 
 def to_uint8(images01: np.ndarray) -> np.ndarray:
-    """Floats in [0, 1] -> uint8, rounded (how every view of the project becomes a picture)."""
-    return (np.clip(images01, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
-def _pil_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
+    """Floats in [0, 1] -> uint8, truncated as the authors' scripts do (`(255 x).astype`): how
+    every sampled view of the project becomes a picture."""
+    return (np.clip(images01, 0.0, 1.0).astype(np.float32) * 255.0).astype(np.uint8)
 
 
 def _per_prompt(value: Any, b: int, name: str) -> list[Any]:

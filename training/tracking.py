@@ -184,7 +184,7 @@ def build_tracker(cfg: TrainConfig, run_dir: Path, is_main: bool, start_step: in
 @torch.no_grad()
 def sample_views(
     pipe: Any,  # training.pipeline.ImageDreamPipeline
-    images: np.ndarray,  # (B, H, W, 3) uint8 prompts
+    images: Any,  # B prompts: (H, W, 3|4) uint8 arrays (a list or stacked) or PIL images
     texts: list[str],  # as the model sees them (training captions carry their suffix)
     elevations_deg: list[float],
     seeds: list[int],  # prompt i draws its initial noise from a generator seeded with seeds[i]
@@ -192,9 +192,9 @@ def sample_views(
     guidance_scale: float | None = None,
     eta: float | None = None,
 ) -> np.ndarray:
-    """Views through ImageDreamPipeline, with its SPEC 6 defaults (CFG scale, eta, negative
-    text) for what is None -> (B, V, H, W, 3) uint8. `make eval` samples through the same
-    pipeline the same way."""
+    """Views through ImageDreamPipeline, with the model family's defaults (CFG scale, eta,
+    negative text; SPEC 6) for what is None -> (B, V, H, W, 3) uint8. `make eval` samples
+    through the same pipeline the same way."""
     from training.pipeline import to_uint8
 
     kwargs: dict[str, Any] = {}
@@ -213,6 +213,15 @@ def sample_views(
         **kwargs,
     )
     return to_uint8(out.images)
+
+
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3), for display only."""
+    from PIL import Image
+
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _to_uint8(images: Tensor) -> np.ndarray:
@@ -238,8 +247,11 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
         text_dropout=0.0,
     )
     batch = next(build_loader(data_cfg, seed=cfg.trainer.seed + 7919))
-    truth, prompt = _to_uint8(batch.targets), _to_uint8(batch.prompt)
-    pipe = ImageDreamPipeline.from_model(model)
+    # the prompts as composited for training, at the render's size: the pipeline prepares them
+    # (CLIP input, VAE input) exactly as training did
+    prompt = batch.prompt.rgb
+    truth = _to_uint8(batch.targets)
+    pipe = ImageDreamPipeline.from_model(model, prompt_image=cfg.data.prompt_image())
     pipe.set_progress_bar_config(disable=True)
     was_training = model.training
     model.eval()
@@ -256,9 +268,11 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
         )
     model.train(was_training)
     rows = []
+    size = truth.shape[-2]
     for i in range(len(batch)):
-        rows.append(np.concatenate([prompt[i], *generated[i]], axis=1))
-        rows.append(np.concatenate([np.zeros_like(prompt[i]), *truth[i]], axis=1))
+        shown = _fit(prompt[i], size)  # (S, S, 3): the prompt at the grid's cell size
+        rows.append(np.concatenate([shown, *generated[i]], axis=1))
+        rows.append(np.concatenate([np.zeros_like(shown), *truth[i]], axis=1))
     return np.concatenate(rows, axis=0), " | ".join(batch.captions)
 
 

@@ -69,7 +69,7 @@ def train(cfg: TrainConfig) -> Path:
     if saved_at != step:
         save_checkpoint(cfg, run_dir, engine, loader, ema, step)
     if cfg.trainer.export:
-        export_model(engine, ema, RunLayout(run_dir).export)
+        export_model(engine, ema, RunLayout(run_dir).export, cfg.data.prompt_image())
     tracker.close()
     engine.close()
     return run_dir

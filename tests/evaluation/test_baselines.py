@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from evaluation.baselines import baseline_scores, learning_check, mean_training_view
-from evaluation.prompts import PromptConfig
 from tests.evaluation.helpers import write_ring_shard
 
 
@@ -20,11 +19,28 @@ def test_copy_baseline_scores_the_prompt_at_every_novel_view() -> None:
     assert len(with_mean["psnr_mean_view"]) == 3
 
 
-def test_mean_training_view_is_the_pixel_mean_on_the_background(tmp_path) -> None:
+def test_mean_training_view_is_the_pixel_mean_on_any_grey(tmp_path) -> None:
+    """On each grey, the mean view equals the mean of the views composited on that grey (as
+    the prompt and its true views are), up to rounding."""
+    from PIL import Image
+
+    from data_pipeline.reader import read_rings
+    from training.prompt_image import composite_on_grey
+
     shard = write_ring_shard(tmp_path / "shards" / "shard-00000.tar", ["a", "b"])
-    mean = mean_training_view([str(shard.parent)], PromptConfig(background=0.5), 16)
-    assert mean is not None and mean.shape == (16, 16, 3) and mean.dtype == np.uint8
-    assert mean_training_view([], PromptConfig(), 16) is None
+    mean = mean_training_view([str(shard.parent)], 16)
+    assert mean is not None
+    views = [v for rec in read_rings([str(shard.parent)]) for v in rec.images]
+    for level in (0.0, 0.3, 1.0):
+        on = mean.on(level)
+        assert on.shape == (16, 16, 3) and on.dtype == np.uint8
+        expected = np.mean(
+            [np.asarray(Image.fromarray(composite_on_grey(v, level)).resize((16, 16), Image.BOX))
+             for v in views], axis=0,
+        )  # fmt: skip
+        assert np.abs(on.astype(float) - expected).max() <= 1.0
+    assert not np.array_equal(mean.on(0.0), mean.on(1.0))  # the background shows
+    assert mean_training_view([], 16) is None
 
 
 def test_learning_check_margin_is_over_the_better_baseline() -> None:

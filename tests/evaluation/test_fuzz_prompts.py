@@ -124,7 +124,8 @@ def _check_outcome(folder: Path, fuzzed: Path) -> None:
     else:
         assert sorted(names) == ["fuzzed", "good"]
         for p in loaded.prompts:
-            assert p.image.shape == (32, 32, 3) and p.image.dtype == np.uint8
+            # RGBA keeps its alpha for the pipeline; RGB is used as it is
+            assert p.image.shape in ((32, 32, 3), (32, 32, 4)) and p.image.dtype == np.uint8
             assert isinstance(p.background_kept, bool)
         event("loaded")
 

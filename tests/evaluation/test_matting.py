@@ -122,9 +122,9 @@ def test_a_local_segmentation_model_removes_the_background(tmp_path, monkeypatch
     ):
         (prompt,), skipped = collect_prompts(_config(prompts, str(everything)))
         assert prompt.background_removed and not prompt.background_kept and skipped == []
-        # all object: the whole photo is re-centred at fill_fraction on the white background
-        assert (prompt.image[0, 0] == 255).all()
-        np.testing.assert_allclose(prompt.image[16, 16], (200, 20, 20), atol=12)  # JPEG
+        # all object: the whole photo is re-centred at fill_fraction, transparent around it
+        assert prompt.image.shape[-1] == 4 and prompt.image[0, 0, 3] == 0
+        np.testing.assert_allclose(prompt.image[16, 16], (200, 20, 20, 255), atol=12)  # JPEG
         with pytest.raises(ValueError, match="none of the 1 prompt images") as info:
             collect_prompts(_config(prompts, str(nothing)))
     assert "found no object" in str(info.value)

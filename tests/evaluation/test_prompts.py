@@ -1,5 +1,6 @@
-"""Prompt preprocessing (authors' tips), bad prompt files skipped and named, prompts without
-alpha flagged, and held-out rings with ground truth."""
+"""Prompt preprocessing (authors' tips: re-centred, alpha kept for the pipeline to composite),
+bad prompt files skipped and named, prompts without alpha flagged, and held-out rings with
+ground truth."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from evaluation.evaluate import DEFAULT_PROMPTS
 from evaluation.prompts import (
     PromptConfig,
     PromptProblem,
-    composite,
+    as_sampled,
     load_heldout_rings,
     load_prompt_folder,
     preprocess,
     recenter,
 )
 from tests.evaluation.helpers import encoded_image, rgba_object, ring_views, write_ring_shard
+from training.prompt_image import composite_on_grey
 
 
 def test_recenter_fills_the_fraction_and_centres() -> None:
@@ -33,15 +35,16 @@ def test_recenter_fills_the_fraction_and_centres() -> None:
     assert (xs.min() + xs.max()) / 2 == pytest.approx(31.5, abs=1.0)
 
 
-def test_background_removed_without_colour_bleed() -> None:
-    cfg = PromptConfig(size=64, background=1.0, fill_fraction=0.8)
-    out = preprocess(Image.fromarray(rgba_object(), "RGBA"), cfg)
-    assert out.shape == (64, 64, 3)
+def test_rgba_prompt_keeps_its_alpha_without_colour_bleed() -> None:
+    """Re-centring keeps the alpha (the pipeline composites on the model's grey); the colour
+    under alpha 0 does not bleed into the object's edge."""
+    cfg = PromptConfig(size=64, fill_fraction=0.8)
+    rgba = preprocess(Image.fromarray(rgba_object(), "RGBA"), cfg)
+    assert rgba.shape == (64, 64, 4) and rgba[0, 0, 3] == 0
+    out = composite_on_grey(rgba, 1.0)
     assert (out[0, 0] == 255).all() and (out[32, 32] == (200, 20, 20)).all()
     green = (out[..., 1] > 150) & (out[..., 0] < 100)  # no halo of the colour under alpha 0
     assert not green.any()
-    grey = composite(rgba_object(), 0.5)
-    assert (grey[0, 0] == 128).all()
 
 
 def test_rgb_prompts_are_cropped_square_and_kept() -> None:
@@ -211,10 +214,12 @@ def test_rgb_prompt_is_flagged_and_a_matte_removes_its_background(tmp_path) -> N
     (removed,) = load_prompt_folder(tmp_path, cfg, matte).prompts
     assert seen == [(60, 60, 3)]
     assert removed.background_removed and not removed.background_kept
-    assert (removed.image[0, 0] == 255).all()  # white background, no green anywhere
-    assert not ((removed.image[..., 1] > 150) & (removed.image[..., 0] < 100)).any()
-    assert (removed.image[16, 16] == (200, 20, 20)).all()  # the object, centred
-    ys, _ = np.nonzero(removed.image[..., 1] < 100)
+    assert removed.image.shape == (32, 32, 4) and removed.image[0, 0, 3] == 0
+    shown = composite_on_grey(removed.image, 1.0)
+    assert (shown[0, 0] == 255).all()  # on white: no green anywhere
+    assert not ((shown[..., 1] > 150) & (shown[..., 0] < 100)).any()
+    assert (shown[16, 16] == (200, 20, 20)).all()  # the object, centred
+    ys, _ = np.nonzero(shown[..., 1] < 100)
     assert ys.ptp() + 1 == pytest.approx(0.5 * 32, abs=1)
 
     def empty(rgb: np.ndarray) -> np.ndarray:
@@ -228,15 +233,28 @@ def test_rgb_prompt_is_flagged_and_a_matte_removes_its_background(tmp_path) -> N
 
 def test_heldout_rings_give_prompt_ground_truth_and_cameras(tmp_path) -> None:
     shard = write_ring_shard(tmp_path / "shards" / "shard-00000.tar", ["duck", "fox"])
-    cfg = PromptConfig(size=32, background=0.5)
+    cfg = PromptConfig(size=32)
     prompts = load_heldout_rings(shard.parent, cfg, [0, 90, 180, 270])
     assert [p.name for p in prompts] == ["duck_r0", "fox_r0"]
     duck = prompts[0]
-    assert duck.gt_views.shape == (4, 32, 32, 3)
+    assert duck.gt_views.shape == (4, 32, 32, 4)  # RGBA: composited once the grey is known
     views = ring_views(8, seed=0)
     for k, index in enumerate([0, 2, 4, 6]):  # azimuth 0/90/180/270 of an 8-view ring
-        np.testing.assert_array_equal(duck.gt_views[k], composite(views[index], 0.5))
+        np.testing.assert_array_equal(duck.gt_views[k], views[index])
     np.testing.assert_array_equal(duck.image, duck.gt_views[0])  # front view, same framing
     assert (duck.elevation_deg, duck.fov_deg) == (12.0, 40.0)
     assert duck.uid == "duck" and duck.text == "a toy duck"
     assert len(load_heldout_rings(shard.parent, cfg, [0, 90, 180, 270], limit=1)) == 1
+
+
+def test_as_sampled_composites_truth_on_the_prompts_grey_in_view_order(tmp_path) -> None:
+    """The true views go on the grey the pipeline drew for the prompt, in the order of the
+    sampled azimuths (MVDream's first view is at azimuth 90)."""
+    shard = write_ring_shard(tmp_path / "shards" / "shard-00000.tar", ["duck"])
+    (duck,) = load_heldout_rings(shard.parent, PromptConfig(size=32), [0, 90, 180, 270])
+    shown = composite_on_grey(duck.image, 0.3)
+    front_first = as_sampled(duck, shown, 0.3, [0.0, 90.0, 180.0, 270.0])
+    np.testing.assert_array_equal(front_first.gt_views, composite_on_grey(duck.gt_views, 0.3))
+    np.testing.assert_array_equal(front_first.gt_views[0], shown)  # the prompt is the front
+    rotated = as_sampled(duck, shown, 0.3, [90.0, 180.0, 270.0, 0.0])
+    np.testing.assert_array_equal(rotated.gt_views, np.roll(front_first.gt_views, -1, axis=0))

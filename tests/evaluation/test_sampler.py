@@ -27,28 +27,35 @@ def pipe(tiny_local_pixel) -> ImageDreamPipeline:
 
 def test_deterministic_for_a_seed_and_independent_of_batching(pipe) -> None:
     cfg = SamplerConfig(num_inference_steps=3, batch_size=2, seed=7)
-    a = MultiViewSampler(pipe, cfg).sample(_prompts(), TEXTS)
-    b = MultiViewSampler(pipe, cfg).sample(_prompts(), TEXTS)
+    a = MultiViewSampler(pipe, cfg).sample(list(_prompts()), TEXTS)
+    b = MultiViewSampler(pipe, cfg).sample(list(_prompts()), TEXTS)
     np.testing.assert_array_equal(a.views, b.views)
     assert a.seeds == [7, 8, 9]
     single = SamplerConfig(num_inference_steps=3, batch_size=1, seed=7)
-    c = MultiViewSampler(pipe, single).sample(_prompts(), TEXTS)
+    c = MultiViewSampler(pipe, single).sample(list(_prompts()), TEXTS)
     torch.testing.assert_close(a.latents, c.latents, atol=1e-4, rtol=1e-4)
     other = MultiViewSampler(pipe, SamplerConfig(num_inference_steps=3, seed=8)).sample(
-        _prompts(), TEXTS
+        list(_prompts()), TEXTS
     )
     assert not torch.allclose(a.latents, other.latents)
 
 
-def test_defaults_are_the_spec_and_texts_follow_the_training_rule() -> None:
-    cfg = SamplerConfig()
-    assert (cfg.num_inference_steps, cfg.guidance_scale, cfg.eta) == (50, 5.0, 0.0)
-    assert cfg.negative_prompt == NEGATIVE_PROMPT and cfg.elevation_deg == 5.0
+def test_defaults_are_the_models_and_texts_follow_the_training_rule(pipe) -> None:
+    """SPEC 6: an ImageDream model samples with ImageDream's settings unless the config says
+    otherwise; captions get the suffix, and no caption is sent the suffix alone (the authors'
+    scripts send text + ", 3d asset"), as a caption-less object is trained."""
+    sampler = MultiViewSampler(pipe, SamplerConfig())
+    s = sampler.settings
+    assert (s.num_inference_steps, s.guidance_scale, s.eta) == (50, 5.0, 0.0)
+    assert s.negative_prompt == NEGATIVE_PROMPT and s.elevation_deg == 5.0
+    assert s.azimuth_start_deg == 0.0
     assert "pixelated,  obscure" in NEGATIVE_PROMPT  # SPEC 6, sic
-    sampler = MultiViewSampler.__new__(MultiViewSampler)
-    sampler.cfg = cfg
-    # a caption gets the training suffix; no caption is sent as the empty text, as in training
-    assert sampler.texts(["a mug", None, "", "  "]) == ["a mug, 3d asset", "", "", ""]
+    overridden = MultiViewSampler(pipe, SamplerConfig(guidance_scale=3.0, negative_prompt=""))
+    assert (overridden.settings.guidance_scale, overridden.settings.negative_prompt) == (3.0, "")
+    assert overridden.settings.elevation_deg == 5.0  # the rest stays the model's
+    texts = ["a mug, 3d asset", ", 3d asset", ", 3d asset", ", 3d asset"]
+    assert sampler.texts(["a mug", None, "", "  "]) == texts
+    assert MultiViewSampler(pipe, SamplerConfig(use_captions=False)).texts(["a mug"]) == [""]
 
 
 def test_eval_and_the_training_sample_grid_give_identical_images(pipe) -> None:
@@ -56,12 +63,13 @@ def test_eval_and_the_training_sample_grid_give_identical_images(pipe) -> None:
     sampling (training.tracking.sample_views) produce the same pixels."""
     images = _prompts(2, size=16, seed=5)
     evaluated = MultiViewSampler(pipe, SamplerConfig(num_inference_steps=3, seed=11)).sample(
-        images, ["a red mug", None], elevations_deg=[5.0, 12.0]
+        list(images), ["a red mug", None], elevations_deg=[5.0, 12.0]
     )
-    grid = sample_views(pipe, images, ["a red mug, 3d asset", ""], [5.0, 12.0], [11, 12], 3)
+    texts = ["a red mug, 3d asset", ", 3d asset"]
+    grid = sample_views(pipe, images, texts, [5.0, 12.0], [11, 12], 3)
     np.testing.assert_array_equal(evaluated.views, grid)
     # and the comparison can fail: another seed is another picture
-    other = sample_views(pipe, images, ["a red mug, 3d asset", ""], [5.0, 12.0], [12, 13], 3)
+    other = sample_views(pipe, images, texts, [5.0, 12.0], [12, 13], 3)
     assert not np.array_equal(evaluated.views, other)
 
 

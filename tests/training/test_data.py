@@ -79,7 +79,9 @@ def test_background_is_one_grey_level_per_sample(sample32):
         frames = np.concatenate([ex.targets, ex.prompt[None]])  # (5, 3, H, W)
         corner = frames[:, :, 0, 0]  # alpha is 0 in the corners of the synthetic views
         assert np.allclose(corner, corner[0, 0], atol=1e-6), "R=G=B and the same grey in all frames"
-        assert np.isclose((corner[0, 0] + 1) / 2, ex.grey, atol=1e-6)
+        # composited as the authors do (training.prompt_image): 255 x grey, truncated to uint8
+        assert (corner[0, 0] + 1) / 2 == pytest.approx(int(255 * ex.grey) / 255, abs=1e-6)
+        assert (ex.prompt_rgb[0, 0] == int(255 * ex.grey)).all()
         greys.append(ex.grey)
     assert np.std(greys) > 0.1, "the grey level is random per sample"
 
@@ -249,7 +251,8 @@ def test_stream_position_restores_exactly(tmp_path, num_workers):
         assert got.keys == expected.keys
         assert got.captions == expected.captions
         np.testing.assert_array_equal(got.targets.numpy(), expected.targets.numpy())
-        np.testing.assert_array_equal(got.prompt.numpy(), expected.prompt.numpy())
+        np.testing.assert_array_equal(got.prompt.vae.numpy(), expected.prompt.vae.numpy())
+        np.testing.assert_array_equal(np.stack(got.prompt.rgb), np.stack(expected.prompt.rgb))
 
 
 def test_restore_refuses_a_different_stream_layout(tmp_path):

@@ -31,8 +31,10 @@ def assert_same_batches(got: list[Batch], expected: list[Batch]) -> None:
     assert len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
         assert a.keys == b.keys and a.captions == b.captions and a.role == b.role
-        for name in ("targets", "prompt", "cameras", "prompt_dropped", "text_dropped"):
+        for name in ("targets", "cameras", "prompt_dropped", "text_dropped"):
             np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy())
+        np.testing.assert_array_equal(a.prompt.vae.numpy(), b.prompt.vae.numpy())
+        np.testing.assert_array_equal(np.stack(a.prompt.rgb), np.stack(b.prompt.rgb))
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

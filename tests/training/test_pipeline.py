@@ -10,9 +10,10 @@ from diffusers import DiffusionPipeline
 
 from data_pipeline.cameras import network_camera, ring_c2w
 from tests.training.model.helpers import tiny_model
-from training.diffusion import NEGATIVE_PROMPT, build_sampling_scheduler
+from training.diffusion import NEGATIVE_PROMPT, build_sampling_scheduler, set_ldm_timesteps
 from training.model import CONTROLLERS
 from training.pipeline import SHIM_MODULE, ImageDreamPipeline
+from training.prompt_image import prepare_prompts
 
 
 def _images(n: int = 2, size: int = 24, seed: int = 0) -> np.ndarray:
@@ -60,14 +61,21 @@ def test_a_tampered_shim_is_not_run(pipe, tmp_path) -> None:
 def _conditional_only(pipe, images, texts, seeds, steps) -> torch.Tensor:
     """Reference: DDIM with the conditional prediction alone (what guidance_scale 1 must be)."""
     model = pipe.model
-    cond = model.condition(model.encode_image_prompt(pipe.prepare_images(images)))
+    unet = model.cfg.unet
+    latent = (unet.latent_channels, unet.sample_size, unet.sample_size)
+    # each prompt's generator: the pixel latent's posterior noise first, then the initial noise
+    draws = [(torch.randn(1, *latent, generator=g), torch.randn(4, *latent, generator=g))
+             for g in _gens(*seeds)]  # fmt: skip
+    latent_noise = torch.cat([d[0] for d in draws])
+    z = torch.stack([d[1] for d in draws])
+    prompts = prepare_prompts(list(images), pipe.resolution, model.image_encoder.image_size)
+    cond = model.condition(model.encode_image_prompt(prompts, latent_noise))
     text = model.encode_text(texts)
     cams = torch.from_numpy(
         network_camera(np.stack([ring_c2w(np.array([0.0, 90, 180, 270]), 5.0, 1.0)] * len(texts)))
     )
     scheduler = build_sampling_scheduler()
-    scheduler.set_timesteps(steps)
-    z = pipe.initial_noise(len(texts), _gens(*seeds))
+    set_ldm_timesteps(scheduler, steps, torch.device("cpu"))
     with torch.no_grad():
         for t in scheduler.timesteps:
             eps = model(z, torch.full((len(texts),), int(t)), text, cams, cond)

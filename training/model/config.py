@@ -20,6 +20,9 @@ VAE_SCALE_FACTOR = 0.18215
 # training.diffusion.unconditional_features): "zeros" = zero CLIP image features + zero pixel
 # latent (the authors' released inference), "grey_image" = the encodings of a uniform grey image.
 UNCONDITIONAL_MODES = ("zeros", "grey_image")
+# SPEC 6: the pixel controller's prompt latent: "sample" = one draw of the VAE posterior (the
+# authors' inference), "mean" = the posterior mean (deterministic)
+PIXEL_LATENTS = ("sample", "mean")
 # SPEC 4 / OpenCLIP ViT-H-14: image preprocessing of the image encoder.
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -145,8 +148,14 @@ class ModelConfig:
     # "zeros" (zero image features + zero pixel latent, the authors' released inference) or
     # "grey_image" (the encodings of a uniform grey image); see training.diffusion
     unconditional: str = "zeros"
+    # the pixel latent of an image prompt, in training and sampling alike (PIXEL_LATENTS)
+    pixel_latent: str = "sample"
 
     def __post_init__(self) -> None:
+        if self.pixel_latent not in PIXEL_LATENTS:
+            raise ValueError(
+                f"model.pixel_latent={self.pixel_latent!r}; expected one of {PIXEL_LATENTS}"
+            )
         if self.unconditional not in UNCONDITIONAL_MODES:
             raise ValueError(
                 f"model.unconditional={self.unconditional!r}; expected one of {UNCONDITIONAL_MODES}"

@@ -29,8 +29,6 @@ from transformers import (
 from transformers.models.clip.tokenization_clip import bytes_to_unicode
 
 from training.model.config import (
-    CLIP_IMAGE_MEAN,
-    CLIP_IMAGE_STD,
     ImageEncoderConfig,
     TextEncoderConfig,
     VAEConfig,
@@ -112,26 +110,8 @@ def build_text_encoder(cfg: TextEncoderConfig, sd21_path: str | None) -> CLIPTex
 # --------------------------------------------------------------------------------------- image
 
 
-def clip_preprocess(images: Tensor, size: int) -> Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B, 3, size, size) CLIP input: shorter side to `size`
-    (bicubic, antialiased), centre crop, CLIP mean/std (as open_clip's ViT-H-14 transform)."""
-    dtype = images.dtype
-    h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    # in float32: the antialiased bicubic kernel has no bf16/fp16 CPU implementation
-    x = F.interpolate(
-        images.float(), size=(nh, nw), mode="bicubic", align_corners=False, antialias=True
-    )
-    top, left = (nh - size) // 2, (nw - size) // 2
-    x = x[..., top : top + size, left : left + size].clamp(0, 1)
-    mean = torch.tensor(CLIP_IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_IMAGE_STD, device=x.device).view(1, 3, 1, 1)
-    return ((x - mean) / std).to(dtype)
-
-
 class ImageEncoder(nn.Module):
-    """CLIP image tower: `forward(images in [0,1]) -> (global (B, G), tokens (B, M, E))`.
+    """CLIP image tower: `forward(CLIP input pixels) -> (global (B, G), tokens (B, M, E))`.
     global = projected embedding, L2-normalised; tokens = penultimate block's hidden states."""
 
     image_size: int
@@ -144,9 +124,9 @@ class ImageEncoder(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, images: Tensor, want_global: bool = True, want_tokens: bool = True
+        self, pixels: Tensor, want_global: bool = True, want_tokens: bool = True
     ) -> tuple[Tensor | None, Tensor | None]:
-        pixels = clip_preprocess(images, self.image_size)  # (B, 3, 224, 224)
+        """pixels: (B, 3, s, s) CLIP input, already transformed (training.prompt_image)."""
         return self.encode(pixels, want_global, want_tokens)
 
 

@@ -9,7 +9,7 @@ of cameras beyond their (B, V, 16) network form (data_pipeline.cameras.network_c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,9 @@ from training.model.controllers import Conditioning, Controller, ImagePromptFeat
 from training.model.denoiser import MultiViewUNet
 from training.model.encoders import ImageEncoder
 from training.model.unet import multiview_forward
+
+if TYPE_CHECKING:
+    from training.prompt_image import PromptImages
 
 
 class ImageDream(nn.Module):
@@ -134,27 +137,46 @@ class ImageDream(nn.Module):
     def decode_latents(self, latents: Tensor) -> Tensor:
         """(..., C, h, w) scaled latents -> (..., 3, H, W) images in [-1, 1]."""
         lead = latents.shape[:-3]
-        z = latents.reshape(-1, *latents.shape[-3:]) / self.latent_scale
+        # times the reciprocal, as the authors' decode_first_stage scales (not a division)
+        z = (1.0 / self.latent_scale) * latents.reshape(-1, *latents.shape[-3:])
         z = z.to(self.vae.dtype)
         x = self.vae.decode(z).sample.clamp(-1, 1)  # (N, 3, H, W)
         return x.reshape(*lead, *x.shape[1:])
 
     @torch.no_grad()
-    def encode_image_prompt(self, images: Tensor) -> ImagePromptFeatures:
-        """(B, 3, H, W) in [0, 1] -> what this controller needs. The pixel latent is the VAE
-        posterior mean (a deterministic condition); H, W must be the target resolution."""
+    def encode_image_prompt(
+        self, prompts: PromptImages, latent_noise: Tensor | None = None
+    ) -> ImagePromptFeatures:
+        """Prepared prompts (training.prompt_image) -> what this controller needs. The pixel
+        latent is `mean + std * latent_noise` of the VAE posterior (B, C, h, w): a posterior
+        sample when noise is given (the authors' inference draws one), the mean without it."""
         needs = self.controller.needs
         features = ImagePromptFeatures()
         if needs.image_encoder:
             assert self.image_encoder is not None
+            if prompts.clip is None:
+                raise ValueError("this controller needs the CLIP input of its prompts")
             features.global_embed, features.local_tokens = self.image_encoder(
-                images.to(self.device),
+                prompts.clip.to(self.device),
                 want_global=needs.global_embed,
                 want_tokens=needs.local_tokens,
             )
         if needs.latent:
-            features.latent = self.encode_latents(images * 2 - 1, sample=False)  # (B, C, h, w)
+            features.latent = self.encode_prompt_latent(prompts.vae, latent_noise)  # (B, C, h, w)
         return features
+
+    @torch.no_grad()
+    def encode_prompt_latent(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, C, h, w) scaled latent: the posterior mean plus std x
+        `noise` (B, C, h, w), as diffusers' and the authors' posterior `sample()` compute it,
+        with the noise drawn by the caller (so its place in the caller's random stream is
+        fixed). A deterministic first stage (the pixel-unshuffle one) ignores the noise."""
+        dist = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
+        if noise is None or not hasattr(dist, "std"):
+            z = dist.mode()
+        else:
+            z = dist.mean + dist.std * noise.to(dist.mean.device, dist.mean.dtype)
+        return z * self.latent_scale
 
     def condition(self, features: ImagePromptFeatures) -> Conditioning:
         """The controller's conditioning; the unconditional input is defined in one place,

@@ -1,5 +1,5 @@
-"""Frozen encoders (SPEC 4): CLIP preprocessing, text features, image features of both
-backends, and loading every part from local diffusers / HF folders."""
+"""Frozen encoders (SPEC 4): text features, image features of both backends, and loading every
+part from local diffusers / HF folders. (The CLIP input itself: tests/training/test_prompt_image.py.)"""
 
 from __future__ import annotations
 
@@ -12,19 +12,9 @@ from diffusers import UNet2DConditionModel
 
 from tests.training.model.helpers import compose_configs, tiny_model
 from training.model import build_imagedream
-from training.model.config import CLIP_IMAGE_MEAN, WeightsConfig
-from training.model.encoders import OpenCLIPImageEncoder, clip_preprocess
+from training.model.config import WeightsConfig
+from training.model.encoders import OpenCLIPImageEncoder
 from training.model.unet import diffusers_unet_kwargs
-
-
-def test_clip_preprocess_resizes_crops_and_normalises() -> None:
-    mean = torch.tensor(CLIP_IMAGE_MEAN).view(1, 3, 1, 1)
-    out = clip_preprocess(mean.expand(2, 3, 256, 320).clone(), 224)
-    assert out.shape == (2, 3, 224, 224)
-    assert out.abs().max() < 1e-4  # the CLIP mean colour maps to zero
-    ramp = torch.linspace(0, 1, 320).expand(1, 3, 256, 320).clone()
-    centre = clip_preprocess(ramp, 224)[0, 0, 0]
-    assert abs(centre[112].item() - (0.5 - CLIP_IMAGE_MEAN[0]) / 0.26862954) < 0.02  # centre crop
 
 
 def test_text_encoding_is_the_last_hidden_state_of_77_tokens() -> None:
@@ -40,9 +30,9 @@ def test_text_encoding_is_the_last_hidden_state_of_77_tokens() -> None:
 
 def test_image_features_global_normalised_local_penultimate() -> None:
     model = tiny_model("global")
-    images = torch.rand(2, 3, 40, 40)
-    g, tokens = model.image_encoder(images, want_global=True, want_tokens=True)
     cfg = model.cfg.image_encoder
+    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size)  # a CLIP input
+    g, tokens = model.image_encoder(pixels, want_global=True, want_tokens=True)
     assert g.shape == (2, cfg.projection_dim)
     torch.testing.assert_close(g.norm(dim=-1), torch.ones(2))
     assert tokens.shape == (2, cfg.num_tokens, cfg.hidden_size)
@@ -51,7 +41,7 @@ def test_image_features_global_normalised_local_penultimate() -> None:
     hf.vision_model.encoder.layers[-2].register_forward_hook(
         lambda m, a, o: seen.setdefault("h", o)
     )
-    hf(pixel_values=clip_preprocess(images, cfg.image_size))
+    hf(pixel_values=pixels)
     h = seen["h"][0] if isinstance(seen["h"], tuple) else seen["h"]
     torch.testing.assert_close(tokens, h)
 
@@ -66,9 +56,8 @@ def test_open_clip_backend_matches_open_clip() -> None:
         text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1),
     ).eval()
     encoder = OpenCLIPImageEncoder(clip.visual)
-    images = torch.rand(2, 3, 32, 32)
-    g, tokens = encoder(images)
-    pixels = clip_preprocess(images, 32)
+    pixels = torch.randn(2, 3, 32, 32)
+    g, tokens = encoder(pixels)
     seen = {}
     clip.visual.transformer.resblocks[-2].register_forward_hook(
         lambda m, a, o: seen.setdefault("h", o)
@@ -137,15 +126,8 @@ def test_hf_clipmodel_folder_loads_as_image_encoder(tmp_path) -> None:
     ).eval()
     clip.save_pretrained(tmp_path / "clip")
     encoder = build_image_encoder(ic, str(tmp_path / "clip"), None)
-    images = torch.rand(2, 3, 32, 32)
-    g, _ = encoder(images, want_global=True, want_tokens=False)
+    pixels = torch.randn(2, 3, 32, 32)
+    g, _ = encoder(pixels, want_global=True, want_tokens=False)
     with torch.no_grad():
-        ref = clip.get_image_features(pixel_values=clip_preprocess(images, ic.image_size))
+        ref = clip.get_image_features(pixel_values=pixels)
     torch.testing.assert_close(g, F.normalize(ref, dim=-1))
-
-
-def test_clip_preprocess_accepts_bf16() -> None:
-    images = torch.rand(1, 3, 48, 48)
-    out = clip_preprocess(images.to(torch.bfloat16), 32)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), clip_preprocess(images, 32), rtol=0.02, atol=0.05)
