@@ -15,7 +15,9 @@ DEMO_DIR ?= outputs/demo
 ASSETS ?= $(abspath ../shared/assets)
 BENCH ?= quick
 GPU_CHECK_OUT ?= bench/results
-MAKE_KNOBS := VENV PY NPROC ARGS PYTEST_ARGS DEMO_DIR ASSETS BENCH GPU_CHECK_OUT
+OFFICIAL_IMAGEDREAM ?=
+OFFICIAL_MVDREAM ?=
+MAKE_KNOBS := VENV PY NPROC ARGS PYTEST_ARGS DEMO_DIR ASSETS BENCH GPU_CHECK_OUT OFFICIAL_IMAGEDREAM OFFICIAL_MVDREAM
 # Every other variable given on the command line becomes a quoted Hydra override.
 OVERRIDES = $(strip $(foreach v,$(filter-out $(MAKE_KNOBS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))'))) $(ARGS)
 
@@ -26,12 +28,13 @@ export IMAGEDREAM_ASSETS ?= $(ASSETS)
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo render train eval test test-fast fuzz lint format bench bench-learn gpu-check clean
+.PHONY: help install demo render train eval test test-fast fuzz lint format bench bench-learn gpu-check parity clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Hydra overrides go as VAR=value (e.g. make train controller=pixel trainer.max_steps=10)."
-	@echo "  Knobs: NPROC=N (training processes here), ARGS='raw hydra args' (bench-learn: its flags), BENCH=quick|full, GPU_CHECK_OUT=DIR (gpu-check's report)."
+	@echo "  Knobs: NPROC=N (training processes here), ARGS='raw hydra args' (bench-learn, parity: their flags), BENCH=quick|full, GPU_CHECK_OUT=DIR (gpu-check's report),"
+	@echo "         OFFICIAL_IMAGEDREAM=DIR OFFICIAL_MVDREAM=DIR (parity: checkouts of bytedance/ImageDream and bytedance/MVDream)."
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -91,6 +94,11 @@ gpu-check: $(STAMP) ## GPU paths measured (render, DeepSpeed training, sampling)
 
 bench-learn: $(STAMP) ## Train every controller variant on the procedural family, compare (about an hour)
 	$(PY) -m evaluation.bench_learn $(ARGS)
+
+parity: $(STAMP) ## Our pipeline against the authors' inference code, stage by stage (OFFICIAL_IMAGEDREAM=DIR OFFICIAL_MVDREAM=DIR)
+	@if [ -z "$(OFFICIAL_IMAGEDREAM)" ] || [ -z "$(OFFICIAL_MVDREAM)" ]; then \
+	  echo "make parity needs OFFICIAL_IMAGEDREAM=DIR and OFFICIAL_MVDREAM=DIR: checkouts of bytedance/ImageDream and bytedance/MVDream"; exit 2; fi
+	$(PY) -m evaluation.parity --imagedream $(OFFICIAL_IMAGEDREAM) --mvdream $(OFFICIAL_MVDREAM) $(ARGS)
 
 clean: ## Remove outputs, runs and caches (keeps .venv)
 	rm -rf outputs runs wandb .pytest_cache .ruff_cache .mypy_cache
