@@ -67,3 +67,32 @@ def test_the_converter_refuses_to_invent_encoders(tmp_path) -> None:
         released_to_pipeline(released, "local", None, None, model="tiny")
     with pytest.raises(ValueError, match="--image-encoder is required"):
         released_to_pipeline(released, "local", str(tmp_path), None, model="tiny")
+
+
+def test_a_converted_release_samples_with_its_familys_defaults(tmp_path) -> None:
+    """SPEC 6: an MVDream file becomes a pipeline that samples as MVDream's t2i.py (CFG 10,
+    elevation 15, first view at azimuth 90, empty negative text); an ImageDream file as their
+    demo. The defaults are in the saved folder's config, so a reload keeps them."""
+    for controller, family, scale, azimuths in (
+        ("none", "mvdream", 10.0, [90.0, 180.0, 270.0, 0.0]),
+        ("local", "imagedream", 5.0, [0.0, 90.0, 180.0, 270.0]),
+    ):
+        source = tiny_model(controller, seed=4)
+        released = save_original_checkpoint(source, tmp_path / f"{controller}.pt")
+        sd21 = _sd21_folder(source, tmp_path / f"sd21_{controller}")
+        args = [f"--image-encoder={tmp_path / 'clip'}"] if controller != "none" else []
+        if controller != "none":
+            source.image_encoder.model.save_pretrained(tmp_path / "clip")
+        out = tmp_path / f"pipe_{controller}"
+        main(["to-pipeline", f"--checkpoint={released}", f"--controller={controller}",
+              "--model=tiny", f"--sd21={sd21}", *args, f"--out={out}"])  # fmt: skip
+        pipe = ImageDreamPipeline.from_pretrained(out)
+        pipe.set_progress_bar_config(disable=True)
+        settings = pipe.sampling_settings
+        assert (settings.family, settings.guidance_scale) == (family, scale)
+        assert settings.elevation_deg == (15.0 if family == "mvdream" else 5.0)
+        assert (settings.negative_prompt == "") == (family == "mvdream")
+        out_views = pipe(np.zeros((16, 16, 3), np.uint8), "a chair, 3d asset",
+                         num_inference_steps=1, output_type="latent")  # fmt: skip
+        assert out_views.azimuths_deg.tolist() == azimuths
+        assert out_views.elevation_deg.tolist() == [settings.elevation_deg]
