@@ -212,10 +212,9 @@ def run_ours(
 ) -> dict[str, np.ndarray]:
     """Our pipeline with the family's recorded defaults, the authors' initial noise and a
     generator seeded as their torch.manual_seed(SEED) (it draws the pixel latent's noise)."""
-    image = prompt if prompt is not None else Image.new("RGB", (64, 64))  # MVDream: unused
     with Recorder(pipe) as rec:
         out = pipe(
-            image,
+            prompt,  # None for MVDream (text only)
             prompt=TEXT + pipe.sampling_settings.text_suffix,
             num_inference_steps=steps,
             generator=torch.Generator().manual_seed(SEED),

@@ -408,7 +408,7 @@ class Diffusion:
     def sample(
         self,
         model: ImageDream,
-        prompts: PromptImages,  # B prepared prompts (training.prompt_image)
+        prompts: PromptImages | None,  # B prepared prompts; None for a text-only model
         texts: list[str],  # B prompts, as the model is to see them
         negative_texts: list[str],  # B negative texts
         cameras: Tensor,  # (B, V, 16) network cameras
@@ -433,7 +433,15 @@ class Diffusion:
         dtype = next(model.unet.parameters()).dtype
         b = len(texts)
         guided = guidance_scale != 1.0
-        cond = model.condition(encode_prompts(model, prompts, latent_noise))
+        if prompts is None:
+            from training.model import ImagePromptFeatures
+
+            if model.controller.needs.image_encoder or model.controller.needs.latent:
+                raise ValueError(f"controller {model.controller_name!r} needs image prompts")
+            features = ImagePromptFeatures()
+        else:
+            features = encode_prompts(model, prompts, latent_noise)
+        cond = model.condition(features)
         cond = _as_dtype(cond, dtype)
         context = model.encode_text(texts)  # (B, T, D)
         if guided:

@@ -338,7 +338,7 @@ class ImageDreamPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        image: ImageInput,
+        image: ImageInput | None,
         prompt: str | list[str] = "",
         negative_prompt: str | list[str] | None = None,
         num_inference_steps: int | None = None,
@@ -360,12 +360,20 @@ class ImageDreamPipeline(DiffusionPipeline):
         `prompt_image_config`, the model's `pixel_latent`). `background`: a fixed grey level
         in [0, 1] for RGBA prompts. `latents`: the initial noise (B, V, C, h, w), as diffusers
         pipelines take it. The text is sent as given (`make eval` appends the family's
-        suffix to captions, as training does)."""
+        suffix to captions, as training does). A text-only model (MVDream, controller `none`)
+        takes `image=None`: one prompt per text."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
         model = self.model
-        arrays = self.prompt_arrays(image)
-        b = len(arrays)
+        needs = model.controller.needs
+        if image is None and (needs.image_encoder or needs.latent):
+            raise ValueError(f"controller {model.controller_name!r} needs an image prompt")
+        arrays = [] if image is None else self.prompt_arrays(image)
+        b = (
+            len(arrays)
+            if image is not None
+            else len(_per_prompt(prompt, 1, "prompt", any_length=True))
+        )
         overrides = SamplingConfig(
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
@@ -394,14 +402,23 @@ class ImageDreamPipeline(DiffusionPipeline):
             generator,
             latent_noise_shape(model, b, pixel_latent),
             initial=latents is None,
-            backgrounds=[a.shape[-1] == 4 for a in arrays],
+            backgrounds=[a.shape[-1] == 4 for a in arrays] or [False] * b,
             prompt_image=prompt_image,
         )
         if latents is not None:
+            unet = self.unet.typed_model_config.unet
+            size = unet.sample_size
+            expected = (b, len(CANONICAL_AZIMUTHS_DEG), unet.latent_channels, size, size)
+            if tuple(latents.shape) != expected:
+                raise ValueError(
+                    f"latents must be (B, V, C, h, w) = {expected}, got {tuple(latents.shape)}"
+                )
             noise = latents
         assert noise is not None
         clip_size = None if model.image_encoder is None else model.image_encoder.image_size
-        prompts = prepare_prompts(composite_prompts(arrays, levels), self.resolution, clip_size)
+        prompts = None
+        if arrays:
+            prompts = prepare_prompts(composite_prompts(arrays, levels), self.resolution, clip_size)
         num_timesteps = int(self.scheduler.config.num_train_timesteps)
         bar = self.progress_bar(
             total=len(ldm_ddim_timesteps(settings.num_inference_steps, num_timesteps))
@@ -438,7 +455,7 @@ class ImageDreamPipeline(DiffusionPipeline):
             cameras=cameras,
             elevation_deg=np.asarray(elevations, dtype=np.float64),
             azimuths_deg=self.view_azimuths(settings.azimuth_start_deg),
-            prompt_images=prompts.rgb,
+            prompt_images=[] if prompts is None else prompts.rgb,
             background=np.asarray(levels, dtype=np.float64),
             settings=settings,
         )
@@ -450,8 +467,8 @@ def to_uint8(images01: np.ndarray) -> np.ndarray:
     return (np.clip(images01, 0.0, 1.0).astype(np.float32) * 255.0).astype(np.uint8)
 
 
-def _per_prompt(value: Any, b: int, name: str) -> list[Any]:
+def _per_prompt(value: Any, b: int, name: str, any_length: bool = False) -> list[Any]:
     values = list(value) if isinstance(value, list | tuple) else [value] * b
-    if len(values) != b:
+    if len(values) != b and not any_length:
         raise ValueError(f"{len(values)} values of {name} for {b} images")
     return values

@@ -60,7 +60,7 @@ def _fixed_noise_loss(model, cfg, shards: Path) -> float:
 
 
 def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
-    from evaluation.prompts import PromptConfig, load_heldout_rings
+    from evaluation.prompts import PromptConfig, as_sampled, load_heldout_rings
     from evaluation.sampler import MultiViewSampler, SamplerConfig
     from training.config import from_yaml
     from training.model import build_imagedream
@@ -90,7 +90,7 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
     assert after < 0.5 * before
 
     # one ring per object: its front view is the prompt, its renders are the truth
-    rings = load_heldout_rings(shards, PromptConfig(background=0.5), [0.0, 90.0, 180.0, 270.0])
+    rings = load_heldout_rings(shards, PromptConfig(), [0.0, 90.0, 180.0, 270.0])
     rings = sorted((r for r in rings if r.name.endswith("_r0")), key=lambda r: r.name)
     if len(rings) != 3:
         raise RuntimeError(f"expected one ring per built-in object, got {[r.name for r in rings]}")
@@ -104,12 +104,17 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
         ),
     )  # fmt: skip
     out = sampler.sample(
-        np.stack([r.image for r in rings] * SEEDS),
+        [r.image for r in rings] * SEEDS,  # RGBA: composited on the grey the export records
         [r.text for r in rings] * SEEDS,  # sent as the empty text: the image alone must drive it
         elevations_deg=[float(r.elevation_deg or 0.0) for r in rings] * SEEDS,
     )
     if set(out.texts) != {""}:
         raise RuntimeError(f"the model was sent text: {out.texts}")
+    assert set(out.background.tolist()) == {0.5}  # the demo's training grey, from its export
+    rings = [
+        as_sampled(r, out.prompt_images[i], float(out.background[i]), out.azimuths_deg)
+        for i, r in enumerate(rings)
+    ]
     size = out.views.shape[2]
     truth = np.stack(
         [np.stack([np.asarray(_resize(v, size)) for v in r.gt_views[1:]]) for r in rings]

@@ -208,3 +208,37 @@ def test_eta_with_one_generator_per_prompt_keeps_prompts_independent(pipe) -> No
     both = pipe(_images(), ["a", "b"], generator=_gens(5, 6), **kw)
     alone = pipe(_images()[1:], ["b"], generator=_gens(6), **kw)
     torch.testing.assert_close(both.latents[1:], alone.latents, atol=1e-5, rtol=1e-5)
+
+
+def test_a_text_only_model_samples_without_an_image_and_others_refuse() -> None:
+    """MVDream (controller none): `image=None`, one prompt per text, its family's views (first
+    at azimuth 90); an image-prompt controller without an image is a clear error."""
+    mv = ImageDreamPipeline.from_model(tiny_model("none"))
+    mv.set_progress_bar_config(disable=True)
+    out = mv(None, ["a chair, 3d asset", "a mug, 3d asset"], num_inference_steps=1,
+             output_type="latent", generator=_gens(0, 1))  # fmt: skip
+    assert out.latents.shape[:2] == (2, 4) and out.prompt_images == []
+    assert out.azimuths_deg.tolist() == [90.0, 180.0, 270.0, 0.0]
+    with_image = mv(_images(2), ["a chair, 3d asset", "a mug, 3d asset"], num_inference_steps=1,
+                    output_type="latent", generator=_gens(0, 1))  # fmt: skip
+    torch.testing.assert_close(with_image.latents, out.latents)  # the image is not read
+    with pytest.raises(ValueError, match="needs an image prompt"):
+        ImageDreamPipeline.from_model(tiny_model("pixel"))(None, "a chair", num_inference_steps=1)
+
+
+def test_latents_are_the_initial_noise(pipe) -> None:
+    """`latents=` replaces the initial noise draw (the generator then draws only the pixel
+    latent's noise): the same as letting the generator draw that noise itself."""
+    gen_out = pipe(_images(1), "a", num_inference_steps=2, generator=_gens(3), output_type="latent")
+    _, noise, _ = pipe.draw_noise(
+        1, _gens(3), (1, 4, 8, 8), initial=True, backgrounds=[False],
+        prompt_image=pipe.prompt_image_config,
+    )  # fmt: skip
+    given = pipe(_images(1), "a", num_inference_steps=2, generator=_gens(3), latents=noise,
+                 output_type="latent")  # fmt: skip
+    torch.testing.assert_close(given.latents, gen_out.latents, rtol=0, atol=0)
+    other = pipe(_images(1), "a", num_inference_steps=2, generator=_gens(3),
+                 latents=torch.zeros_like(noise), output_type="latent")  # fmt: skip
+    assert not torch.allclose(other.latents, gen_out.latents)
+    with pytest.raises(ValueError, match="latents must be"):
+        pipe(_images(1), "a", num_inference_steps=1, latents=noise[:, :2])
