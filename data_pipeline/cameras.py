@@ -174,3 +174,17 @@ def network_camera(c2w: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(t, axis=-1, keepdims=True)
     c2w[..., :3, 3] = t / np.maximum(norm, 1e-8)
     return c2w.reshape(*c2w.shape[:-2], CAMERA_DIM)
+
+
+def canonical_order(azimuths_deg: np.ndarray) -> list[int]:
+    """Indices that put views sampled at `azimuths_deg` in the canonical order 0/90/180/270
+    (SPEC 3's targets, where held-out rings have their true renders)."""
+    position = {round(float(a)) % 360: i for i, a in enumerate(azimuths_deg)}
+    wanted = [round(a) % 360 for a in CANONICAL_AZIMUTHS_DEG]
+    if sorted(position) != sorted(wanted) or len(position) != len(azimuths_deg):
+        raise ValueError(
+            f"views at azimuths {[float(a) for a in azimuths_deg]} are not the canonical "
+            f"{list(CANONICAL_AZIMUTHS_DEG)} in some order (an azimuth start that is not a "
+            "multiple of 90 degrees)"
+        )
+    return [position[a] for a in wanted]

@@ -128,7 +128,7 @@ def novel_view_scores(pipe: Any, shards: Path, mean_view: Any) -> dict[str, Any]
         background=0.5,
     )
     rings = [
-        as_sampled(r, shown, level, out.azimuths_deg)
+        as_sampled(r, shown, level)
         for r, shown, level in zip(found, out.prompt_images, out.background, strict=True)
     ]
     net, _ = load_lpips(None)

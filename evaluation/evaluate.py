@@ -172,7 +172,7 @@ def evaluate_checkpoint(
     results = []
     for i, prompt in enumerate(prompts):
         level = float(samples.background[i])
-        p = as_sampled(prompt, samples.prompt_images[i], level, samples.azimuths_deg)
+        p = as_sampled(prompt, samples.prompt_images[i], level)
         views = samples.views[i]
         results.append(
             PromptResult(

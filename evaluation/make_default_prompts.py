@@ -4,7 +4,7 @@
 
 Four simple objects on a transparent background, drawn with PIL at 4x and downsampled (no
 randomness, no external data), each with a caption file. They exercise the whole preprocessing
-path (alpha -> re-centred on white) and give the built-in example something to look at; they
+path (alpha -> re-centred, composited on the model's grey) and give the built-in example something to look at; they
 are not a benchmark: use the paper's 39 prompts for that (docs/EVALUATION.md).
 """
 

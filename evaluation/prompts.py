@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, FRONT_VIEW, view_indices
+from data_pipeline.cameras import FRONT_VIEW, view_indices
 from training.prompt_image import composite_on_grey
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -90,7 +90,7 @@ class PromptConfig:
 class EvalPrompt:
     name: str
     image: np.ndarray  # (H, W, 4) uint8 RGBA, or (H, W, 3) RGB for a prompt without alpha
-    text: str | None  # caption; None -> no CLIP(TX) for this prompt, empty text for the model
+    text: str | None  # caption; None -> no CLIP(TX) for this prompt, the model gets the suffix
     source: str  # file path or shard key, for humans
     elevation_deg: float | None = None  # None -> the sampler's default
     fov_deg: float | None = None
@@ -194,18 +194,13 @@ def preprocess(image: Image.Image, cfg: PromptConfig, keep_framing: bool = False
     return rgba
 
 
-def as_sampled(
-    prompt: EvalPrompt, shown: np.ndarray, level: float, azimuths_deg: Iterable[float]
-) -> EvalPrompt:
+def as_sampled(prompt: EvalPrompt, shown: np.ndarray, level: float) -> EvalPrompt:
     """The prompt as it was sampled: its image as the model saw it (`shown`, composited by the
-    pipeline), and its true views, which are at the canonical azimuths 0/90/180/270, composited
-    on the same grey `level` and put in the order of the sampled views' `azimuths_deg` (a model
-    family whose first view is not the front, MVDream, samples them rotated)."""
+    pipeline) and its true views composited on the same grey `level` (mid-grey for an RGB
+    prompt, NaN). The sampler returns its views in the true views' order (front first)."""
     gt = prompt.gt_views
     if gt is not None:
-        canonical = [round(a) % 360 for a in CANONICAL_AZIMUTHS_DEG]
-        order = [canonical.index(round(a) % 360) for a in azimuths_deg]
-        gt = composite_on_grey(gt[order], 0.5 if np.isnan(level) else level)
+        gt = composite_on_grey(gt, 0.5 if np.isnan(level) else level)
     return replace(prompt, image=shown, gt_views=gt)
 
 

@@ -23,7 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_pipeline.cameras import distance_for_fov, ring_c2w
+from data_pipeline.cameras import (
+    CANONICAL_AZIMUTHS_DEG,
+    canonical_order,
+    distance_for_fov,
+    ring_c2w,
+)
 from training.data import caption_text
 from training.diffusion import SamplingConfig, SamplingSettings
 from training.pipeline import ImageDreamPipeline, to_uint8
@@ -52,7 +57,7 @@ class SamplerConfig(SamplingConfig):
 
 @dataclass
 class MultiViewSamples:
-    """What the sampler returns for B prompts."""
+    """What the sampler returns for B prompts, views in the canonical order (front first)."""
 
     views: np.ndarray  # (B, V, H, W, 3) uint8
     latents: Tensor  # (B, V, C, h, w) final scaled latents
@@ -124,12 +129,16 @@ class MultiViewSampler:
             cams.append(out.cameras)
             shown += out.prompt_images
             levels.append(out.background)
+        # evaluation's views are front first (azimuth 0/90/180/270), as the true renders and the
+        # report's columns are; a family whose first view is elsewhere (MVDream: 90) is reordered
+        order = canonical_order(self.pipe.view_azimuths(settings.azimuth_start_deg))
+        c2w = np.stack([self.cameras(e, f) for e, f in zip(elevs, fovs, strict=True)])
         return MultiViewSamples(
-            views=np.concatenate(views),
-            latents=torch.cat(latents),
-            cameras=np.concatenate(cams),
-            c2w=np.stack([self.cameras(e, f) for e, f in zip(elevs, fovs, strict=True)]),
-            azimuths_deg=self.pipe.view_azimuths(settings.azimuth_start_deg),
+            views=np.concatenate(views)[:, order],
+            latents=torch.cat(latents)[:, order],
+            cameras=np.concatenate(cams)[:, order],
+            c2w=c2w[:, order],
+            azimuths_deg=np.asarray(CANONICAL_AZIMUTHS_DEG, float),
             prompt_images=shown,
             background=np.concatenate(levels),
             settings=settings,

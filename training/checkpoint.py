@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from training.config import TrainConfig
     from training.data import Loader
+    from training.diffusion import SamplingSettings
     from training.ema import EMA
     from training.engine import Engine
     from training.prompt_image import PromptImageConfig
@@ -357,11 +358,16 @@ def restore_training_state(
 
 
 def export_model(
-    engine: Engine, ema: EMA | None, folder: Path, prompt_image: PromptImageConfig
+    engine: Engine,
+    ema: EMA | None,
+    folder: Path,
+    prompt_image: PromptImageConfig,
+    sampling: SamplingSettings,
 ) -> None:
     """The final model as an ImageDreamPipeline folder (EMA weights when enabled), loadable with
     `ImageDreamPipeline.from_pretrained(folder)`, recording the grey range its prompts were
-    composited on in training (`prompt_image`). Every rank calls it (ZeRO-3 gathers the
+    composited on in training (`prompt_image`) and its sampling defaults (`sampling`: the
+    family's, with the caption suffix it trained with). Every rank calls it (ZeRO-3 gathers the
     weights); rank 0 writes, atomically."""
     from contextlib import nullcontext
 
@@ -372,7 +378,9 @@ def export_model(
         if engine.dist.is_main:
             tmp = folder.with_name(f".{folder.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            pipe = ImageDreamPipeline.from_model(engine.model, prompt_image=prompt_image)
+            pipe = ImageDreamPipeline.from_model(
+                engine.model, prompt_image=prompt_image, sampling=sampling
+            )
             pipe.save_pretrained(tmp)
             _replace_dir(tmp, folder)
     barrier()

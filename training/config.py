@@ -22,7 +22,7 @@ from data_pipeline.cameras import has_target_views
 from data_pipeline.hydra_compose import to_dataclass
 from data_pipeline.wandb_config import TRAIN_WANDB_MODES, WandbBase
 from training.diffusion import CAPTION_SUFFIX as CAPTION_SUFFIX  # where callers import it
-from training.diffusion import ObjectiveConfig
+from training.diffusion import MODEL_FAMILIES, ObjectiveConfig, SamplingSettings, model_family
 from training.model.config import (
     ControllerConfig,
     ModelConfig,
@@ -232,6 +232,14 @@ class TrainConfig:
     @property
     def controller_config(self) -> ControllerConfig:
         return to_controller_config(self.controller)
+
+    def sampling_settings(self) -> SamplingSettings:
+        """What this run's export records as its sampling defaults: its model family's (SPEC 6)
+        with the caption suffix it trained with."""
+        import dataclasses
+
+        family = MODEL_FAMILIES[model_family(self.controller_config.name)]
+        return dataclasses.replace(family, text_suffix=self.data.caption_suffix)
 
 
 def register_configs() -> None:

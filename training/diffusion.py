@@ -22,6 +22,7 @@ T text tokens, D context width.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,11 +33,13 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 
-from training.model.config import UNCONDITIONAL_MODES
+from training.model.config import PIXEL_LATENTS, UNCONDITIONAL_MODES
 from training.prompt_image import PromptImages, clip_input, prepare_prompts
 
 if TYPE_CHECKING:
     from training.model import Conditioning, ImageDream, ImagePromptFeatures
+
+log = logging.getLogger(__name__)
 
 # SPEC 4: SD 2.1-base schedule, epsilon prediction
 NUM_TRAIN_TIMESTEPS = 1000
@@ -167,14 +170,15 @@ def ldm_ddim_timesteps(num_inference_steps: int, num_train_timesteps: int) -> np
     """The authors' DDIM timesteps, descending: `range(0, T, T // S) + 1` (LDM's "uniform"
     discretisation, which their DDIMSampler uses). Where S does not divide T there are more than
     S of them (S = 30: 31 steps, from 991); diffusers' "leading" rule makes exactly S (30 steps
-    from 958). Where T - 1 is a multiple of T // S (S = 3, 9, 27, 37, 111, 333) the rule's last
-    entry is T itself, past the schedule: their sampler fails there (IndexError on alpha-bar[T]),
-    and here that entry is left out, so S = 333 samples 333 steps from 997."""
+    from 958). Where T - 1 is a multiple of T // S (S = 3, 9, 27, 37, 111, 333) the rule's top
+    entry is T itself, past the schedule: their sampler fails there (IndexError on alpha-bar[T]);
+    here that step is taken at T - 1, the schedule's last timestep (S = 3: 999, 667, 334, 1),
+    so sampling still starts from pure noise."""
     if not 1 <= num_inference_steps <= num_train_timesteps:
         raise ValueError(f"num_inference_steps must lie in [1, {num_train_timesteps}]")
     stride = num_train_timesteps // num_inference_steps
     steps = np.arange(0, num_train_timesteps, stride) + 1
-    return steps[steps < num_train_timesteps][::-1].copy()
+    return np.minimum(steps, num_train_timesteps - 1)[::-1].copy()
 
 
 def ldm_alphas_cumprod(cfg: NoiseScheduleConfig) -> Tensor:
@@ -199,12 +203,15 @@ def set_ldm_timesteps(scheduler: Any, num_inference_steps: int, device: torch.de
     last step ends at alpha-bar[0] (set_alpha_to_one=False). Other schedulers keep their own
     spacing."""
     scheduler.set_timesteps(num_inference_steps, device=device)
-    if not isinstance(scheduler, DDIMScheduler):
-        return
     ddim: Any = scheduler  # diffusers declares its config and state attributes untyped
-    config = ddim.config
-    if config.set_alpha_to_one:
+    if not isinstance(scheduler, DDIMScheduler) or ddim.config.set_alpha_to_one:
+        log.warning(
+            "%s: not the authors' DDIM (a DDIMScheduler with set_alpha_to_one=False); it "
+            "samples with its own timesteps",
+            type(scheduler).__name__,
+        )
         return
+    config = ddim.config
     schedule = NoiseScheduleConfig(
         num_train_timesteps=config.num_train_timesteps,
         beta_start=config.beta_start,
@@ -213,6 +220,7 @@ def set_ldm_timesteps(scheduler: Any, num_inference_steps: int, device: torch.de
         prediction_type=config.prediction_type,
     )
     if schedule.beta_schedule != "scaled_linear":
+        log.warning("beta_schedule %r: sampling with diffusers' timesteps", schedule.beta_schedule)
         return
     steps = ldm_ddim_timesteps(num_inference_steps, schedule.num_train_timesteps)
     ddim.timesteps = torch.from_numpy(steps).to(device)
@@ -313,6 +321,8 @@ def latent_noise_shape(
     """(B, C, h, w) of the pixel latent's posterior noise, or None when none is drawn (no pixel
     frame, or a "mean" pixel latent; None = the model's `pixel_latent` setting)."""
     mode = model.cfg.pixel_latent if pixel_latent is None else pixel_latent
+    if mode not in PIXEL_LATENTS:
+        raise ValueError(f"pixel_latent={mode!r}; expected one of {PIXEL_LATENTS}")
     if not model.controller.needs.latent or mode != "sample":
         return None
     unet = model.cfg.unet

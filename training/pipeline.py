@@ -18,9 +18,11 @@ trained with). A call's arguments override them. Prompts are prepared by
 `training.prompt_image` exactly as the authors' demo prepares them.
 
 Random draws, with one generator per prompt (or one for the batch), come in the authors' order,
-so a generator seeded s reproduces their torch.manual_seed(s) run: the pixel latent's posterior
-noise (pixel controllers, `pixel_latent="sample"`), then the initial noise (unless `latents` is
-given), then the background grey of an RGBA prompt (their demo draws it from numpy instead).
+so on the CPU a generator seeded s reproduces their torch.manual_seed(s) run: the pixel
+latent's posterior noise (pixel controllers, `pixel_latent="sample"`), then the initial noise
+(unless `latents` is given), then the background grey of an RGBA prompt (their demo draws it from
+numpy instead). On a GPU their sampler draws its initial noise from the CUDA generator and the
+posterior noise from the CPU's: pass `latents=` to share the noise there.
 
 `save_pretrained` writes `model_index.json` naming this class through a two-line module in the
 folder (`imagedream_pipeline.py`), so `DiffusionPipeline.from_pretrained(folder)` finds it; the
@@ -56,8 +58,8 @@ from training.diffusion import (
     SamplingSettings,
     build_sampling_scheduler,
     latent_noise_shape,
-    ldm_ddim_timesteps,
     model_family,
+    set_ldm_timesteps,
 )
 from training.model.autoencoder import PixelUnshuffleAutoencoder
 from training.model.denoiser import MultiViewUNet
@@ -419,10 +421,9 @@ class ImageDreamPipeline(DiffusionPipeline):
         prompts = None
         if arrays:
             prompts = prepare_prompts(composite_prompts(arrays, levels), self.resolution, clip_size)
-        num_timesteps = int(self.scheduler.config.num_train_timesteps)
-        bar = self.progress_bar(
-            total=len(ldm_ddim_timesteps(settings.num_inference_steps, num_timesteps))
-        )
+        # the step count is the scheduler's (30 asked: 31 by the authors' rule)
+        set_ldm_timesteps(self.scheduler, settings.num_inference_steps, model.device)
+        bar = self.progress_bar(total=len(self.scheduler.timesteps))
         out_latents = Diffusion().sample(
             model,
             prompts,

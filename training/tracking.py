@@ -236,6 +236,7 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
     import dataclasses
     from contextlib import nullcontext
 
+    from data_pipeline.cameras import canonical_order
     from training.data import build_loader
     from training.pipeline import ImageDreamPipeline
 
@@ -250,8 +251,13 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
     # the prompts as composited for training, at the render's size: the pipeline prepares them
     # (CLIP input, VAE input) exactly as training did
     prompt = batch.prompt.rgb
-    truth = _to_uint8(batch.targets)
-    pipe = ImageDreamPipeline.from_model(model, prompt_image=cfg.data.prompt_image())
+    pipe = ImageDreamPipeline.from_model(
+        model, prompt_image=cfg.data.prompt_image(), sampling=cfg.sampling_settings()
+    )
+    # the targets are at azimuth 0/90/180/270; the generated row starts at the family's first
+    # azimuth (MVDream: 90), so the truth row is put in that order
+    order = canonical_order(pipe.view_azimuths(pipe.sampling_settings.azimuth_start_deg))
+    truth = _to_uint8(batch.targets)[:, np.argsort(order)]
     pipe.set_progress_bar_config(disable=True)
     was_training = model.training
     model.eval()

@@ -69,7 +69,8 @@ def train(cfg: TrainConfig) -> Path:
     if saved_at != step:
         save_checkpoint(cfg, run_dir, engine, loader, ema, step)
     if cfg.trainer.export:
-        export_model(engine, ema, RunLayout(run_dir).export, cfg.data.prompt_image())
+        layout = RunLayout(run_dir)
+        export_model(engine, ema, layout.export, cfg.data.prompt_image(), cfg.sampling_settings())
     tracker.close()
     engine.close()
     return run_dir

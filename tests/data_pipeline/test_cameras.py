@@ -126,3 +126,12 @@ def test_mvdream_framing_follows_its_formula():
     )
     with pytest.raises(ValueError, match="framing"):
         cameras.distance_for_fov(60.0, "orbit")
+
+
+def test_canonical_order_puts_views_front_first():
+    assert cameras.canonical_order(np.array([0.0, 90.0, 180.0, 270.0])) == [0, 1, 2, 3]
+    # MVDream's views start at azimuth 90: the front is its last view
+    assert cameras.canonical_order(np.array([90.0, 180.0, 270.0, 0.0])) == [3, 0, 1, 2]
+    assert cameras.canonical_order(np.array([90.0, 180.0, 270.0, 360.0])) == [3, 0, 1, 2]
+    with pytest.raises(ValueError, match="not the canonical"):
+        cameras.canonical_order(np.array([45.0, 135.0, 225.0, 315.0]))

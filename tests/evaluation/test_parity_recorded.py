@@ -72,15 +72,16 @@ def test_the_pixel_latent_is_their_posterior_sample(theirs, local_pixel) -> None
 
 @pytest.mark.parametrize("steps", [10, 25, 30, 50, 100, 333])
 def test_ddim_timesteps_are_their_rule(recorded, steps) -> None:
-    """Their `range(0, 1000, 1000 // S) + 1`, descending; for S = 333 its last entry, 1000, is
-    past the schedule (their sampler raises there) and is left out."""
+    """Their `range(0, 1000, 1000 // S) + 1`, descending; for S = 333 its top entry, 1000, is
+    past the schedule (their sampler raises there) and is taken at 999 instead."""
     their = np.asarray(recorded["ddim_timesteps"][str(steps)])
     ours = ldm_ddim_timesteps(steps, 1000)
-    np.testing.assert_array_equal(ours, their[their < 1000][::-1])
+    np.testing.assert_array_equal(ours, np.minimum(their, 999)[::-1])
     assert (len(ours), int(ours[0])) == {
         10: (10, 901), 25: (25, 961), 30: (31, 991), 50: (50, 981), 100: (100, 991),
-        333: (333, 997),
+        333: (334, 999),
     }[steps]  # fmt: skip
+    assert ldm_ddim_timesteps(3, 1000).tolist() == [999, 667, 334, 1]  # theirs: 1000 -> IndexError
 
 
 def test_negative_text_is_their_demos(recorded) -> None:

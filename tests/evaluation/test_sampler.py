@@ -10,7 +10,7 @@ import torch
 from data_pipeline.cameras import orbit_c2w
 from evaluation.sampler import MultiViewSampler, SamplerConfig
 from training.diffusion import NEGATIVE_PROMPT
-from training.pipeline import ImageDreamPipeline
+from training.pipeline import ImageDreamPipeline, to_uint8
 from training.tracking import sample_views
 
 TEXTS = ["a red mug", "a blue gem", "a duck"]
@@ -80,3 +80,24 @@ def test_cameras_are_the_canonical_orbit(pipe) -> None:
         np.testing.assert_allclose(c2w[i, :3, :3], orbit_c2w(az, 5.0, 1.0)[:3, :3], atol=1e-9)
     # azimuth 0 looks from -Y, azimuth 90 from +X (SPEC 2)
     assert c2w[0, 1, 3] < 0 and c2w[1, 0, 3] > 0
+
+
+def test_a_family_whose_first_view_is_not_the_front_is_returned_front_first() -> None:
+    """MVDream samples at azimuth 90/180/270/0; evaluation's views (and their cameras) are put
+    front first, where the true renders and the report's columns are."""
+    from tests.training.model.helpers import tiny_model
+
+    pipe = ImageDreamPipeline.from_model(tiny_model("none"))
+    raw = pipe(None, "a chair, 3d asset", num_inference_steps=2, output_type="np",
+               generator=[torch.Generator().manual_seed(4)])  # fmt: skip
+    out = MultiViewSampler(pipe, SamplerConfig(num_inference_steps=2, seed=4)).sample(
+        [np.zeros((16, 16, 3), np.uint8)], ["a chair"]
+    )
+    assert out.azimuths_deg.tolist() == [0.0, 90.0, 180.0, 270.0]
+    np.testing.assert_array_equal(out.views[0], to_uint8(raw.images[0][[3, 0, 1, 2]]))
+    np.testing.assert_allclose(out.cameras[0], raw.cameras[0][[3, 0, 1, 2]])
+    assert out.c2w[0, 0, 1, 3] < 0  # view 0 looks from -Y: the front (SPEC 2)
+    with pytest.raises(ValueError, match="not the canonical"):
+        MultiViewSampler(pipe, SamplerConfig(num_inference_steps=1, azimuth_start_deg=45.0)).sample(
+            [np.zeros((16, 16, 3), np.uint8)], ["a chair"]
+        )

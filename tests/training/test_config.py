@@ -66,3 +66,20 @@ def test_cross_field_checks(override, message):
     extra = ["engine.ema_decay=0.999"] if "zero_stage" in override else []
     with pytest.raises(Exception, match=message):
         compose_train(["debug=tiny", override, *extra])
+
+
+@pytest.mark.parametrize(("controller", "family"), [("none", "mvdream"), ("pixel", "imagedream")])
+def test_the_export_records_the_familys_sampling_and_the_trained_suffix_and_grey(
+    controller, family
+):
+    """What `export_model` records (SPEC 6): the family's defaults with this run's caption
+    suffix, and the grey range its prompts were composited on."""
+    cfg = compose_train([
+        "debug=tiny", f"controller={controller}", "data.caption_suffix=', a toy'",
+        "data.grey_min=0.25", "data.grey_max=0.75",
+    ])  # fmt: skip
+    settings = cfg.sampling_settings()
+    assert (settings.family, settings.text_suffix) == (family, ", a toy")
+    assert settings.guidance_scale == (10.0 if family == "mvdream" else 5.0)
+    grey = cfg.data.prompt_image()
+    assert (grey.background_min, grey.background_max) == (0.25, 0.75)

@@ -112,8 +112,7 @@ def test_a_short_run_learns_the_objects_from_their_image(tmp_path) -> None:
         raise RuntimeError(f"the model was sent text: {out.texts}")
     assert set(out.background.tolist()) == {0.5}  # the demo's training grey, from its export
     rings = [
-        as_sampled(r, out.prompt_images[i], float(out.background[i]), out.azimuths_deg)
-        for i, r in enumerate(rings)
+        as_sampled(r, out.prompt_images[i], float(out.background[i])) for i, r in enumerate(rings)
     ]
     size = out.views.shape[2]
     truth = np.stack(

@@ -242,3 +242,19 @@ def test_latents_are_the_initial_noise(pipe) -> None:
     assert not torch.allclose(other.latents, gen_out.latents)
     with pytest.raises(ValueError, match="latents must be"):
         pipe(_images(1), "a", num_inference_steps=1, latents=noise[:, :2])
+
+
+def test_a_mixed_batch_composites_only_its_rgba_prompts(pipe) -> None:
+    """An RGB prompt is used as it is (no grey drawn: NaN); an RGBA one is composited on a grey
+    drawn from its own generator, so a prompt's result does not depend on its neighbour's alpha."""
+    rgb = _images(1)[0]
+    rgba = np.dstack([_images(1, seed=1)[0], np.full((24, 24), 128, np.uint8)])
+    both = pipe([rgb, rgba], ["a", "b"], num_inference_steps=2, generator=_gens(5, 6),
+                output_type="latent")  # fmt: skip
+    assert np.isnan(both.background[0]) and 0.0 <= both.background[1] <= 1.0
+    np.testing.assert_array_equal(both.prompt_images[0], rgb)
+    alone = pipe([rgba], ["b"], num_inference_steps=2, generator=_gens(6), output_type="latent")
+    assert alone.background[0] == both.background[1]
+    torch.testing.assert_close(both.latents[1:], alone.latents, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pixel_latent"):
+        pipe([rgb], "a", num_inference_steps=1, pixel_latent="samples")
