@@ -5,7 +5,7 @@
 
 For each case (ImageDream local, ImageDream local+pixel, MVDream) one set of random weights at
 the parity sizes (conf/model/parity.yaml) is built here, exported with `to-released`
-(training.model.convert.save_original_checkpoint) and loaded by the authors' own loader from
+(training.model.released_layout.save_original_checkpoint) and loaded by the authors' own loader from
 their checkout (evaluation.official). Both sides then sample the same RGBA prompt, grey, text
 and seed: theirs through their scripts/demo.py or scripts/t2i.py functions, ours through
 `ImageDreamPipeline` with the model family's recorded defaults, given their initial noise
@@ -261,7 +261,7 @@ def generator_noise(pipe: Any) -> np.ndarray:
 def run_case(case: str, checkouts: Any, steps: int, work: Path) -> tuple[CaseResult, dict]:
     """Both sides of one case; the result and the values worth recording for CI."""
     from evaluation import official
-    from training.model.convert import save_original_checkpoint
+    from training.model.released_layout import save_original_checkpoint
     from training.pipeline import ImageDreamPipeline
 
     controller, kind = CASES[case]

@@ -5,7 +5,7 @@ Shape legend: B prompts, V views (4), C latent channels, h x w latent size, H x 
 The diffusion itself (DDIM, one CFG scale over text and image, the unconditional branch) is
 training.diffusion's, run by the pipeline, and so is the prompt preparation
 (training.prompt_image). The defaults are the model's, as its export records them (its family's,
-SPEC 6); `SamplerConfig` overrides them (`training.diffusion.SamplingConfig`, None = the
+SPEC 6); `SamplerConfig` overrides them (`training.sampling_settings.SamplingConfig`, None = the
 model's) and adds what only evaluation needs: how prompts are batched and seeded, whether
 captions are sent, and the FoV / framing recorded with the views (the network sees only the
 camera direction). Each prompt i draws its random numbers from a generator seeded with seed + i,
@@ -30,8 +30,8 @@ from data_pipeline.cameras import (
     ring_c2w,
 )
 from training.data import caption_text
-from training.diffusion import SamplingConfig, SamplingSettings
 from training.pipeline import ImageDreamPipeline, to_uint8
+from training.sampling_settings import SamplingConfig, SamplingSettings
 
 
 @dataclass

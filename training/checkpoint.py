@@ -34,10 +34,10 @@ if TYPE_CHECKING:
 
     from training.config import TrainConfig
     from training.data import Loader
-    from training.diffusion import SamplingSettings
     from training.ema import EMA
     from training.engine import Engine
     from training.prompt_image import PromptImageConfig
+    from training.sampling_settings import SamplingSettings
 
 # Written into trainer.pt. /2: the denoiser is one module (`model.denoiser.unet.*`,
 # `model.denoiser.controller.*`); /1 checkpoints (`model.unet.*`) cannot be resumed.

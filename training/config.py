@@ -21,8 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from data_pipeline.cameras import has_target_views
 from data_pipeline.hydra_compose import to_dataclass
 from data_pipeline.wandb_config import TRAIN_WANDB_MODES, WandbBase
-from training.diffusion import CAPTION_SUFFIX as CAPTION_SUFFIX  # where callers import it
-from training.diffusion import MODEL_FAMILIES, ObjectiveConfig, SamplingSettings, model_family
+from training.diffusion import ObjectiveConfig
 from training.model.config import (
     ControllerConfig,
     ModelConfig,
@@ -32,6 +31,12 @@ from training.model.config import (
     register_configs as register_model_configs,
 )
 from training.prompt_image import PromptImageConfig
+from training.sampling_settings import (
+    CAPTION_SUFFIX,
+    MODEL_FAMILIES,
+    SamplingSettings,
+    model_family,
+)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
@@ -172,7 +177,7 @@ class TrainerConfig:
     keep_checkpoints: int = 3
     sample_every: int = 2000  # 0 = no sample grids
     # DDIM steps, CFG scale and eta of the logged sample grids (through ImageDreamPipeline);
-    # None = the model family's (training.diffusion.MODEL_FAMILIES, SPEC 6)
+    # None = the model family's (training.sampling_settings.MODEL_FAMILIES, SPEC 6)
     sample_steps: int | None = None
     sample_guidance_scale: float | None = None
     sample_eta: float | None = None

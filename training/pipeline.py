@@ -11,7 +11,7 @@ local controllers) and a DDIM scheduler. The sampling loop itself is `training.d
 grids both call this pipeline.
 
 Its config (model_index.json) records how the model samples: `sampling`, its family's
-`training.diffusion.SamplingSettings` (ImageDream: CFG 5, elevation 5, first view at azimuth 0,
+`training.sampling_settings.SamplingSettings` (ImageDream: CFG 5, elevation 5, first view at azimuth 0,
 the authors' negative text; MVDream: CFG 10, elevation 15, first view at azimuth 90, no negative
 text), and `prompt_image`, the grey range an RGBA prompt is composited on (what the model was
 trained with). A call's arguments override them. Prompts are prepared by
@@ -52,13 +52,9 @@ from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjec
 
 from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, ring_c2w
 from training.diffusion import (
-    MODEL_FAMILIES,
     Diffusion,
-    SamplingConfig,
-    SamplingSettings,
     build_sampling_scheduler,
     latent_noise_shape,
-    model_family,
     set_ldm_timesteps,
 )
 from training.model.autoencoder import PixelUnshuffleAutoencoder
@@ -70,6 +66,12 @@ from training.prompt_image import (
     as_uint8_image,
     composite_prompts,
     prepare_prompts,
+)
+from training.sampling_settings import (
+    MODEL_FAMILIES,
+    SamplingConfig,
+    SamplingSettings,
+    model_family,
 )
 
 SHIM_MODULE = "imagedream_pipeline"

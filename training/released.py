@@ -24,7 +24,7 @@ from pathlib import Path
 from training.model.build import build_imagedream
 from training.model.config import WeightsConfig, compose_model_configs
 from training.model.controllers import CONTROLLERS
-from training.model.convert import save_original_checkpoint
+from training.model.released_layout import save_original_checkpoint
 from training.pipeline import ImageDreamPipeline
 
 

@@ -148,7 +148,7 @@ def test_checkpoint_forms(trained_run, tiny_export, tmp_path) -> None:
 
 
 def test_released_checkpoint_file_is_converted(tmp_path, tiny_local_pixel) -> None:
-    from training.model.convert import save_original_checkpoint
+    from training.model.released_layout import save_original_checkpoint
 
     path = tmp_path / "sd-v2.1-base-4view-ipmv.pt"
     save_original_checkpoint(tiny_local_pixel, path)

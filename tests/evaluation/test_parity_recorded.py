@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from evaluation.parity import GREY, SEED, build_ours, parity_prompt
-from training.diffusion import MODEL_FAMILIES, NEGATIVE_PROMPT, ldm_ddim_timesteps
-from training.model.convert import released_state_dict
+from training.diffusion import ldm_ddim_timesteps
+from training.model.released_layout import released_state_dict
 from training.prompt_image import clip_input, composite_on_grey, prepare_prompts
+from training.sampling_settings import MODEL_FAMILIES, NEGATIVE_PROMPT
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "parity"
 

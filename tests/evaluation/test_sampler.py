@@ -9,8 +9,8 @@ import torch
 
 from data_pipeline.cameras import orbit_c2w
 from evaluation.sampler import MultiViewSampler, SamplerConfig
-from training.diffusion import NEGATIVE_PROMPT
 from training.pipeline import ImageDreamPipeline, to_uint8
+from training.sampling_settings import NEGATIVE_PROMPT
 from training.tracking import sample_views
 
 TEXTS = ["a red mug", "a blue gem", "a duck"]

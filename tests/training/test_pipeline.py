@@ -10,10 +10,11 @@ from diffusers import DiffusionPipeline
 
 from data_pipeline.cameras import network_camera, ring_c2w
 from tests.training.model.helpers import tiny_model
-from training.diffusion import NEGATIVE_PROMPT, build_sampling_scheduler, set_ldm_timesteps
+from training.diffusion import build_sampling_scheduler, set_ldm_timesteps
 from training.model import CONTROLLERS
 from training.pipeline import SHIM_MODULE, ImageDreamPipeline
 from training.prompt_image import prepare_prompts
+from training.sampling_settings import NEGATIVE_PROMPT
 
 
 def _images(n: int = 2, size: int = 24, seed: int = 0) -> np.ndarray:

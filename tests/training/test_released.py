@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from tests.training.model.helpers import tiny_model
-from training.model.convert import ORIGINAL_PREFIX, save_original_checkpoint
+from training.model.convert import ORIGINAL_PREFIX
+from training.model.released_layout import save_original_checkpoint
 from training.pipeline import ImageDreamPipeline
 from training.released import main
 

@@ -12,15 +12,17 @@ from tests.training.model.helpers import tiny_model
 from training.model import CONTROLLER_CONFIGS, build_denoiser, compose_model_configs
 from training.model.config import ModelConfig
 from training.model.convert import (
-    IMAGEDREAM,
-    MVDREAM,
     ORIGINAL_PREFIX,
-    SCHEDULE_BUFFERS,
     ConversionError,
-    ldm_schedule_buffers,
     load_original_checkpoint,
     original_to_ours,
     ours_to_original,
+)
+from training.model.released_layout import (
+    IMAGEDREAM,
+    MVDREAM,
+    SCHEDULE_BUFFERS,
+    ldm_schedule_buffers,
     released_layout,
     released_layout_of,
     released_state_dict,
@@ -212,17 +214,17 @@ def test_export_has_every_key_and_shape_of_the_authors_class(controller: str) ->
 
 
 def test_layout_check_refuses_a_missing_key_and_a_wrong_shape(tmp_path, monkeypatch) -> None:
-    import training.model.convert as convert
+    import training.model.released_layout as layout_module
 
     model = tiny_model("local")
     good = released_state_dict(model)
     missing = {k: v for k, v in good.items() if k != "clip_model.model.ln_final.weight"}
-    monkeypatch.setattr(convert, "released_state_dict", lambda m, s=None: missing)
+    monkeypatch.setattr(layout_module, "released_state_dict", lambda m, s=None: missing)
     with pytest.raises(ConversionError, match=r"missing: +clip_model.model.ln_final.weight"):
         save_original_checkpoint(model, tmp_path / "a.pt")
     key = "clip_model.model.visual.proj"
     wrong = good | {key: good[key].T}
-    monkeypatch.setattr(convert, "released_state_dict", lambda m, s=None: wrong)
+    monkeypatch.setattr(layout_module, "released_state_dict", lambda m, s=None: wrong)
     with pytest.raises(
         ConversionError, match=r"shape: +clip_model.model.visual.proj is \(24, 48\)"
     ):
