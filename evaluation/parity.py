@@ -379,7 +379,7 @@ def write_recorded(
 ) -> None:
     """What CI pins (tests/training/test_parity_recorded.py): their prompt preparation of the
     parity prompt, their DDIM timesteps, their negative text, their key layouts."""
-    from evaluation import official
+    from evaluation import official_checkouts as official
 
     folder.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
@@ -411,10 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="where parity.md / .json go")
     parser.add_argument("--record", type=Path, default=None, help="write CI's pinned values")
     args = parser.parse_args(argv)
-    from evaluation import official
+    from evaluation.official_checkouts import load_checkouts
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
-    checkouts = official.load_checkouts(args.imagedream, args.mvdream)
+    checkouts = load_checkouts(args.imagedream, args.mvdream)
     results, recorded = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for case in CASES:
