@@ -120,6 +120,9 @@ class MultiViewSampler:
         elevs = [settings.elevation_deg] * n if elevations_deg is None else list(elevations_deg)
         fovs = [cfg.fov_deg] * n if fovs_deg is None else list(fovs_deg)
         texts = self.texts(captions)
+        # evaluation's views are front first (azimuth 0/90/180/270), as the true renders and the
+        # report's columns are; a family whose first view is elsewhere (MVDream: 90) is reordered
+        order = canonical_order(self.pipe.view_azimuths(settings.azimuth_start_deg))
         views, latents, cams, shown, levels = [], [], [], [], []
         for start in range(0, n, cfg.batch_size):
             sl = slice(start, start + cfg.batch_size)
@@ -129,9 +132,6 @@ class MultiViewSampler:
             cams.append(out.cameras)
             shown += out.prompt_images
             levels.append(out.background)
-        # evaluation's views are front first (azimuth 0/90/180/270), as the true renders and the
-        # report's columns are; a family whose first view is elsewhere (MVDream: 90) is reordered
-        order = canonical_order(self.pipe.view_azimuths(settings.azimuth_start_deg))
         c2w = np.stack([self.cameras(e, f) for e, f in zip(elevs, fovs, strict=True)])
         return MultiViewSamples(
             views=np.concatenate(views)[:, order],
