@@ -59,7 +59,7 @@ from training.diffusion import (
 )
 from training.model.autoencoder import PixelUnshuffleAutoencoder
 from training.model.denoiser import MultiViewUNet
-from training.model.encoders import HFImageEncoder
+from training.model.encoders import HFImageEncoder, load_tokenizer
 from training.model.imagedream import ImageDream
 from training.prompt_image import (
     PromptImageConfig,
@@ -189,6 +189,8 @@ class ImageDreamPipeline(DiffusionPipeline):
                 f"{shim} is not the file ImageDreamPipeline writes; refusing to run it"
             )
         kwargs.setdefault("trust_remote_code", shim.is_file())
+        if (folder / "tokenizer").is_dir():  # "!" stays a word (training.model.encoders)
+            kwargs.setdefault("tokenizer", load_tokenizer(folder / "tokenizer"))
         pipe: ImageDreamPipeline = super().from_pretrained(str(folder), **kwargs)
         return pipe
 

@@ -80,9 +80,27 @@ def tiny_tokenizer(max_length: int) -> CLIPTokenizer:
     return tok
 
 
+def load_tokenizer(folder: str | Path) -> CLIPTokenizer:
+    """A CLIP tokenizer folder (SD 2.1's `tokenizer/`, an exported pipeline's), local only.
+
+    SD 2.x's folder pads with "!" (id 0), as open_clip pads, but names it `pad_token`, and
+    transformers then matches "!" in a text as that special token: "a ball!" would end in id 0
+    where open_clip, which the authors' text encoder calls, gives the word "!" (256). So a pad
+    token that is an ordinary vocabulary word is kept as the padding id only."""
+    tok = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    pad = tok.pad_token
+    special = {tok.bos_token, tok.eos_token, tok.unk_token}
+    if pad is None or pad in special or pad not in tok.get_vocab():
+        return tok
+    pad_id = tok.pad_token_id
+    tok = CLIPTokenizer.from_pretrained(folder, local_files_only=True, pad_token=tok.eos_token)
+    tok.pad_token_id = pad_id  # pads with it, without making it a special token again
+    return tok
+
+
 def build_tokenizer(cfg: TextEncoderConfig, sd21_path: str | None) -> CLIPTokenizer:
     if sd21_path is not None:
-        return CLIPTokenizer.from_pretrained(Path(sd21_path) / "tokenizer", local_files_only=True)
+        return load_tokenizer(Path(sd21_path) / "tokenizer")
     return tiny_tokenizer(cfg.max_length)
 
 

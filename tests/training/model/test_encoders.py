@@ -131,3 +131,42 @@ def test_hf_clipmodel_folder_loads_as_image_encoder(tmp_path) -> None:
     with torch.no_grad():
         ref = clip.get_image_features(pixel_values=pixels)
     torch.testing.assert_close(g, F.normalize(ref, dim=-1))
+
+
+def test_a_pad_token_that_is_a_word_stays_a_word(tmp_path) -> None:
+    """SD 2.1's tokenizer folder pads with "!" (id 0, as open_clip pads) and names it pad_token;
+    transformers would then read "!" in a text as that special token (id 0), where open_clip,
+    which the authors' text encoder calls, reads the word "!" (256). Loaded here, "!" stays a
+    word and padding stays id 0: the same ids as open_clip. The same holds for a pipeline
+    folder's tokenizer."""
+    import json
+
+    import open_clip
+    from transformers import CLIPTokenizer
+
+    from training.model.convert_clip import open_clip_tokenizer
+    from training.model.encoders import load_tokenizer
+
+    folder = tmp_path / "tokenizer"
+    open_clip_tokenizer().save_pretrained(folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("added_tokens_decoder", None)  # SD 2.1's folder predates that field
+    (folder / "tokenizer_config.json").write_text(json.dumps(config | {"pad_token": "!"}))
+    texts = ["a red ball!", "hi ! there !!", "a chair, 3d asset"]
+    expected = open_clip.tokenize(texts).tolist()
+
+    def ids(tok: CLIPTokenizer) -> list[list[int]]:
+        return tok(texts, padding="max_length", max_length=77, truncation=True).input_ids
+
+    assert ids(CLIPTokenizer.from_pretrained(folder)) != expected  # transformers' own reading
+    loaded = load_tokenizer(folder)
+    assert ids(loaded) == expected and loaded.pad_token_id == 0
+    # an exported pipeline's folder: the saved tokenizer names "!" its pad token again
+    from training.pipeline import ImageDreamPipeline
+
+    model = tiny_model("none")
+    model.tokenizer = open_clip_tokenizer()
+    ImageDreamPipeline.from_model(model).save_pretrained(tmp_path / "pipe")
+    saved = json.loads((tmp_path / "pipe" / "tokenizer" / "tokenizer_config.json").read_text())
+    assert saved["pad_token"] == "!"
+    assert ids(ImageDreamPipeline.from_pretrained(tmp_path / "pipe").tokenizer) == expected
