@@ -74,31 +74,32 @@ fuzz: $(STAMP) ## Longer fuzzing of the asset inspectors, shard reader and promp
 lint: $(STAMP) ## ruff lint + format check, mypy on our packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy data_pipeline training evaluation
+	$(VENV)/bin/mypy contract data_pipeline training evaluation bench
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render settings, over an hour)
-	$(PY) -m data_pipeline.bench $(if $(filter full,$(BENCH)),,--quick)
-	$(PY) -m data_pipeline.bench_shards
-	$(PY) -m training.bench_model $(if $(filter full,$(BENCH)),,--quick)
-	$(PY) -m training.bench
-	$(PY) -m training.bench_resume
-	$(PY) -m evaluation.bench
-	$(PY) -m training.bench_pipeline
+	$(PY) -m bench.render $(if $(filter full,$(BENCH)),,--quick)
+	$(PY) -m bench.shards
+	$(PY) -m bench.model $(if $(filter full,$(BENCH)),,--quick)
+	$(PY) -m bench.train
+	$(PY) -m bench.resume
+	$(PY) -m bench.eval
+	$(PY) -m bench.pipeline
 
 gpu-check: $(STAMP) ## GPU paths measured (render, DeepSpeed training, sampling); without a GPU: tiny, on the CPU
-	$(PY) -m evaluation.gpu_check --out $(GPU_CHECK_OUT)
+	$(PY) -m bench.gpu_check --out $(GPU_CHECK_OUT)
 
 bench-learn: $(STAMP) ## Train every controller variant on the procedural family, compare (about an hour)
-	$(PY) -m evaluation.bench_learn $(ARGS)
+	$(PY) -m bench.learn $(ARGS)
 
 parity: $(STAMP) ## Our pipeline against the authors' inference code, stage by stage (OFFICIAL_IMAGEDREAM=DIR OFFICIAL_MVDREAM=DIR)
 	@if [ -z "$(OFFICIAL_IMAGEDREAM)" ] || [ -z "$(OFFICIAL_MVDREAM)" ]; then \
 	  echo "make parity needs OFFICIAL_IMAGEDREAM=DIR and OFFICIAL_MVDREAM=DIR: checkouts of bytedance/ImageDream and bytedance/MVDream"; exit 2; fi
-	$(PY) -m evaluation.parity --imagedream $(OFFICIAL_IMAGEDREAM) --mvdream $(OFFICIAL_MVDREAM) $(ARGS)
+	$(PY) -m bench.parity --imagedream $(OFFICIAL_IMAGEDREAM) --mvdream $(OFFICIAL_MVDREAM) $(ARGS)
 
 clean: ## Remove outputs, runs and caches (keeps .venv)
 	rm -rf outputs runs wandb .pytest_cache .ruff_cache .mypy_cache

@@ -9,6 +9,5 @@ sampler.py       batches prompts through training.pipeline.ImageDreamPipeline (S
 metrics/         QIS, CLIP(TX), CLIP(IM), PSNR, SSIM, LPIPS, their networks and statistics
 leakage.py       refuses (or flags) evaluation objects that are in the training shards
 results.py       the result dataclasses; report.py renders them (HTML folder, W&B)
-bench.py         `python -m evaluation.bench`: sampling and metric throughput
 make_default_prompts.py   draws the shipped default_prompts/
 """

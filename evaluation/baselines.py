@@ -52,7 +52,7 @@ def mean_training_view(
     shards."""
     if not shards:
         return None
-    from data_pipeline.reader import read_rings
+    from contract.shard_reader import read_rings
 
     totals = [np.zeros((size, size, 3), dtype=np.float64) for _ in range(2)]
     count = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_pipeline.wandb_config import WandbBase
+from contract.wandb_config import WandbBase
 from evaluation.leakage import MODES as LEAKAGE_MODES
 from evaluation.prompts import PromptConfig
 from evaluation.sampler import SamplerConfig
@@ -84,7 +84,7 @@ class OriginalCheckpointConfig:
 
 @dataclass
 class WandbConfig(WandbBase):
-    mode: str = "offline"  # data_pipeline.wandb_config.WANDB_MODES
+    mode: str = "offline"  # contract.wandb_config.WANDB_MODES
     project: str = "imagedream-eval"
     dir: str | None = None  # default: the output folder
 
@@ -134,6 +134,6 @@ def register_configs() -> None:
 
 def to_eval_config(cfg: Any) -> EvalConfig:
     """The typed config from a Hydra DictConfig (runs every __post_init__ check)."""
-    from data_pipeline.hydra_compose import to_dataclass
+    from contract.hydra_compose import to_dataclass
 
     return to_dataclass(EvalConfig, cfg)

@@ -23,7 +23,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG
+from contract.cameras import CANONICAL_AZIMUTHS_DEG
+from contract.hydra_compose import CONF_DIR, VERSION_BASE
 from evaluation.baselines import LearningCheck, baseline_scores, learning_check, mean_training_view
 from evaluation.checkpoints import (
     checkpoint_label,
@@ -276,7 +277,7 @@ def _run(cfg: EvalConfig) -> Path:
     return index
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="eval")
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base=VERSION_BASE)
 def _hydra_main(cfg: DictConfig) -> None:
     run(to_eval_config(cfg))
 

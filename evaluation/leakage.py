@@ -1,7 +1,7 @@
 """Leakage check (SPEC 7): no evaluation object may be in the training set.
 
 An evaluation prompt leaks when its object uid or its asset's sha256 appears in the manifests of
-the training shards (`<shard>.manifest.json`, data_pipeline.schema.ShardManifest). The training
+the training shards (`<shard>.manifest.json`, contract.schema.ShardManifest). The training
 shards are given (`leakage.training_shards`) or read from the evaluated run's config.yaml
 (`data.shards`). Matching the hash catches the same
 asset imported twice under different uids. Prompts with neither id (plain images) cannot be
@@ -40,9 +40,9 @@ class TrainingIndex:
         """From the manifests beside the training shards: folders (OUT or OUT/shards), brace
         patterns, globs or tar paths, local or fsspec URLs (s3://bucket/ds), several per string
         joined by "::" as in data.shards."""
-        from data_pipeline import storage
-        from data_pipeline.reader import expand_urls
-        from data_pipeline.schema import ShardManifest, manifest_path_for
+        from contract import storage
+        from contract.schema import ShardManifest, manifest_path_for
+        from contract.shard_reader import expand_urls
 
         index = cls()
         urls = [u for source in sources for u in str(source).split("::") if u]

@@ -18,7 +18,7 @@ where no prompt can be used is refused.
 
 Held-out rings (shards written by data_pipeline) give ground truth: the front view (azimuth 0)
 is the prompt, the views at azimuth 0/90/180/270 are the true renders at the sampler's cameras
-(which views those are is data_pipeline.cameras' ring convention: FRONT_VIEW, view_indices),
+(which views those are is contract.cameras' ring convention: FRONT_VIEW, view_indices),
 and sampling uses the ring's own elevation and FoV. Prompt and ground truth keep the render's
 framing (no re-centring, or the views would not line up) and stay RGBA; after sampling, the
 true renders are composited on the grey the prompt was composited on.
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_pipeline.cameras import FRONT_VIEW, view_indices
+from contract.cameras import FRONT_VIEW, view_indices
 from training.prompt_image import composite_on_grey
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -345,7 +345,7 @@ def load_heldout_rings(
 ) -> list[EvalPrompt]:
     """Held-out rings as prompts with ground truth (see the module docstring); a folder needs a
     complete dataset index unless `allow_incomplete`."""
-    from data_pipeline.reader import read_rings
+    from contract.shard_reader import read_rings
 
     azimuths = list(azimuths_deg)
     prompts: list[EvalPrompt] = []

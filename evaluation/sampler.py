@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_pipeline.cameras import (
+from contract.cameras import (
     CANONICAL_AZIMUTHS_DEG,
     canonical_order,
     distance_for_fov,
@@ -39,7 +39,7 @@ class SamplerConfig(SamplingConfig):
     # FoV of folder prompts (held-out rings use their own); with `framing` it fixes the camera
     # distance recorded with the views
     fov_deg: float = 45.0
-    framing: str = "mvdream"  # distance rule of data_pipeline.cameras.distance_for_fov
+    framing: str = "mvdream"  # distance rule of contract.cameras.distance_for_fov
     # SPEC 5 / 6: the suffix appended to each caption (training.data.caption_text; a prompt with
     # no caption is sent the suffix alone, as the authors' scripts do); None = the model's
     text_suffix: str | None = None

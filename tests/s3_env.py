@@ -9,7 +9,7 @@ import pytest
 
 
 def point_at_s3(mp: pytest.MonkeyPatch, endpoint: str) -> None:
-    """The environment a user sets for an S3-compatible store (data_pipeline.storage): botocore
+    """The environment a user sets for an S3-compatible store (contract.storage): botocore
     reads AWS_ENDPOINT_URL; dummy credentials, no credential files, no instance metadata."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
                  "https_proxy"):  # fmt: skip

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from data_pipeline.config import register_configs as register_render_configs
-from data_pipeline.hydra_compose import CONF_DIR, compose
+from contract.hydra_compose import CONF_DIR, compose
+from data_pipeline.job.config import register_configs as register_render_configs
 from evaluation.config import register_configs as register_eval_configs
 from training.config import register_configs as register_train_configs
 

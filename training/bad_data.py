@@ -84,7 +84,7 @@ class BadDataBudget:
             f"({self.events / self.records:.1%} > data.max_bad_fraction="
             f"{self.cfg.max_bad_fraction}; a shard that failed counts as the rings its index "
             f"lists and it did not give); {len(self.seen)} distinct: {files}{more}. Repair or "
-            "re-render them (data_pipeline.dataset_index.verify_dataset checks a folder against "
-            "its index, data_pipeline.reader.verify_shard a shard against its manifest), or "
+            "re-render them (contract.dataset_index.verify_dataset checks a folder against "
+            "its index, contract.shard_reader.verify_shard a shard against its manifest), or "
             "raise data.max_bad_fraction."
         )

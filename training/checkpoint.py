@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from data_pipeline.atomic import atomic_write, atomic_write_bytes
+from contract.atomic import atomic_write, atomic_write_bytes
 from training.run_layout import CheckpointFolder, RunLayout, checkpoint_tag, tag_step
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def _remove(path: Path) -> None:
 def _replace_dir(finished: Path, final: Path) -> None:
     """Give a finished folder its final name, removing an older folder of that name first.
 
-    Folders are not written through data_pipeline.atomic (one file, one writer): a checkpoint is
+    Folders are not written through contract.atomic (one file, one writer): a checkpoint is
     filled by every rank between barriers, the export by diffusers' save_pretrained, so each
     caller stages its folder and only this last step is shared.
     """

@@ -18,9 +18,9 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from data_pipeline.cameras import has_target_views
-from data_pipeline.hydra_compose import to_dataclass
-from data_pipeline.wandb_config import TRAIN_WANDB_MODES, WandbBase
+from contract.cameras import has_target_views
+from contract.hydra_compose import to_dataclass
+from contract.wandb_config import TRAIN_WANDB_MODES, WandbBase
 from training.diffusion import ObjectiveConfig
 from training.model.config import (
     ControllerConfig,

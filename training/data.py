@@ -3,7 +3,7 @@
 One ring gives one example (SPEC 3, 5): the 4 canonical target views (azimuth 0/90/180/270, i.e.
 indices 0, V/4, V/2, 3V/4), an image prompt drawn from the views with azimuth in [-90, 90], both
 ends included (V/2 + 1 candidates, symmetric about the front; both index rules are
-data_pipeline.cameras.target_views and prompt_candidates), the targets' network cameras, the
+contract.cameras.target_views and prompt_candidates), the targets' network cameras, the
 text (`caption_text`: caption + ", 3d asset"; an object without a caption gets the suffix alone,
 as the authors' scripts send it), every RGBA view composited on one random grey level per
 example and resized as training.prompt_image prepares a prompt for sampling, and prompt / text
@@ -35,7 +35,7 @@ records a stream has read are bad (checked once it has read `data.bad_data_min_r
 run stops with `BadDataError` naming the files, so a stream where nothing decodes stops at once
 instead of spinning.
 
-A shard folder is read through its dataset index (data_pipeline.dataset_index, written last by the
+A shard folder is read through its dataset index (contract.dataset_index, written last by the
 render job): a folder without a complete index is refused unless `data.allow_incomplete=true`, and
 each shard is checked against its index entry before it is read (size always, sha256 with
 `data.verify_sha256=true`).
@@ -57,10 +57,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, prompt_candidates
-from data_pipeline.cameras import target_views as ring_target_views
-from data_pipeline.reader import shard_samples
-from data_pipeline.schema import META_EXT, RingMeta, RingRecord, SchemaError, decode_sample
+from contract.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, prompt_candidates
+from contract.cameras import target_views as ring_target_views
+from contract.schema import META_EXT, RingMeta, RingRecord, SchemaError, decode_sample
+from contract.shard_reader import shard_samples
 from training.bad_data import BadDataBudget
 from training.bad_data import BadDataError as BadDataError  # where callers catch it
 from training.config import DataConfig
@@ -77,7 +77,7 @@ NUM_TARGETS = len(CANONICAL_AZIMUTHS_DEG)  # azimuth 0, 90, 180, 270 (SPEC 3)
 
 
 def target_views(num_views: int) -> list[int]:
-    """data_pipeline.cameras.target_views of a ring read from a shard: a ring without views at
+    """contract.cameras.target_views of a ring read from a shard: a ring without views at
     0/90/180/270 is bad data (SchemaError)."""
     try:
         return ring_target_views(num_views)
@@ -100,7 +100,7 @@ class Example:
     targets: np.ndarray  # (4, 3, H, W) float32
     prompt: np.ndarray  # (3, H, W) float32: the VAE input of the prompt
     prompt_rgb: np.ndarray  # (H', W', 3) uint8: the composited prompt at the render's size
-    cameras: np.ndarray  # (4, 16) float32, data_pipeline.cameras.network_camera
+    cameras: np.ndarray  # (4, 16) float32, contract.cameras.network_camera
     caption: str
     prompt_view: int  # ring index the prompt came from (the image is unused when dropped)
     elevation_deg: float  # the ring's elevation (the targets' cameras)
@@ -378,7 +378,7 @@ class RingStream(IterableDataset):
     def _check(self, url: str, entry: Any) -> None:
         """The shard against its index entry; the answer is kept per url (the file is hashed
         once per process, not at every visit)."""
-        from data_pipeline.dataset_index import check_shard
+        from contract.dataset_index import check_shard
 
         if entry is None:
             return

@@ -50,7 +50,7 @@ from PIL import Image
 from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, ring_c2w
+from contract.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, ring_c2w
 from training.diffusion import (
     Diffusion,
     build_sampling_scheduler,

@@ -29,10 +29,10 @@ def resolve_shards(cfg: DataConfig) -> Shards:
     dataset index (refused without a complete one unless data.allow_incomplete=true, which lists
     its tar files). Every shard that a readable index lists, whichever form named it, is checked
     against its entry before it is read."""
-    from data_pipeline import storage
-    from data_pipeline.dataset_index import INDEX_FILE, IndexEntry, read_index, shards_folder
-    from data_pipeline.reader import expand_urls
-    from data_pipeline.schema import IncompleteDatasetError
+    from contract import storage
+    from contract.dataset_index import INDEX_FILE, IndexEntry, read_index, shards_folder
+    from contract.schema import IncompleteDatasetError
+    from contract.shard_reader import expand_urls
 
     out = Shards(urls=[])
     indexes: dict[str, dict[str, IndexEntry]] = {}  # folder -> shard file name -> entry
@@ -93,7 +93,7 @@ def resolve_shards(cfg: DataConfig) -> Shards:
 def _entry_or_none(entries_of: Any, folder: str, name: str) -> Any:
     """The index entry of a shard named by path; None when the folder's index cannot be read
     (an explicit path needs no complete folder) or does not list it."""
-    from data_pipeline.schema import IncompleteDatasetError
+    from contract.schema import IncompleteDatasetError
 
     try:
         return entries_of(folder).get(name)

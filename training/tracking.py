@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_pipeline.atomic import atomic_write_bytes
+from contract.atomic import atomic_write_bytes
 from training.config import TrainConfig, WandbConfig
 from training.run_layout import RUN_ID_FILE, RunLayout
 
@@ -236,7 +236,7 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
     import dataclasses
     from contextlib import nullcontext
 
-    from data_pipeline.cameras import canonical_order
+    from contract.cameras import canonical_order
     from training.data import build_loader
     from training.pipeline import ImageDreamPipeline
 

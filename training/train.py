@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from contract.hydra_compose import CONF_DIR, VERSION_BASE
 from training.checkpoint import (
     export_model,
     prepare_run_dir,
@@ -142,7 +143,7 @@ def log_samples(
     barrier()
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=VERSION_BASE)
 def _hydra_main(dictconfig: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     train(load_config(dictconfig))

@@ -1,6 +1,6 @@
 """Which files are 3D objects, what each format gets checked for before Blender, and which Blender
 importer reads it. One owner for the list of formats: the local source (what to list), the
-inspector (data_pipeline.geometry) and the renderer (data_pipeline.blender_import) all read it.
+inspector (data_pipeline.formats.mesh_inspection) and the renderer (data_pipeline.render.blender_import) all read it.
 
 Formats (Objaverse-XL's renderer imports the same set, plus OFF):
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from data_pipeline.errors import Reason, Refusal
+from data_pipeline.refusals import Reason, Refusal
 
 
 def read_head(path: Path, size: int) -> bytes:

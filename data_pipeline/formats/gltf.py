@@ -12,8 +12,8 @@ import struct
 from pathlib import Path
 from urllib.parse import unquote
 
-from data_pipeline.errors import Reason, Refusal
 from data_pipeline.formats.base import is_file
+from data_pipeline.refusals import Reason, Refusal
 
 # Mesh compression that neither trimesh nor the bpy wheel can decode (the wheel ships no Draco).
 _UNDECODABLE_EXTENSIONS = frozenset({"KHR_draco_mesh_compression", "EXT_meshopt_compression"})

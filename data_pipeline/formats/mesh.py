@@ -8,8 +8,8 @@ import re
 import struct
 from pathlib import Path
 
-from data_pipeline.errors import Reason, Refusal
 from data_pipeline.formats.base import is_number, read_head, read_tail, undecodable, unsupported
+from data_pipeline.refusals import Reason, Refusal
 
 _PLY_SIZES = {
     "char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipeline.errors import Reason, Refusal
 from data_pipeline.formats.base import is_file, is_number
+from data_pipeline.refusals import Reason, Refusal
 
 
 def check_obj(path: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """Scene formats only Blender imports (.fbx, .dae, .usd/.usda/.usdc/.usdz, .abc, .blend): cheap
 checks of the header and of what a truncated file loses (a table, a footer, a closing tag), so
 garbage and cut-off files are refused before a Blender importer sees them (and crashes, hangs or
-imports half a scene). Their geometry is checked after the import (data_pipeline.render).
+imports half a scene). Their geometry is checked after the import (data_pipeline.render.blender).
 
 References: FBX binary layout (Blender's io_scene_fbx/parse_fbx.py), USD crate header
 (pxr/usd/sdf/crateFile.cpp), Ogawa (Alembic's lib/Alembic/Ogawa), .blend header and ENDB block

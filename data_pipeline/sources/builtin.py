@@ -12,8 +12,8 @@ from data_pipeline.sources.local import LocalSource, LocalSourceConfig
 @dataclass
 class BuiltinSourceConfig:
     """Built-in objects, written into OUT/builtin_assets: the three named examples
-    (data_pipeline.samples) when count is 0, else the first `count` members of the procedural
-    family (data_pipeline.procedural) in `split` ("all", "train" or "heldout"; the split is a
+    (data_pipeline.sources.demo_objects) when count is 0, else the first `count` members of the procedural
+    family (data_pipeline.sources.object_family) in `split` ("all", "train" or "heldout"; the split is a
     function of each member's name, so train and held-out never share an object)."""
 
     kind: str = "builtin"
@@ -22,7 +22,7 @@ class BuiltinSourceConfig:
     heldout_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        from data_pipeline.procedural import SPLITS
+        from data_pipeline.sources.object_family import SPLITS
 
         if self.count < 0:
             raise ValueError(f"source.count must be >= 0, got {self.count}")
@@ -37,8 +37,8 @@ class BuiltinSourceConfig:
 def build_builtin_source(cfg: BuiltinSourceConfig, output_dir: str | Path) -> LocalSource:
     """Writes the objects into OUT/builtin_assets (uploaded there when OUT is in object storage,
     so every render node reads them from the same place) and lists them as source "builtin"."""
-    from data_pipeline import storage
-    from data_pipeline.samples import write_builtin_samples  # the render-core's module
+    from contract import storage
+    from data_pipeline.sources.demo_objects import write_builtin_samples  # the render-core's module
 
     target = storage.join(output_dir, "builtin_assets")
     remote = storage.is_url(output_dir)
@@ -46,7 +46,7 @@ def build_builtin_source(cfg: BuiltinSourceConfig, output_dir: str | Path) -> Lo
         folder = Path(tmp) if remote else Path(target)
         folder.mkdir(parents=True, exist_ok=True)
         if cfg.count:
-            from data_pipeline.procedural import write_family
+            from data_pipeline.sources.object_family import write_family
 
             write_family(folder, cfg.count, cfg.split, cfg.heldout_fraction)
         else:

@@ -7,13 +7,13 @@ import io
 import os
 from pathlib import Path
 
-from data_pipeline import storage
+from contract import storage
 from data_pipeline.sources.base import SourceError
 
 
 def load_captions_csv(path: str | os.PathLike[str]) -> dict[str, str]:
     """uid -> caption from a CSV of `uid,caption` rows (Cap3D's format; quoted commas allowed),
-    a local file or a URL (data_pipeline.storage).
+    a local file or a URL (contract.storage).
 
     A first row `uid,caption` is taken as a header. Later rows override earlier ones.
     """

@@ -7,7 +7,7 @@ data_pipeline.formats) is an `ObjectSpec` with `unsupported` set, which the job 
 `unsupported_format` with its path: no file of the folder is skipped silently. A manifest lists
 what it names, checked the same way.
 
-`root` and `manifest` may be URLs (s3://bucket/objects, gs://..., data_pipeline.storage): the
+`root` and `manifest` may be URLs (s3://bucket/objects, gs://..., contract.storage): the
 folder is listed in object storage and each render actor downloads, into its own local scratch,
 the object and the companions found in the object's folder and below (an .obj's .mtl and
 textures, a .gltf's .bin), so no node needs a file system another node sees. A manifest in object
@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 
-from data_pipeline import storage
-from data_pipeline.errors import Reason, Refusal
+from contract import storage
+from contract.schema import SchemaError, validate_uid
 from data_pipeline.formats import CAPTION_SIDECAR, OBJECT_EXTENSIONS, partition
-from data_pipeline.schema import SchemaError, validate_uid
+from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.sources.base import ObjectSpec, Source, SourceError, sanitise
 from data_pipeline.sources.captions import caption_from_name, load_captions_csv, sidecar_caption
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from data_pipeline.errors import Reason, Refusal
-from data_pipeline.schema import SchemaError, validate_uid
+from contract.schema import SchemaError, validate_uid
+from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.sources.base import ObjectSpec, Source, SourceError
 from data_pipeline.sources.captions import caption_from_annotation, load_captions_csv
 

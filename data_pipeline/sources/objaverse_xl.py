@@ -50,9 +50,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from data_pipeline import storage
-from data_pipeline.errors import Reason, Refusal
+from contract import storage
 from data_pipeline.formats import OBJECT_EXTENSIONS
+from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.sources.base import ObjectSpec, Source, SourceError, sanitise
 from data_pipeline.sources.captions import (
     caption_from_annotation,

@@ -141,10 +141,10 @@ VALID: dict[str, Callable[[], bytes]] = {
 
 
 def sample_glbs(folder: Path) -> list[Path]:
-    """The built-in sample GLBs (data_pipeline.samples), or trimesh boxes before it exists."""
+    """The built-in sample GLBs (data_pipeline.sources.demo_objects), or trimesh boxes before it exists."""
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        from data_pipeline.samples import write_builtin_samples
+        from data_pipeline.sources.demo_objects import write_builtin_samples
     except ImportError:
         import trimesh
 

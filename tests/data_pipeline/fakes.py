@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline import cameras
-from data_pipeline.config import RayConfig, RenderJobConfig
-from data_pipeline.errors import Reason, Refusal
-from data_pipeline.render_settings import RenderedRing, RenderSettings
-from data_pipeline.schema import RingMeta, encode_png
+from contract import cameras
+from contract.schema import RingMeta, encode_png
+from data_pipeline.job.config import RayConfig, RenderJobConfig
+from data_pipeline.refusals import Reason, Refusal
+from data_pipeline.render.settings import RenderedRing, RenderSettings
 from data_pipeline.sources import LocalSourceConfig
 
 

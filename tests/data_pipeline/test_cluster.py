@@ -20,17 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.dataset_index import read_index
-from data_pipeline.ledger import LEDGER_FILE, read_ledger
-from data_pipeline.reader import read_rings
+from contract.dataset_index import read_index
+from contract.shard_reader import read_rings
+from data_pipeline.job.ledger import LEDGER_FILE, read_ledger
 from tests.data_pipeline.fakes import kill_when, make_assets
 
 REPO = Path(__file__).resolve().parents[2]
 
 _DRIVER = """
 import sys
-from data_pipeline.config import RayConfig
-from data_pipeline.job import run_job
+from data_pipeline.job.config import RayConfig
+from data_pipeline.job.run import run_job
 from tests.data_pipeline.fakes import FAKE, job_config
 out, src, address = sys.argv[1:4]
 cfg = job_config(out, src, ray=RayConfig(address=address, workers=2, cpus_per_worker=1))

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.errors import Reason, Refusal
 from data_pipeline.formats import FORMATS, OBJECT_EXTENSIONS, partition
-from data_pipeline.geometry import inspect_asset
+from data_pipeline.formats.mesh_inspection import inspect_asset
+from data_pipeline.refusals import Reason, Refusal
 from tests.data_pipeline.assets import (
     DAE,
     USDA,

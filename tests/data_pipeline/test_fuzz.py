@@ -28,19 +28,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_pipeline.dataset_index import INDEX_FILE, read_index, write_index
-from data_pipeline.errors import Refusal
-from data_pipeline.formats import OBJECT_EXTENSIONS
-from data_pipeline.geometry import inspect_asset
-from data_pipeline.reader import list_shards, read_rings, verify_shard
-from data_pipeline.schema import (
+from contract.dataset_index import INDEX_FILE, read_index, write_index
+from contract.schema import (
     SchemaError,
     ShardManifest,
     decode_sample,
     encode_sample,
     manifest_path_for,
 )
-from data_pipeline.shards import read_tar_samples, write_shard
+from contract.shard_reader import list_shards, read_rings, verify_shard
+from contract.shard_writer import read_tar_samples, write_shard
+from data_pipeline.formats import OBJECT_EXTENSIONS
+from data_pipeline.formats.mesh_inspection import inspect_asset
+from data_pipeline.refusals import Refusal
 from tests.data_pipeline.assets import CUBE_OBJ
 from tests.data_pipeline.assets import VALID as FORMAT_SEEDS
 from tests.data_pipeline.fakes import fake_ring
@@ -186,8 +186,8 @@ def _mesh_exports() -> dict[str, bytes]:
 
 
 def _seeds() -> dict[str, bytes]:
-    from data_pipeline.procedural import member_glb
-    from data_pipeline.samples import glb_bytes
+    from data_pipeline.sources.demo_objects import glb_bytes
+    from data_pipeline.sources.object_family import member_glb
 
     mug = glb_bytes("mug")
     seeds = {

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.config import RayConfig, RenderJobConfig
-from data_pipeline.dataset_index import read_index
-from data_pipeline.errors import Reason
-from data_pipeline.job import JobError, run_job
-from data_pipeline.ledger import read_ledger, read_rendered
-from data_pipeline.reader import read_manifests, read_rings, verify_shard
-from data_pipeline.render_settings import RenderSettings
+from contract.dataset_index import read_index
+from contract.shard_reader import read_manifests, read_rings, verify_shard
+from data_pipeline.job.config import RayConfig, RenderJobConfig
+from data_pipeline.job.ledger import read_ledger, read_rendered
+from data_pipeline.job.run import JobError, run_job
+from data_pipeline.refusals import Reason
+from data_pipeline.render.settings import RenderSettings
 from data_pipeline.sources import LocalSource, LocalSourceConfig, ObjaverseSourceConfig
 from tests.data_pipeline.assets import make_objaverse_cache
 from tests.data_pipeline.fakes import FAKE, job_config, kill_when, make_assets
@@ -226,9 +226,9 @@ def test_objaverse_job_from_local_cache_quarantines_failed_download(tmp_path, ra
 
 _KILLABLE_JOB = """
 import sys
-from data_pipeline.config import RayConfig
+from data_pipeline.job.config import RayConfig
 from tests.data_pipeline.fakes import FAKE, job_config
-from data_pipeline.job import run_job
+from data_pipeline.job.run import run_job
 from pathlib import Path
 run_job(job_config(Path(sys.argv[1]), Path(sys.argv[2]), ray=RayConfig(address=sys.argv[3], workers=1)), renderer=FAKE)
 """
@@ -340,8 +340,8 @@ SOURCE_OVERRIDES = {
 @pytest.mark.parametrize("source", sorted(p.stem for p in (CONF / "source").glob("*.yaml")))
 @pytest.mark.parametrize("render", sorted(p.stem for p in (CONF / "render").glob("*.yaml")))
 def test_every_source_and_render_config_composes_to_typed_config(source, render):
-    from data_pipeline.config import register_configs, to_job_config
-    from data_pipeline.hydra_compose import compose
+    from contract.hydra_compose import compose
+    from data_pipeline.job.config import register_configs, to_job_config
 
     register_configs()
     overrides = [f"source={source}", f"render={render}", *SOURCE_OVERRIDES[source]]

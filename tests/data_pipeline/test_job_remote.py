@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline import storage
-from data_pipeline.config import RayConfig
-from data_pipeline.dataset_index import read_index
-from data_pipeline.errors import Reason, Refusal
-from data_pipeline.job import run_job
-from data_pipeline.ledger import (
+from contract import storage
+from contract.dataset_index import read_index
+from contract.shard_reader import read_rings
+from data_pipeline.job.config import RayConfig
+from data_pipeline.job.ledger import (
     LEDGER_FILE,
     RENDERED_FILE,
     read_ledger,
     read_rendered,
 )
-from data_pipeline.quality import main as quality_main
-from data_pipeline.reader import read_rings
+from data_pipeline.job.quality import main as quality_main
+from data_pipeline.job.run import run_job
+from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.sources import BuiltinSourceConfig, LocalSource, LocalSourceConfig, ObjectSpec
 from tests.data_pipeline.fakes import FAKE, job_config, make_assets
 from tests.s3_env import point_at_s3

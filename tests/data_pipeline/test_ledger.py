@@ -1,10 +1,10 @@
-"""The staging area's bookkeeping (data_pipeline.ledger): the quarantine ledger and the render
+"""The staging area's bookkeeping (data_pipeline.job.ledger): the quarantine ledger and the render
 timings, on a local folder and in object storage (a local S3-compatible server, moto,
 tests/conftest.py)."""
 
 from __future__ import annotations
 
-from data_pipeline.ledger import (
+from data_pipeline.job.ledger import (
     LEDGER_FILE,
     RENDERED_FILE,
     LedgerEntry,

@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.dataset_index import read_index, write_index_from_manifests
-from data_pipeline.ledger import LedgerEntry, append_rendered, read_ledger, rewrite_ledger
-from data_pipeline.quality import (
+from contract.dataset_index import read_index, write_index_from_manifests
+from contract.schema import encode_sample
+from contract.shard_reader import read_rings
+from contract.shard_writer import shard_id_for, shard_name, write_shard
+from data_pipeline.job.ledger import LedgerEntry, append_rendered, read_ledger, rewrite_ledger
+from data_pipeline.job.quality import (
     QUALITY_HTML,
     QUALITY_JSON,
     QualityConfig,
@@ -23,9 +26,6 @@ from data_pipeline.quality import (
     ring_score,
     write_report,
 )
-from data_pipeline.reader import read_rings
-from data_pipeline.schema import encode_sample
-from data_pipeline.shards import shard_id_for, shard_name, write_shard
 from tests.data_pipeline.fakes import fake_ring
 
 NUM_VIEWS, RINGS, NUM_SHARDS = 8, 2, 3
@@ -150,7 +150,7 @@ def test_empty_output_and_w_and_b_media(tmp_path, job_output):
     assert "No quarantined objects" in write_report(empty, tmp_path).read_text()
 
     wandb = pytest.importorskip("wandb")
-    from data_pipeline.quality_html import wandb_media
+    from data_pipeline.job.quality_html import wandb_media
 
     media = wandb_media(build_report(job_output, sample=4), wandb)
     assert isinstance(media["quality/contact_sheet"], wandb.Image)

@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipeline import cameras
-from data_pipeline.camera_check import iou, silhouette
-from data_pipeline.errors import Reason, Refusal
-from data_pipeline.render import main, render_object
-from data_pipeline.render_settings import (
+from contract import cameras
+from contract.schema import RingMeta, encode_png
+from data_pipeline.refusals import Reason, Refusal
+from data_pipeline.render.blender import main, render_object
+from data_pipeline.render.camera_agreement import iou, silhouette
+from data_pipeline.render.ring_checks import border_fraction, object_mask, validate_ring
+from data_pipeline.render.settings import (
     RenderedRing,
     RenderSettings,
     object_seed,
     sample_ring_params,
 )
-from data_pipeline.schema import RingMeta, encode_png
-from data_pipeline.validate import border_fraction, object_mask, validate_ring
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -165,8 +165,8 @@ def test_validate_refuses_a_wrong_resolution():
 
 def test_importing_the_render_core_starts_no_blender():
     code = (
-        "import sys, data_pipeline.render, data_pipeline.geometry, data_pipeline.validate, "
-        "data_pipeline.samples, data_pipeline.blenderproc_env, data_pipeline.blender_import, "
+        "import sys, data_pipeline.render.blender, data_pipeline.formats.mesh_inspection, data_pipeline.render.ring_checks, "
+        "data_pipeline.sources.demo_objects, data_pipeline.render.blenderproc_env, data_pipeline.render.blender_import, "
         "data_pipeline.formats; "
         "assert 'bpy' not in sys.modules and 'blenderproc' not in sys.modules"
     )
@@ -177,7 +177,7 @@ def test_importing_the_render_core_starts_no_blender():
 def test_blenderproc_starts_once_and_leaves_the_interpreter_clean():
     import bpy  # noqa: F401  (bpy adds Blender's script folders to sys.path itself)
 
-    from data_pipeline import blenderproc_env
+    from data_pipeline.render import blenderproc_env
 
     path_before = list(sys.path)
     bproc = blenderproc_env.ensure_blenderproc()
@@ -200,7 +200,7 @@ def _decode(png: bytes) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def samples_dir(tmp_path_factory):
-    from data_pipeline.samples import write_builtin_samples
+    from data_pipeline.sources.demo_objects import write_builtin_samples
 
     directory = tmp_path_factory.mktemp("samples")
     write_builtin_samples(directory)
@@ -226,7 +226,7 @@ def house_ring(samples_dir):
 def test_stored_cameras_project_the_mesh_onto_the_alpha_mask(samples_dir, robot_ring):
     """SPEC 2: the stored c2w and vertical FoV project the normalised mesh onto every view's
     alpha mask. Fails for a wrong axis conversion, normalisation, FoV axis or camera pose."""
-    from data_pipeline.geometry import load_normalised_mesh
+    from data_pipeline.formats.mesh_inspection import load_normalised_mesh
 
     mesh = load_normalised_mesh(samples_dir / "robot.glb")
     meta, size = robot_ring.meta, robot_ring.meta.resolution
@@ -244,7 +244,7 @@ def test_a_rotated_or_mirrored_camera_would_be_caught(samples_dir, robot_ring):
     """The same comparison against cameras off by +-90 or 180 degrees of azimuth, or against the
     mirrored scene (a flipped camera axis), scores clearly lower in every view: the IoU test
     above tells those bugs apart from the right convention."""
-    from data_pipeline.geometry import load_normalised_mesh
+    from data_pipeline.formats.mesh_inspection import load_normalised_mesh
 
     mesh = load_normalised_mesh(samples_dir / "robot.glb")
     meta, size = robot_ring.meta, robot_ring.meta.resolution
@@ -314,7 +314,7 @@ def _colour_fraction(rgba: np.ndarray, rgb, tolerance_deg: float = 20.0) -> floa
 def test_the_front_is_seen_at_azimuth_zero(house_ring):
     """The house's blue door is on its front (glTF +Z, Blender -Y): it covers a good part of
     view 0 and is absent from the back view (V/2) and the side views."""
-    from data_pipeline.samples import palette_rgb
+    from data_pipeline.sources.demo_objects import palette_rgb
 
     views = [_decode(png) for png in house_ring.views_png]
     door = palette_rgb("door_blue")
@@ -355,7 +355,7 @@ def test_obj_with_a_missing_texture_renders_and_its_rings_say_so(tmp_path):
 
 @pytest.mark.slow
 def test_blender_errors_become_render_error_refusals(samples_dir, monkeypatch):
-    from data_pipeline.blenderproc_env import ensure_blenderproc
+    from data_pipeline.render.blenderproc_env import ensure_blenderproc
 
     bproc = ensure_blenderproc()
 
@@ -371,7 +371,7 @@ def test_blender_errors_become_render_error_refusals(samples_dir, monkeypatch):
 
 @pytest.mark.slow
 def test_an_importer_that_silently_imports_nothing_is_a_render_error(samples_dir, monkeypatch):
-    from data_pipeline.blenderproc_env import ensure_blenderproc
+    from data_pipeline.render.blenderproc_env import ensure_blenderproc
 
     bproc = ensure_blenderproc()
     monkeypatch.setattr(bproc.loader, "load_obj", lambda *_args, **_kwargs: [])
@@ -519,7 +519,7 @@ def exported_dir(tmp_path_factory):
 def test_blender_exported_files_of_every_new_format_pass_inspection_and_cut_ones_fail(
     exported_dir, tmp_path
 ):
-    from data_pipeline.geometry import inspect_asset
+    from data_pipeline.formats.mesh_inspection import inspect_asset
 
     files = sorted(p for p in exported_dir.iterdir() if p.name.startswith("boxes."))
     assert {".off", ".fbx", ".usdc", ".usda", ".usdz", ".abc", ".blend"} <= {
@@ -537,9 +537,9 @@ def test_blender_exported_files_of_every_new_format_pass_inspection_and_cut_ones
 
 
 def _missing(ext: str) -> str | None:
-    from data_pipeline.blender_import import missing_importer
-    from data_pipeline.blenderproc_env import ensure_blenderproc
     from data_pipeline.formats import FORMATS
+    from data_pipeline.render.blender_import import missing_importer
+    from data_pipeline.render.blenderproc_env import ensure_blenderproc
 
     ensure_blenderproc()
     return missing_importer(FORMATS[ext])
@@ -576,7 +576,7 @@ def test_new_formats_render_into_valid_rings(exported_dir, ext):
 def test_off_renders_in_its_own_frame(exported_dir):
     """OFF goes through trimesh -> PLY -> Blender unchanged (z up): the stored cameras project
     the normalised mesh onto every view's alpha mask."""
-    from data_pipeline.geometry import load_normalised_mesh
+    from data_pipeline.formats.mesh_inspection import load_normalised_mesh
 
     settings = replace(TINY, resolution=64, fov_range_deg=(35.0, 45.0))
     (ring,) = render_object(exported_dir / "boxes.off", "boxes", "", "test", settings, 2)
@@ -592,8 +592,8 @@ def test_blend_files_are_appended_without_running_their_scripts(exported_dir):
     "auto-run scripts" preference on (as a user may have it), appending it runs nothing."""
     import bpy
 
-    from data_pipeline.blender_import import import_asset
-    from data_pipeline.blenderproc_env import ensure_blenderproc
+    from data_pipeline.render.blender_import import import_asset
+    from data_pipeline.render.blenderproc_env import ensure_blenderproc
 
     bproc = ensure_blenderproc()
     filepaths = bpy.context.preferences.filepaths

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from data_pipeline.errors import Reason, Refusal
-from data_pipeline.render_protocol import ProtocolError, Ready, RenderAnswer, RenderRequest
+from data_pipeline.refusals import Reason, Refusal
+from data_pipeline.render.protocol import ProtocolError, Ready, RenderAnswer, RenderRequest
 
 
 def test_messages_round_trip_through_one_line():

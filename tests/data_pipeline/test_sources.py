@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.errors import Reason, Refusal
-from data_pipeline.schema import validate_uid
+from contract.schema import validate_uid
+from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.sources import (
     SOURCE_KINDS,
     LocalSource,

@@ -14,8 +14,8 @@ import pytest
 from objaverse.utils import get_uid_from_str
 from objaverse.xl.github import GitHubDownloader
 
-from data_pipeline.errors import Reason, Refusal
-from data_pipeline.schema import validate_uid
+from contract.schema import validate_uid
+from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.sources import (
     ObjaverseXLSource,
     ObjaverseXLSourceConfig,
@@ -251,10 +251,10 @@ def test_a_stalled_download_is_killed_after_its_timeout(xl_cache, monkeypatch):
 def test_download_failure_is_quarantined_and_the_rest_renders(xl_cache, tmp_path):
     """The worker (what each Ray actor runs) and the job's bookkeeping, without Ray: the objects
     whose download fails land in the ledger with their reason; the others are staged."""
-    from data_pipeline.job import record
-    from data_pipeline.ledger import read_ledger, staged_objects
-    from data_pipeline.render_settings import RenderSettings
-    from data_pipeline.worker import RenderWorker
+    from data_pipeline.job.ledger import read_ledger, staged_objects
+    from data_pipeline.job.run import record
+    from data_pipeline.job.worker import RenderWorker
+    from data_pipeline.render.settings import RenderSettings
     from tests.data_pipeline.fakes import FAKE
 
     cache, sha = xl_cache

@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data_pipeline.errors import Reason
-from data_pipeline.render_settings import RenderSettings
+from data_pipeline.job.worker import RenderWorker, remove_stale_work_dirs
+from data_pipeline.refusals import Reason
+from data_pipeline.render.settings import RenderSettings
 from data_pipeline.sources import LocalSource, LocalSourceConfig
-from data_pipeline.worker import RenderWorker, remove_stale_work_dirs
 from tests.data_pipeline.fakes import FAKE, TINY, make_assets
 
 
@@ -60,8 +60,8 @@ def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_
 
 _KILLABLE_WORKER = """
 import sys, time
-from data_pipeline.render_settings import RenderSettings
-from data_pipeline.worker import RenderWorker
+from data_pipeline.render.settings import RenderSettings
+from data_pipeline.job.worker import RenderWorker
 worker = RenderWorker(None, RenderSettings(), time_limit_s=1, max_attempts=1, work_dir=sys.argv[1])
 print(worker.tmp, flush=True)
 time.sleep(3600)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_pipeline.cameras import distance_for_fov, ring_azimuths, ring_c2w
-from data_pipeline.dataset_index import write_index_from_manifests
-from data_pipeline.schema import RingMeta, encode_png, encode_sample
-from data_pipeline.shards import write_shard
+from contract.cameras import distance_for_fov, ring_azimuths, ring_c2w
+from contract.dataset_index import write_index_from_manifests
+from contract.schema import RingMeta, encode_png, encode_sample
+from contract.shard_writer import write_shard
 
 
 def ring_meta(uid: str, num_views: int = 8, sha: str | None = None, res: int = 32) -> RingMeta:

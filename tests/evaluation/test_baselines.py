@@ -24,7 +24,7 @@ def test_mean_training_view_is_the_pixel_mean_on_any_grey(tmp_path) -> None:
     the prompt and its true views are), up to rounding."""
     from PIL import Image
 
-    from data_pipeline.reader import read_rings
+    from contract.shard_reader import read_rings
     from training.prompt_image import composite_on_grey
 
     shard = write_ring_shard(tmp_path / "shards" / "shard-00000.tar", ["a", "b"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipeline.hydra_compose import compose
+from contract.hydra_compose import compose
 from evaluation.checkpoints import checkpoint_label, load_pipeline
 from evaluation.config import OriginalCheckpointConfig, register_configs, to_eval_config
 from evaluation.evaluate import run

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipeline.hydra_compose import compose
+from contract.hydra_compose import compose
 from evaluation.config import EvalConfig, register_configs, to_eval_config
 from evaluation.evaluate import collect_prompts
 from evaluation.matting import load_matte, object_alpha

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipeline.cameras import CANONICAL_AZIMUTHS_DEG
-from data_pipeline.synthetic import write_synthetic_shards
+from contract.cameras import CANONICAL_AZIMUTHS_DEG
+from contract.synthetic_shards import write_synthetic_shards
 from evaluation.leakage import TrainingIndex
 from evaluation.prompts import PromptConfig, load_heldout_rings
 

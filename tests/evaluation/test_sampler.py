@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipeline.cameras import orbit_c2w
+from contract.cameras import orbit_c2w
 from evaluation.sampler import MultiViewSampler, SamplerConfig
 from training.pipeline import ImageDreamPipeline, to_uint8
 from training.sampling_settings import NEGATIVE_PROMPT

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from data_pipeline.hydra_compose import compose
+from contract.hydra_compose import compose
 from training.config import DataConfig, TrainConfig, load_config, register_configs
 
 REPO = Path(__file__).resolve().parents[2]

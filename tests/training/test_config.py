@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_pipeline.hydra_compose import CONF_DIR as CONF
+from contract.hydra_compose import CONF_DIR as CONF
 from tests.training.helpers import compose_train
 from training.config import TrainConfig, from_yaml, to_yaml
 from training.engine import deepspeed_config

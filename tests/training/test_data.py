@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.cameras import network_camera, prompt_candidates, ring_azimuths, ring_c2w
-from data_pipeline.schema import RingMeta, SchemaError
-from data_pipeline.synthetic import synthetic_ring, write_synthetic_shards
+from contract.cameras import network_camera, prompt_candidates, ring_azimuths, ring_c2w
+from contract.schema import RingMeta, SchemaError
+from contract.synthetic_shards import synthetic_ring, write_synthetic_shards
 from tests.training.helpers import RES, data_cfg
 from training.config import DataConfig
 from training.data import (
@@ -25,7 +25,7 @@ from training.data import (
 
 
 def view_index(image: np.ndarray, num_views: int) -> int:
-    """The synthetic rings encode view i as red = 4 i inside the disc (data_pipeline.synthetic)."""
+    """The synthetic rings encode view i as red = 4 i inside the disc (contract.synthetic_shards)."""
     red = (image[0] + 1) / 2 * 255  # (H, W) of a (3, H, W) image in [-1, 1]
     centre = red[RES // 2, :]  # the disc crosses the middle row
     values = [v for v in np.round(centre).astype(int) if v % 4 == 0 and v // 4 < num_views]
@@ -152,7 +152,7 @@ def test_undecodable_samples_are_counted_not_replaced(tmp_path, caplog):
 
 
 def test_truncated_shard_is_one_bad_record_and_its_good_samples_are_kept(tmp_path):
-    from data_pipeline.shards import write_shard
+    from contract.shard_writer import write_shard
 
     good = [synthetic_ring(f"g{i}", num_views=8, resolution=RES, seed=i) for i in range(4)]
     damaged = [synthetic_ring(f"d{i}", num_views=8, resolution=RES, seed=10 + i) for i in range(4)]
@@ -211,8 +211,8 @@ def _ring_with_views(uid: str, num_views: int) -> dict:
 
 
 def test_ring_with_view_count_not_multiple_of_four_is_counted(tmp_path):
-    from data_pipeline.dataset_index import write_index_from_manifests
-    from data_pipeline.shards import write_shard
+    from contract.dataset_index import write_index_from_manifests
+    from contract.shard_writer import write_shard
 
     write_shard(
         tmp_path / "shard-00000.tar", [_ring_with_views("ok", 8), _ring_with_views("odd", 6)]
@@ -281,8 +281,8 @@ def test_epoch_sampling_needs_a_shard_per_stream(tmp_path):
 
 
 def test_a_folder_without_a_complete_index_is_refused_unless_allowed(tmp_path):
-    from data_pipeline.dataset_index import INDEX_FILE
-    from data_pipeline.schema import IncompleteDatasetError
+    from contract.dataset_index import INDEX_FILE
+    from contract.schema import IncompleteDatasetError
 
     write_synthetic_shards(tmp_path, num_shards=2, rings_per_shard=3, num_views=8, resolution=RES)
     (tmp_path / INDEX_FILE).unlink()  # as a job killed while rewriting the shards leaves it
@@ -361,7 +361,7 @@ def test_a_missing_shard_is_reported_with_the_system_reason(tmp_path):
 def test_resume_is_exact_with_bad_records_in_the_stream(tmp_path, num_workers, caplog):
     good = [synthetic_ring(f"good{i}", num_views=8, resolution=RES, seed=i) for i in range(6)]
     _corrupt_shard(tmp_path / "shard-00000.tar", good, ["bad0", "bad1"])
-    from data_pipeline.shards import write_shard
+    from contract.shard_writer import write_shard
 
     damaged = tmp_path / "shard-00001.tar"
     write_shard(
@@ -432,7 +432,7 @@ def test_resume_reads_only_the_buffer_and_the_current_shard(tmp_path, monkeypatc
 def test_frame_filling_rings_are_left_out_and_counted_once(tmp_path, caplog):
     import json
 
-    from data_pipeline.shards import write_shard
+    from contract.shard_writer import write_shard
 
     rings = [synthetic_ring(f"r{i}", num_views=8, resolution=RES, seed=i) for i in range(4)]
     meta = json.loads(rings[2]["meta.json"])
@@ -470,7 +470,7 @@ def test_resume_refuses_a_shard_that_gives_fewer_records_than_were_read(tmp_path
     first = build_loader(cfg, seed=0)
     _take(first, 4)
     state = first.state_dict()
-    from data_pipeline.shards import read_tar_samples, write_shard
+    from contract.shard_writer import read_tar_samples, write_shard
 
     (tmp_path / "index.json").unlink()  # an explicit path needs no index: no size check
     write_shard(paths[0], read_tar_samples(paths[0])[:2])  # the shard now holds 2 rings

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline.dataset_index import INDEX_FILE
-from data_pipeline.schema import IncompleteDatasetError
-from data_pipeline.synthetic import synthetic_ring, write_synthetic_shards
+from contract.dataset_index import INDEX_FILE
+from contract.schema import IncompleteDatasetError
+from contract.synthetic_shards import synthetic_ring, write_synthetic_shards
 from tests.training.helpers import RES, data_cfg
 from training.data import BadDataError, Batch, Loader, build_loader
 
@@ -79,7 +79,7 @@ def test_a_truncated_s3_shard_is_one_bad_record_naming_its_url(dataset, s3):
 def test_a_damaged_s3_shard_without_an_index_keeps_its_good_samples(tmp_path, s3):
     """No index to check against: the tar breaks while it streams; the rings before the damage
     are used, the shard is one bad record, named by its URL."""
-    from data_pipeline.shards import write_shard
+    from contract.shard_writer import write_shard
 
     good = [synthetic_ring(f"g{i}", num_views=8, resolution=RES, seed=i) for i in range(4)]
     damaged = [synthetic_ring(f"d{i}", num_views=8, resolution=RES, seed=10 + i) for i in range(4)]

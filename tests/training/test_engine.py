@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.synthetic import write_synthetic_shards
+from contract.synthetic_shards import write_synthetic_shards
 from tests.training.helpers import REPO, compose_train, env
 from training.engine import deepspeed_config
 
@@ -41,7 +41,7 @@ def test_deepspeed_config_only_from_typed_config():
 def test_loss_falls_on_a_fixed_batch(tmp_path, shards):
     script = f"""
 import json
-from data_pipeline.hydra_compose import compose
+from contract.hydra_compose import compose
 from training.config import load_config, register_configs
 from training.data import build_loader
 from training.engine import build_engine, init_distributed

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
-from data_pipeline.cameras import network_camera, ring_c2w
+from contract.cameras import network_camera, ring_c2w
 from tests.training.model.helpers import tiny_model
 from training.diffusion import build_sampling_scheduler, set_ldm_timesteps
 from training.model import CONTROLLERS

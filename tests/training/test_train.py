@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from data_pipeline.synthetic import write_synthetic_shards
+from contract.synthetic_shards import write_synthetic_shards
 from tests.training.helpers import REPO, env
 from training.model import CONTROLLER_CONFIGS
 

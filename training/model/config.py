@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # SPEC 2: the network camera's width, owned by the camera convention; the model reads it here
-from data_pipeline.cameras import CAMERA_DIM as CAMERA_DIM
+from contract.cameras import CAMERA_DIM as CAMERA_DIM
 
 # SPEC 4: VAE latents are scaled by this constant before the UNet sees them (SD 2.x).
 VAE_SCALE_FACTOR = 0.18215
@@ -260,7 +260,7 @@ def register_configs() -> None:
 
 def to_model_config(cfg: object) -> ModelConfig:
     """A ModelConfig from itself, a Hydra DictConfig or a plain dict."""
-    from data_pipeline.hydra_compose import to_dataclass
+    from contract.hydra_compose import to_dataclass
 
     return to_dataclass(ModelConfig, cfg)
 
@@ -273,7 +273,7 @@ def to_controller_config(cfg: object) -> ControllerConfig:
 
     from omegaconf import DictConfig
 
-    from data_pipeline.hydra_compose import to_dataclass
+    from contract.hydra_compose import to_dataclass
     from training.model.controllers import CONTROLLER_CONFIGS
 
     name = cfg.get("name") if isinstance(cfg, Mapping | DictConfig) else None
@@ -285,7 +285,7 @@ def to_controller_config(cfg: object) -> ControllerConfig:
 def compose_model_configs(model: str, controller: str) -> tuple[ModelConfig, ControllerConfig]:
     """conf/model/<model>.yaml and conf/controller/<controller>.yaml as Hydra composes them onto
     their schemas (what `model=` / `controller=` give a training run), typed and checked."""
-    from data_pipeline.hydra_compose import compose
+    from contract.hydra_compose import compose
 
     register_configs()
     cfg = compose(None, [f"+model={model}", f"+controller={controller}"])

@@ -4,7 +4,7 @@ Shape legend: B objects, V target views (4), F = V (+1 pixel frame), C latent ch
 h x w latent size (32 at 256 px), T text tokens (77), D context width (1024).
 
 The model predicts epsilon; it knows nothing of the noise schedule (training/diffusion.py) nor
-of cameras beyond their (B, V, 16) network form (data_pipeline.cameras.network_camera).
+of cameras beyond their (B, V, 16) network form (contract.cameras.network_camera).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_pipeline.atomic import atomic_write
+from contract.atomic import atomic_write
 from training.diffusion import NoiseScheduleConfig
 from training.model.config import ControllerConfig, ModelConfig
 from training.model.controllers import CONTROLLERS

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.hydra_compose import CONF_DIR
+from contract.hydra_compose import CONF_DIR
 from tests.training.model.helpers import compose_configs
 from training.model import CONTROLLER_CONFIGS
 from training.model.config import ModelConfig, UNetConfig, to_controller_config, to_model_config

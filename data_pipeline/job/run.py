@@ -1,0 +1,530 @@
+"""The render job behind `make render`: source -> Ray actors -> staged objects -> shards.
+
+    python -m data_pipeline.job source=local source.root=DIR output_dir=OUT [render=demo] ...
+
+Reads top to bottom in `run_job`: list the source, skip what a previous run finished, fan the
+rest out to Ray actors (each owns a killable render process, see data_pipeline.job.worker), stage
+every rendered object and quarantine every refused one as results arrive, then (re)write the
+shards from the staged objects, index them (OUT/shards/index.json, removed before the first shard
+changes and written after the last, see contract.dataset_index) and write OUT/summary.json
+and OUT/quality.html (data_pipeline.job.quality).
+This is the only module that imports `ray`. Layout of OUT: see docs/RENDERING.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from contract import storage
+from contract.dataset_index import remove_index, write_index
+from contract.hydra_compose import CONF_DIR, VERSION_BASE
+from contract.schema import ShardManifest
+from contract.shard_writer import build_shard, plan_shards, shard_name, write_shards_from_staging
+from data_pipeline.job.config import RenderJobConfig, register_configs, to_job_config
+from data_pipeline.job.ledger import (
+    RENDERED_FILE,
+    LedgerEntry,
+    Location,
+    append_ledger,
+    append_rendered,
+    compact_records,
+    read_ledger,
+    rewrite_ledger,
+    stage_object,
+    staged_objects,
+    write_json,
+)
+from data_pipeline.job.quality import report_after_job
+from data_pipeline.job.summary import (
+    SUMMARY_FILE,
+    log_wandb,
+    make_summary,
+    plain_config,
+    print_summary,
+)
+from data_pipeline.job.worker import (
+    DEFAULT_RENDERER,
+    ObjectResult,
+    RenderWorker,
+    node_scratch,
+    remove_stale_work_dirs,
+)
+from data_pipeline.refusals import TRANSIENT, Reason
+from data_pipeline.sources import ObjectSpec, SourceError, build_source
+
+JOB_FILE = "job.json"
+# This many objects in a row failing with errors that are not refusals (no success between) means
+# the environment or the config is broken, not the assets: the job stops instead of failing all.
+MAX_CONSECUTIVE_UNEXPECTED = 5
+
+
+class JobError(RuntimeError):
+    """The job cannot start (e.g. OUT holds renders made with other settings)."""
+
+
+# -- preparation (no Ray) -----------------------------------------------------------------------
+
+
+def find_duplicates(specs: list[ObjectSpec]) -> tuple[list[ObjectSpec], list[dict[str, Any]]]:
+    """First spec per uid, and a report of every uid the source listed more than once."""
+    first: dict[str, ObjectSpec] = {}
+    dropped: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.uid in first:
+            dropped.setdefault(spec.uid, []).append(spec.path)
+        else:
+            first[spec.uid] = spec
+    report = [
+        {"uid": uid, "kept": first[uid].path, "dropped": paths} for uid, paths in dropped.items()
+    ]
+    return list(first.values()), report
+
+
+def check_settings(out: Location, cfg: RenderJobConfig) -> None:
+    """Refuse to mix renders made with different settings in one output folder."""
+    settings = plain_config(cfg.render)
+    path = storage.join(out, JOB_FILE)
+    if storage.exists(path) and staged_objects(out):
+        previous = json.loads(storage.read_bytes(path))["render"]
+        if previous != settings:
+            keys = sorted(k for k in settings | previous if previous.get(k) != settings.get(k))
+            raise JobError(
+                f"{out} already holds objects rendered with other render settings ({keys} "
+                "differ); use another output_dir, or the same settings to resume"
+            )
+    write_json(path, {"render": settings})
+
+
+# -- Ray ----------------------------------------------------------------------------------------
+
+
+def start_ray(cfg: RenderJobConfig) -> bool:
+    """Connect to (address=auto/host:port) or start (address=null) a cluster; True if we own it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if cfg.ray.address is None:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address=cfg.ray.address, logging_level=logging.WARNING)
+    return True
+
+
+def stop_ray() -> None:
+    """End the Ray session this job started (start_ray returned True)."""
+    import ray
+
+    ray.shutdown()
+
+
+def gpus_per_worker(cfg: RenderJobConfig) -> float:
+    """GPUs each actor asks Ray for: the configured value, else 1 when the cluster has GPUs."""
+    import ray
+
+    if cfg.ray.gpus_per_worker is not None:
+        return cfg.ray.gpus_per_worker
+    has_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    return 1.0 if has_gpu and cfg.render.device != "cpu" else 0.0  # SPEC 3: Cycles on GPU
+
+
+def worker_count(cfg: RenderJobConfig, pending: int, gpus: float) -> int:
+    """Actors to start: as configured, or as many as the cluster's CPUs (and GPUs) fit.
+
+    Never more than the cluster can place now, else the surplus actors would wait forever.
+    """
+    import ray
+
+    resources = ray.cluster_resources()
+    fit = int(resources.get("CPU", 1) // cfg.ray.cpus_per_worker)
+    if gpus > 0:
+        fit = min(fit, int(resources.get("GPU", 0) // gpus))
+    if fit < 1:
+        raise JobError(
+            f"the Ray cluster ({resources.get('CPU', 0)} CPUs, {resources.get('GPU', 0)} GPUs) "
+            f"cannot place one render actor ({cfg.ray.cpus_per_worker} CPUs, {gpus} GPUs)"
+        )
+    wanted = cfg.ray.workers if cfg.ray.workers is not None else fit
+    if wanted > fit:
+        print(
+            f"warning: ray.workers={wanted} but the cluster fits {fit} render actors; using {fit}"
+        )
+    return max(1, min(wanted, fit, pending))
+
+
+def work_dir(cfg: RenderJobConfig, out: Location) -> Path | None:
+    """The render processes' local scratch: work_dir, else OUT/work for a local OUT; None (each
+    node's own, data_pipeline.job.worker.node_scratch) when OUT is in object storage."""
+    if cfg.work_dir is not None:
+        return Path(cfg.work_dir).expanduser().resolve()
+    return None if storage.is_url(out) else Path(out) / "work"
+
+
+def actor_factory(
+    cfg: RenderJobConfig, source: Any, out: Location, renderer: str, gpus: float
+) -> Callable[[], Any]:
+    """A function that starts one render actor."""
+    import ray
+
+    actor_cls = ray.remote(RenderWorker).options(
+        num_cpus=cfg.ray.cpus_per_worker, num_gpus=gpus, max_restarts=0
+    )
+
+    scratch = work_dir(cfg, out)
+
+    def new_actor() -> Any:
+        return actor_cls.remote(
+            source,
+            cfg.render,
+            time_limit_s=cfg.time_limit_s,
+            max_attempts=cfg.max_attempts,
+            work_dir=None if scratch is None else str(scratch),
+            renderer=renderer,
+            recycle_after=cfg.recycle_after,
+        )
+
+    return new_actor
+
+
+def start_actors(new_actor: Callable[[], Any], workers: int) -> list:
+    """Start the actors and their render processes (Blender's import is no object's time)."""
+    import ray
+
+    actors = [new_actor() for _ in range(workers)]
+    try:
+        ray.get([a.warm_up.remote() for a in actors])
+    except ray.exceptions.RayTaskError as exc:  # e.g. Blender cannot start here
+        stop_actors(actors)
+        raise JobError(f"render processes cannot start: {exc.cause}") from exc
+    except BaseException:
+        stop_actors(actors)
+        raise
+    return actors
+
+
+def render_all(
+    actors: list, new_actor: Callable[[], Any], specs: list[ObjectSpec], max_attempts: int
+) -> Iterator[ObjectResult]:
+    """Keep every actor busy with one object; yield results as they finish (any order).
+
+    Each actor retries transient failures itself; an actor that dies (the Ray worker, not its
+    render process) costs its object one attempt (WORKER_CRASHED) and is replaced in `actors`.
+    """
+    import ray
+    from ray.exceptions import RayActorError
+
+    queue = [(spec, 0) for spec in reversed(specs)]
+    in_flight: dict[Any, tuple[Any, ObjectSpec, int]] = {}
+    idle = list(actors)
+    while queue or in_flight:
+        while queue and idle:
+            actor = idle.pop()
+            spec, earlier = queue.pop()
+            in_flight[actor.process_object.remote(spec)] = (actor, spec, earlier)
+        (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+        actor, spec, earlier = in_flight.pop(ref)
+        try:
+            result: ObjectResult = ray.get(ref)
+        except RayActorError as exc:
+            result = ObjectResult(
+                uid=spec.uid,
+                path=spec.path,
+                attempts=1,
+                reason=Reason.WORKER_CRASHED.value,
+                detail=f"render actor died: {exc}",
+            )
+            ray.kill(actor, no_restart=True)
+            actors.remove(actor)
+            actor = new_actor()
+            actors.append(actor)
+        result.attempts += earlier
+        retry = not result.ok and Reason(str(result.reason)) in TRANSIENT
+        if retry and result.attempts < max_attempts:
+            queue.append((spec, result.attempts))
+        else:
+            yield result
+        idle.append(actor)
+
+
+def stop_actors(actors: list) -> None:
+    import ray
+
+    try:
+        ray.get([a.close.remote() for a in actors], timeout=30)
+    except Exception as exc:  # an actor already gone: nothing left to close
+        print(f"warning: closing render actors: {exc}", file=sys.stderr)
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+
+
+# -- the job ------------------------------------------------------------------------------------
+
+
+def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str, Any]:
+    """Render every object of the source that is not done yet; returns the summary."""
+    job_start = time.monotonic()
+    out = storage.resolve(cfg.output_dir)
+    storage.makedirs(out)
+    check_settings(out, cfg)
+    clean_work_dirs(work_dir(cfg, out) or node_scratch())
+
+    source = build_source(cfg.source, out)
+    specs, duplicates = find_duplicates(list(source.list_objects()))
+    for dup in duplicates:
+        print(f"warning: uid {dup['uid']} listed again by {dup['dropped']}; kept {dup['kept']}")
+
+    staged = staged_objects(out)
+    ledger = read_ledger(out)
+    if cfg.retry_quarantined:
+        ledger = {u: e for u, e in ledger.items() if Reason(e.reason) not in TRANSIENT}
+    rewrite_ledger(out, ledger.values())  # drops a torn line left by a killed run
+    pending = [s for s in specs if s.uid not in staged and s.uid not in ledger]
+    resumed = {  # before this run quarantines anything
+        "already_staged": sum(s.uid in staged for s in specs),
+        "already_quarantined": sum(s.uid in ledger and s.uid not in staged for s in specs),
+    }
+    results: list[ObjectResult] = quarantine_unsupported(out, pending, source.name, staged, ledger)
+    pending = [s for s in pending if not s.unsupported]
+    unsupported = f"{len(results)} of unsupported formats quarantined, " if results else ""
+    print(
+        f"{len(specs)} objects in source {source.name}: {resumed['already_staged']} already staged, "
+        f"{resumed['already_quarantined']} already quarantined, {unsupported}"
+        f"{len(pending)} to render"
+    )
+
+    if pending:
+        source.prefetch(pending)
+    phases = {"prepare": time.monotonic() - job_start, "ray_start": 0.0, "actor_start": 0.0}
+    phases["render"] = 0.0
+    owns_ray = False
+    try:
+        if pending:
+            start = time.monotonic()
+            owns_ray = start_ray(cfg)
+            phases["ray_start"] = time.monotonic() - start
+            render_pending(cfg, source, out, renderer, pending, staged, ledger, results, phases)
+        start = time.monotonic()
+        shards_dir = storage.join(out, "shards")
+        remove_index(shards_dir)  # from here until write_index the folder is visibly incomplete
+        manifests = write_shards(cfg, staged, shards_dir)  # in the same Ray session
+        write_index(shards_dir, manifests)  # last: the folder is complete
+    finally:
+        if owns_ray:
+            stop_ray()
+    rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
+    compact_records(out, RENDERED_FILE)  # (object storage) the timing parts into one file
+    phases["shards"] = time.monotonic() - start
+    phases["total"] = time.monotonic() - job_start
+    workers = int(phases.pop("workers", 0))
+    summary = make_summary(
+        cfg, out, specs, duplicates, resumed, results, staged, ledger, manifests, workers, phases
+    )
+    write_json(storage.join(out, SUMMARY_FILE), summary)
+    print_summary(summary)
+    quality = report_after_job(out, cfg.quality)  # OUT/quality.html, from the files just written
+    log_wandb(cfg, summary, quality)
+    return summary
+
+
+def render_pending(
+    cfg: RenderJobConfig,
+    source: Any,
+    out: Location,
+    renderer: str,
+    pending: list[ObjectSpec],
+    staged: dict[str, Location],
+    ledger: dict[str, LedgerEntry],
+    results: list[ObjectResult],
+    phases: dict[str, float],
+) -> None:
+    """Render `pending` on Ray actors, recording each result as it arrives (staged or
+    quarantined); stops the job after MAX_CONSECUTIVE_UNEXPECTED unexpected failures in a row."""
+    actors: list = []
+    try:
+        start = time.monotonic()
+        gpus = gpus_per_worker(cfg)
+        workers = worker_count(cfg, len(pending), gpus)
+        phases["workers"] = workers
+        new_actor = actor_factory(cfg, source, out, renderer, gpus)
+        actors = start_actors(new_actor, workers)
+        phases["actor_start"] = time.monotonic() - start
+        start = time.monotonic()
+        stream = render_all(actors, new_actor, pending, cfg.max_attempts)
+        in_a_row = 0
+        for result in _progress(stream, len(pending), cfg.progress):
+            record(out, result, source.name, staged, ledger)
+            results.append(result)
+            in_a_row = in_a_row + 1 if result.unexpected else 0
+            if in_a_row >= MAX_CONSECUTIVE_UNEXPECTED:
+                logs = work_dir(cfg, out) or "<TMPDIR>/imagedream-render on each node"
+                raise JobError(
+                    f"{in_a_row} objects in a row failed with errors that are not asset "
+                    f"refusals (last: {result.detail}); see the logs in {logs}/logs. Fix the "
+                    "environment or config and run again: they were not quarantined."
+                )
+        phases["render"] = time.monotonic() - start
+    finally:
+        stop_actors(actors)  # kills the render processes too
+        clean_work_dirs(work_dir(cfg, out) or node_scratch())  # what dead actors left here
+
+
+def write_shards(
+    cfg: RenderJobConfig, staged: Mapping[str, Location], shards_dir: Location
+) -> list[ShardManifest]:
+    """(Re)write the shards from the staged objects: one Ray task per shard (at most
+    `cfg.shard_workers` at once, default the CPUs of the nodes that see OUT), each reading only
+    its own objects, so no process reads them all and the driver holds only the manifests. A
+    local OUT is seen by the driver's node, where the tasks then run; OUT in object storage by
+    every node. shard_workers=0 builds them in the driver."""
+    if cfg.shard_workers == 0:
+        return write_shards_from_staging(staged, shards_dir, cfg.num_shards)
+    import ray
+
+    assignment = plan_shards(staged, shards_dir, cfg.num_shards)
+    if not assignment:
+        return []
+    owns_ray = start_ray(cfg)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=2)(build_shard)
+        if storage.is_url(shards_dir):  # every node sees it
+            cpus = ray.cluster_resources().get("CPU", 1)
+        else:  # on the driver's node: the one that sees a local OUT
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            node = ray.get_runtime_context().get_node_id()
+            here: dict[str, Any] = next((n for n in ray.nodes() if n["NodeID"] == node), {})
+            cpus = here.get("Resources", {}).get("CPU", 1)
+            task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, False))
+        limit = cfg.shard_workers or max(1, int(cpus))
+        pending: list[Any] = []
+        manifests: list[ShardManifest] = []
+        for sid, uids in assignment.items():
+            if len(pending) >= limit:
+                done, pending = ray.wait(pending, num_returns=1)
+                manifests += ray.get(done)
+            paths = {u: str(staged[u]) for u in uids}
+            pending.append(task.remote(storage.join(shards_dir, shard_name(sid)), paths))
+        manifests += ray.get(pending)
+    finally:
+        if owns_ray:
+            stop_ray()
+    return sorted(manifests, key=lambda m: m.shard)
+
+
+def quarantine_unsupported(
+    out: Location,
+    pending: list[ObjectSpec],
+    source_name: str,
+    staged: dict[str, Location],
+    ledger: dict[str, LedgerEntry],
+) -> list[ObjectResult]:
+    """Quarantine the files the source marked `unsupported` (a format no importer reads) at once,
+    in the driver: no render actor is started for them. Returns their results."""
+    results = []
+    for spec in pending:
+        if spec.unsupported:
+            result = ObjectResult(
+                uid=spec.uid,
+                path=spec.path,
+                attempts=1,
+                reason=Reason.UNSUPPORTED_FORMAT.value,
+                detail=spec.unsupported,
+            )
+            record(out, result, source_name, staged, ledger)
+            results.append(result)
+    return results
+
+
+def clean_work_dirs(folder: Path) -> None:
+    """Remove the render-* work folders that earlier (killed) runs or dead actors left behind in
+    this node's scratch; those of live render actors are locked and kept (data_pipeline.job.worker).
+    Render actors do the same on their own nodes when they start."""
+    removed = remove_stale_work_dirs(folder)
+    if removed:
+        print(f"removed {len(removed)} work folders left by killed render runs in {folder}")
+
+
+def record(
+    out: Location,
+    result: ObjectResult,
+    source_name: str,
+    staged: dict[str, Location],
+    ledger: dict[str, LedgerEntry],
+) -> None:
+    """Make one finished object durable: staged tar, or a ledger line. An unexpected error
+    (not a refusal: environment, config, bug) is reported but not quarantined, so the next run
+    tries the object again."""
+    if result.ok:
+        assert result.staged is not None
+        staged[result.uid] = stage_object(out, result.uid, result.staged)
+        result.staged = b""  # the bytes are on disk now; keep memory flat
+        ledger.pop(result.uid, None)
+        append_rendered(
+            out,
+            {
+                "uid": result.uid,
+                "path": result.path,
+                "rings": result.rings,
+                "attempts": result.attempts,
+                "wall_seconds": round(result.wall_seconds, 4),
+                "blender_seconds": round(result.blender_seconds, 4),
+                "notes": result.notes,
+                "rings_with_notes": result.rings_with_notes,
+            },
+        )
+        for note in result.notes:
+            print(f"note: {result.path}: {note}")
+        return
+    if result.unexpected:
+        print(f"error: {result.path}: {result.detail} (not quarantined; retried next run)")
+        return
+    entry = LedgerEntry(
+        uid=result.uid,
+        path=result.path,
+        reason=str(result.reason),
+        detail=result.detail,
+        attempts=result.attempts,
+        source=source_name,
+        history=result.history,
+    )
+    append_ledger(out, entry)
+    ledger[result.uid] = entry
+
+
+def _progress(results: Iterator[ObjectResult], total: int, enabled: bool) -> Iterator[ObjectResult]:
+    from tqdm import tqdm
+
+    counts: Counter[str] = Counter()
+    with tqdm(total=total, desc="render", unit="obj", disable=not enabled, file=sys.stdout) as bar:
+        for result in results:
+            counts["ok" if result.ok else str(result.reason)] += 1
+            bar.set_postfix(dict(counts), refresh=False)
+            bar.update(1)
+            yield result
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="render", version_base=VERSION_BASE)
+def main(cfg: DictConfig) -> None:
+    try:
+        run_job(to_job_config(cfg))
+    except (SourceError, JobError, ValueError) as exc:  # ValueError: a config check failed
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    register_configs()
+    main()
