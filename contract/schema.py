@@ -65,6 +65,18 @@ def sample_key(uid: str, ring: int) -> str:
     return f"{validate_uid(uid)}_r{ring}"
 
 
+def split_member(name: str) -> tuple[str, str]:
+    """(key, extension) of a tar member name, split at the first dot as WebDataset does."""
+    key, _, ext = name.partition(".")
+    return key, ext
+
+
+def view_index(ext: str) -> int | None:
+    """The view index of a member extension ("view007.png" -> 7); None for any other member."""
+    match = _VIEW_RE.match(ext)
+    return int(match.group(1)) if match else None
+
+
 @dataclass
 class RingMeta:
     """Everything about a ring except its pixels. Angles in degrees, lengths in object units."""

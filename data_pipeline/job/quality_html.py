@@ -1,17 +1,17 @@
-"""How a QualityReport (data_pipeline.job.quality) looks: one self-contained HTML page, and the same
-figures as W&B media. Histograms are drawn with matplotlib when it imports, else as inline SVG."""
+"""How a QualityReport (data_pipeline.job.quality_report) looks: one self-contained HTML page, and
+the same figures as W&B media. Histograms are drawn with matplotlib when it imports, else as
+inline SVG."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
-if TYPE_CHECKING:
-    from data_pipeline.job.quality import Histogram, QualityReport, SheetRing
+from data_pipeline.job.quality_report import HISTOGRAMS, Histogram, QualityReport, SheetRing
 
 SHEET_COLUMNS = 3  # rings per row of the W&B contact sheet image
 
@@ -167,8 +167,6 @@ def contact_sheet_image(rings: list[SheetRing], columns: int = SHEET_COLUMNS) ->
 
 def wandb_media(report: QualityReport, wandb: Any) -> dict[str, Any]:
     """W&B objects for `run.log`: histograms, the contact sheet, the HTML page."""
-    from data_pipeline.job.quality import HISTOGRAMS
-
     media: dict[str, Any] = {}
     for name, hist in zip(HISTOGRAMS, report.histograms(), strict=True):
         if hist.total:

@@ -4,10 +4,11 @@
 
 Reads top to bottom in `run_job`: list the source, skip what a previous run finished, fan the
 rest out to Ray actors (each owns a killable render process, see data_pipeline.job.worker), stage
-every rendered object and quarantine every refused one as results arrive, then (re)write the
-shards from the staged objects, index them (OUT/shards/index.json, removed before the first shard
-changes and written after the last, see contract.dataset_index) and write OUT/summary.json
-and OUT/quality.html (data_pipeline.job.quality).
+every rendered object and quarantine every refused one as results arrive (a JobState holds what
+the run planned and recorded, see data_pipeline.job.state), then (re)write the shards from the
+staged objects, index them (OUT/shards/index.json, removed before the first shard changes and
+written after the last, see contract.dataset_index) and write OUT/summary.json and
+OUT/quality.html (data_pipeline.job.quality).
 This is the only module that imports `ray`. Layout of OUT: see docs/RENDERING.md.
 """
 
@@ -33,18 +34,15 @@ from contract.shard_writer import build_shard, plan_shards, shard_name, write_sh
 from data_pipeline.job.config import RenderJobConfig, register_configs, to_job_config
 from data_pipeline.job.ledger import (
     RENDERED_FILE,
-    LedgerEntry,
     Location,
-    append_ledger,
-    append_rendered,
     compact_records,
-    read_ledger,
     rewrite_ledger,
-    stage_object,
     staged_objects,
     write_json,
 )
+from data_pipeline.job.locks import node_scratch, remove_stale_work_dirs
 from data_pipeline.job.quality import report_after_job
+from data_pipeline.job.state import JobState, plan_job, record
 from data_pipeline.job.summary import (
     SUMMARY_FILE,
     log_wandb,
@@ -52,15 +50,10 @@ from data_pipeline.job.summary import (
     plain_config,
     print_summary,
 )
-from data_pipeline.job.worker import (
-    DEFAULT_RENDERER,
-    ObjectResult,
-    RenderWorker,
-    node_scratch,
-    remove_stale_work_dirs,
-)
+from data_pipeline.job.worker import ObjectResult, RenderWorker
 from data_pipeline.refusals import TRANSIENT, Reason
-from data_pipeline.sources import ObjectSpec, SourceError, build_source
+from data_pipeline.render.process import DEFAULT_RENDERER
+from data_pipeline.sources import ObjectSpec, Source, SourceError, build_source
 
 JOB_FILE = "job.json"
 # This many objects in a row failing with errors that are not refusals (no success between) means
@@ -73,21 +66,6 @@ class JobError(RuntimeError):
 
 
 # -- preparation (no Ray) -----------------------------------------------------------------------
-
-
-def find_duplicates(specs: list[ObjectSpec]) -> tuple[list[ObjectSpec], list[dict[str, Any]]]:
-    """First spec per uid, and a report of every uid the source listed more than once."""
-    first: dict[str, ObjectSpec] = {}
-    dropped: dict[str, list[str]] = {}
-    for spec in specs:
-        if spec.uid in first:
-            dropped.setdefault(spec.uid, []).append(spec.path)
-        else:
-            first[spec.uid] = spec
-    report = [
-        {"uid": uid, "kept": first[uid].path, "dropped": paths} for uid, paths in dropped.items()
-    ]
-    return list(first.values()), report
 
 
 def check_settings(out: Location, cfg: RenderJobConfig) -> None:
@@ -164,7 +142,7 @@ def worker_count(cfg: RenderJobConfig, pending: int, gpus: float) -> int:
 
 def work_dir(cfg: RenderJobConfig, out: Location) -> Path | None:
     """The render processes' local scratch: work_dir, else OUT/work for a local OUT; None (each
-    node's own, data_pipeline.job.worker.node_scratch) when OUT is in object storage."""
+    node's own, data_pipeline.job.locks.node_scratch) when OUT is in object storage."""
     if cfg.work_dir is not None:
         return Path(cfg.work_dir).expanduser().resolve()
     return None if storage.is_url(out) else Path(out) / "work"
@@ -277,58 +255,31 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
     storage.makedirs(out)
     check_settings(out, cfg)
     clean_work_dirs(work_dir(cfg, out) or node_scratch())
-
     source = build_source(cfg.source, out)
-    specs, duplicates = find_duplicates(list(source.list_objects()))
-    for dup in duplicates:
-        print(f"warning: uid {dup['uid']} listed again by {dup['dropped']}; kept {dup['kept']}")
-
-    staged = staged_objects(out)
-    ledger = read_ledger(out)
-    if cfg.retry_quarantined:
-        ledger = {u: e for u, e in ledger.items() if Reason(e.reason) not in TRANSIENT}
-    rewrite_ledger(out, ledger.values())  # drops a torn line left by a killed run
-    pending = [s for s in specs if s.uid not in staged and s.uid not in ledger]
-    resumed = {  # before this run quarantines anything
-        "already_staged": sum(s.uid in staged for s in specs),
-        "already_quarantined": sum(s.uid in ledger and s.uid not in staged for s in specs),
-    }
-    results: list[ObjectResult] = quarantine_unsupported(out, pending, source.name, staged, ledger)
-    pending = [s for s in pending if not s.unsupported]
-    unsupported = f"{len(results)} of unsupported formats quarantined, " if results else ""
-    print(
-        f"{len(specs)} objects in source {source.name}: {resumed['already_staged']} already staged, "
-        f"{resumed['already_quarantined']} already quarantined, {unsupported}"
-        f"{len(pending)} to render"
-    )
-
-    if pending:
-        source.prefetch(pending)
-    phases = {"prepare": time.monotonic() - job_start, "ray_start": 0.0, "actor_start": 0.0}
-    phases["render"] = 0.0
+    job = plan_job(out, source, cfg.retry_quarantined)
+    if job.pending:
+        source.prefetch(job.pending)
+    job.phases["prepare"] = time.monotonic() - job_start
     owns_ray = False
     try:
-        if pending:
+        if job.pending:
             start = time.monotonic()
             owns_ray = start_ray(cfg)
-            phases["ray_start"] = time.monotonic() - start
-            render_pending(cfg, source, out, renderer, pending, staged, ledger, results, phases)
+            job.phases["ray_start"] = time.monotonic() - start
+            render_pending(cfg, job, source, renderer)
         start = time.monotonic()
         shards_dir = storage.join(out, "shards")
         remove_index(shards_dir)  # from here until write_index the folder is visibly incomplete
-        manifests = write_shards(cfg, staged, shards_dir)  # in the same Ray session
-        write_index(shards_dir, manifests)  # last: the folder is complete
+        job.manifests = write_shards(cfg, job.staged, shards_dir)  # in the same Ray session
+        write_index(shards_dir, job.manifests)  # last: the folder is complete
     finally:
         if owns_ray:
             stop_ray()
-    rewrite_ledger(out, [e for u, e in ledger.items() if u not in staged])
+    rewrite_ledger(out, job.quarantined.values())
     compact_records(out, RENDERED_FILE)  # (object storage) the timing parts into one file
-    phases["shards"] = time.monotonic() - start
-    phases["total"] = time.monotonic() - job_start
-    workers = int(phases.pop("workers", 0))
-    summary = make_summary(
-        cfg, out, specs, duplicates, resumed, results, staged, ledger, manifests, workers, phases
-    )
+    job.phases["shards"] = time.monotonic() - start
+    job.phases["total"] = time.monotonic() - job_start
+    summary = make_summary(cfg, job)
     write_json(storage.join(out, SUMMARY_FILE), summary)
     print_summary(summary)
     quality = report_after_job(out, cfg.quality)  # OUT/quality.html, from the files just written
@@ -336,46 +287,34 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
     return summary
 
 
-def render_pending(
-    cfg: RenderJobConfig,
-    source: Any,
-    out: Location,
-    renderer: str,
-    pending: list[ObjectSpec],
-    staged: dict[str, Location],
-    ledger: dict[str, LedgerEntry],
-    results: list[ObjectResult],
-    phases: dict[str, float],
-) -> None:
-    """Render `pending` on Ray actors, recording each result as it arrives (staged or
+def render_pending(cfg: RenderJobConfig, job: JobState, source: Source, renderer: str) -> None:
+    """Render `job.pending` on Ray actors, recording each result as it arrives (staged or
     quarantined); stops the job after MAX_CONSECUTIVE_UNEXPECTED unexpected failures in a row."""
     actors: list = []
     try:
         start = time.monotonic()
         gpus = gpus_per_worker(cfg)
-        workers = worker_count(cfg, len(pending), gpus)
-        phases["workers"] = workers
-        new_actor = actor_factory(cfg, source, out, renderer, gpus)
-        actors = start_actors(new_actor, workers)
-        phases["actor_start"] = time.monotonic() - start
+        job.workers = worker_count(cfg, len(job.pending), gpus)
+        new_actor = actor_factory(cfg, source, job.out, renderer, gpus)
+        actors = start_actors(new_actor, job.workers)
+        job.phases["actor_start"] = time.monotonic() - start
         start = time.monotonic()
-        stream = render_all(actors, new_actor, pending, cfg.max_attempts)
+        stream = render_all(actors, new_actor, job.pending, cfg.max_attempts)
         in_a_row = 0
-        for result in _progress(stream, len(pending), cfg.progress):
-            record(out, result, source.name, staged, ledger)
-            results.append(result)
+        for result in _progress(stream, len(job.pending), cfg.progress):
+            record(job, result)
             in_a_row = in_a_row + 1 if result.unexpected else 0
             if in_a_row >= MAX_CONSECUTIVE_UNEXPECTED:
-                logs = work_dir(cfg, out) or "<TMPDIR>/imagedream-render on each node"
+                logs = work_dir(cfg, job.out) or "<TMPDIR>/imagedream-render on each node"
                 raise JobError(
                     f"{in_a_row} objects in a row failed with errors that are not asset "
                     f"refusals (last: {result.detail}); see the logs in {logs}/logs. Fix the "
                     "environment or config and run again: they were not quarantined."
                 )
-        phases["render"] = time.monotonic() - start
+        job.phases["render"] = time.monotonic() - start
     finally:
         stop_actors(actors)  # kills the render processes too
-        clean_work_dirs(work_dir(cfg, out) or node_scratch())  # what dead actors left here
+        clean_work_dirs(work_dir(cfg, job.out) or node_scratch())  # what dead actors left here
 
 
 def write_shards(
@@ -421,84 +360,13 @@ def write_shards(
     return sorted(manifests, key=lambda m: m.shard)
 
 
-def quarantine_unsupported(
-    out: Location,
-    pending: list[ObjectSpec],
-    source_name: str,
-    staged: dict[str, Location],
-    ledger: dict[str, LedgerEntry],
-) -> list[ObjectResult]:
-    """Quarantine the files the source marked `unsupported` (a format no importer reads) at once,
-    in the driver: no render actor is started for them. Returns their results."""
-    results = []
-    for spec in pending:
-        if spec.unsupported:
-            result = ObjectResult(
-                uid=spec.uid,
-                path=spec.path,
-                attempts=1,
-                reason=Reason.UNSUPPORTED_FORMAT.value,
-                detail=spec.unsupported,
-            )
-            record(out, result, source_name, staged, ledger)
-            results.append(result)
-    return results
-
-
 def clean_work_dirs(folder: Path) -> None:
     """Remove the render-* work folders that earlier (killed) runs or dead actors left behind in
-    this node's scratch; those of live render actors are locked and kept (data_pipeline.job.worker).
+    this node's scratch; those of live render actors are locked and kept (data_pipeline.job.locks).
     Render actors do the same on their own nodes when they start."""
     removed = remove_stale_work_dirs(folder)
     if removed:
         print(f"removed {len(removed)} work folders left by killed render runs in {folder}")
-
-
-def record(
-    out: Location,
-    result: ObjectResult,
-    source_name: str,
-    staged: dict[str, Location],
-    ledger: dict[str, LedgerEntry],
-) -> None:
-    """Make one finished object durable: staged tar, or a ledger line. An unexpected error
-    (not a refusal: environment, config, bug) is reported but not quarantined, so the next run
-    tries the object again."""
-    if result.ok:
-        assert result.staged is not None
-        staged[result.uid] = stage_object(out, result.uid, result.staged)
-        result.staged = b""  # the bytes are on disk now; keep memory flat
-        ledger.pop(result.uid, None)
-        append_rendered(
-            out,
-            {
-                "uid": result.uid,
-                "path": result.path,
-                "rings": result.rings,
-                "attempts": result.attempts,
-                "wall_seconds": round(result.wall_seconds, 4),
-                "blender_seconds": round(result.blender_seconds, 4),
-                "notes": result.notes,
-                "rings_with_notes": result.rings_with_notes,
-            },
-        )
-        for note in result.notes:
-            print(f"note: {result.path}: {note}")
-        return
-    if result.unexpected:
-        print(f"error: {result.path}: {result.detail} (not quarantined; retried next run)")
-        return
-    entry = LedgerEntry(
-        uid=result.uid,
-        path=result.path,
-        reason=str(result.reason),
-        detail=result.detail,
-        attempts=result.attempts,
-        source=source_name,
-        history=result.history,
-    )
-    append_ledger(out, entry)
-    ledger[result.uid] = entry
 
 
 def _progress(results: Iterator[ObjectResult], total: int, enabled: bool) -> Iterator[ObjectResult]:

@@ -8,59 +8,46 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from omegaconf import OmegaConf
 
 from contract import storage
 from data_pipeline.job.config import RenderJobConfig
-from data_pipeline.job.ledger import LedgerEntry, Location, read_rendered
-from data_pipeline.job.worker import ObjectResult
+from data_pipeline.job.ledger import read_rendered
+from data_pipeline.job.quality_html import wandb_media
+from data_pipeline.job.quality_report import QualityReport
+from data_pipeline.job.state import JobState
 from data_pipeline.refusals import Reason
-from data_pipeline.sources import ObjectSpec
-
-if TYPE_CHECKING:
-    from data_pipeline.job.quality import QualityReport
 
 SUMMARY_FILE = "summary.json"
 
 
-def make_summary(
-    cfg: RenderJobConfig,
-    out: Location,
-    specs: list[ObjectSpec],
-    duplicates: list[dict[str, Any]],
-    resumed: dict[str, int],
-    results: list[ObjectResult],
-    staged: dict[str, Location],
-    ledger: dict[str, LedgerEntry],
-    manifests: list,
-    workers: int,
-    phases: dict[str, float],
-) -> dict[str, Any]:
-    rendered = [r for r in results if r.ok]
-    refused = [r for r in results if not r.ok and not r.unexpected]
-    errors = [r for r in results if r.unexpected]
+def make_summary(cfg: RenderJobConfig, job: JobState) -> dict[str, Any]:
+    """summary.json of a finished run (job.phases complete)."""
+    rendered = [r for r in job.results if r.ok]
+    refused = [r for r in job.results if not r.ok and not r.unexpected]
+    errors = [r for r in job.results if r.unexpected]
     blender = sum(r.blender_seconds for r in rendered)
     per_object = [r.wall_seconds for r in rendered]
     views = sum(r.rings for r in rendered) * cfg.render.num_views
-    quarantined = {u: e for u, e in ledger.items() if u not in staged}
+    quarantined = job.quarantined
     noted = [r for r in rendered if r.notes]
     # every staged object's latest timing line (earlier runs too) says whether it had notes
-    latest = {rec.get("uid"): rec for rec in read_rendered(out) if isinstance(rec, dict)}
-    noted_total = [latest[u] for u in staged if latest.get(u, {}).get("notes")]
-    job_seconds = phases["total"]
+    latest = {rec.get("uid"): rec for rec in read_rendered(job.out) if isinstance(rec, dict)}
+    noted_total = [latest[u] for u in job.staged if latest.get(u, {}).get("notes")]
+    job_seconds = job.phases["total"]
     return {
-        "output_dir": str(out),
+        "output_dir": str(job.out),
         "source": getattr(cfg.source, "kind", "?"),
-        "objects_in_source": len(specs),
-        "duplicates": duplicates,
-        "resumed": resumed,
+        "objects_in_source": len(job.specs),
+        "duplicates": job.duplicates,
+        "resumed": job.resumed,
         "this_run": {
             "rendered": len(rendered),
             "quarantined": len(refused),
             "quarantined_by_reason": dict(Counter(str(r.reason) for r in refused)),
-            "retried": sum(r.attempts > 1 for r in results),
+            "retried": sum(r.attempts > 1 for r in job.results),
             "errors": len(errors),  # not refusals, not quarantined: retried by the next run
             # rendered, but the asset had a defect recorded in RingMeta.notes (missing texture...)
             "with_notes": {
@@ -77,11 +64,11 @@ def make_summary(
         ],
         "notes": [{"uid": r.uid, "path": r.path, "notes": r.notes} for r in noted],
         "total": {
-            "staged": len(staged),
+            "staged": len(job.staged),
             "quarantined": len(quarantined),
             "quarantined_by_reason": dict(Counter(e.reason for e in quarantined.values())),
-            "shards": len(manifests),
-            "rings": sum(len(m.entries) for m in manifests),
+            "shards": len(job.manifests),
+            "rings": sum(len(m.entries) for m in job.manifests),
             "with_notes": {
                 "objects": len(noted_total),
                 "rings": sum(int(rec.get("rings_with_notes", 0)) for rec in noted_total),
@@ -89,23 +76,21 @@ def make_summary(
         },
         "timing": {
             "job_seconds": job_seconds,
-            # prepare (list source, read state), ray_start, actor_start (Ray workers + Blender
-            # import in their render processes), render, shards
-            "phases_seconds": phases,
-            "workers": workers,
+            "phases_seconds": job.phases,  # state.PHASES
+            "workers": job.workers,
             "blender_seconds": blender,
             "worker_seconds_rendered": sum(per_object),  # fetch + render + stage, in the workers
             "worker_seconds_refused": sum(r.wall_seconds for r in refused),
             "seconds_per_object": statistics.fmean(per_object) if per_object else None,
             "seconds_per_view": (blender / views) if views else None,
             # worker-seconds the job spent per second Blender spent rendering (1.0 = no overhead)
-            "overhead_ratio": (job_seconds * max(workers, 1) / blender) if blender else None,
+            "overhead_ratio": (job_seconds * max(job.workers, 1) / blender) if blender else None,
             # the same without the job's fixed costs (start-up, shards): what a long job tends to
             "per_object_overhead_ratio": (sum(per_object) / blender) if blender else None,
         },
         "render_settings": plain_config(cfg.render),
         "num_shards": cfg.num_shards,
-        "shards": [m.shard for m in manifests],
+        "shards": [m.shard for m in job.manifests],
     }
 
 
@@ -184,11 +169,7 @@ def log_wandb(
             **{f"timing/{k}": v for k, v in summary["timing"].items() if v is not None},
             **{f"quarantine/{k}": v for k, v in summary["total"]["quarantined_by_reason"].items()},
         }
-        media = {}
-        if quality is not None:
-            from data_pipeline.job.quality_html import wandb_media
-
-            media = wandb_media(quality, wandb)
+        media = wandb_media(quality, wandb) if quality is not None else {}
         run.log({**flat, **media})
         run.summary.update(flat)
         run.finish()

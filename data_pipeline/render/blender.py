@@ -10,10 +10,10 @@ Blender rendered. Blender errors become `Refusal(Reason.RENDER_ERROR, path, Blen
 nothing is swallowed. No Ray here: the job (data_pipeline.job) fans this function out.
 
 `render_object` does not validate its rings: whoever stages them does, once (the render process,
-data_pipeline.job.worker.render_to_tar, and this CLI).
+data_pipeline.render.process.render_to_tar, and this CLI).
 
-CLI, to render one object by hand (the job renders through data_pipeline.job.worker's render
-process, whose protocol is data_pipeline.render.protocol):
+CLI, to render one object by hand (the job renders through the render process,
+data_pipeline.render.process, whose protocol is data_pipeline.render.protocol):
 
     python -m data_pipeline.render.blender --asset PATH --out DIR [--uid U --caption C --source S
         --views N --rings R --resolution R --samples S --seed K --framing F --device D]
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from contract import cameras
-from contract.schema import RingMeta, encode_png
+from contract.schema import META_EXT, VIEW_EXT, RingMeta, encode_png
 from data_pipeline.formats.mesh_inspection import MIN_EXTENT, AssetReport, inspect_asset
 from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.render.blender_import import import_asset
@@ -369,9 +369,9 @@ def write_ring_dir(ring: RenderedRing, out: Path) -> Path:
     """DIR/{uid}_r{ring}/meta.json and view{i:03d}.png (the CLI layout)."""
     ring_dir = out / f"{ring.meta.uid}_r{ring.meta.ring}"
     ring_dir.mkdir(parents=True, exist_ok=True)
-    (ring_dir / "meta.json").write_bytes(ring.meta.to_json())
+    (ring_dir / META_EXT).write_bytes(ring.meta.to_json())
     for i, png in enumerate(ring.views_png):
-        (ring_dir / f"view{i:03d}.png").write_bytes(png)
+        (ring_dir / VIEW_EXT.format(index=i)).write_bytes(png)
     return ring_dir
 
 

@@ -1,8 +1,8 @@
-"""The render process's protocol (data_pipeline.job.worker): one JSON line each way, typed.
+"""The render process's protocol (data_pipeline.render.process): one JSON line each way, typed.
 
-The parent (`RenderWorker`, in a Ray actor) writes a `RenderRequest` line on the child's stdin;
-the child writes one `Ready` line when it has started, then one `RenderAnswer` line per request
-on its private protocol pipe. Both sides build and read these classes only, so a field is named
+The parent (data_pipeline.job.worker's `RenderProcess`, in a Ray actor) writes a `RenderRequest`
+line on the child's stdin; the child writes one `Ready` line when it has started, then one
+`RenderAnswer` line per request on its private protocol pipe. Both sides build and read these classes only, so a field is named
 in one place; a line that is not a valid message raises `ProtocolError`.
 """
 

@@ -189,8 +189,3 @@ def write_builtin_samples(directory: str | Path) -> list[Path]:
         (directory / f"{name}.txt").write_text(caption + "\n", encoding="utf-8")
         written.append(path)
     return written
-
-
-def palette_rgb(colour: str) -> np.ndarray:
-    """(3,) sRGB 0-255 of a named palette colour."""
-    return np.asarray(PALETTE[colour], dtype=np.float64)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from contract.dataset_index import read_index, write_index_from_manifests
-from contract.schema import encode_sample
+from contract.schema import encode_sample, sample_key
 from contract.shard_reader import read_rings
 from contract.shard_writer import shard_id_for, shard_name, write_shard
 from data_pipeline.job.ledger import LedgerEntry, append_rendered, read_ledger, rewrite_ledger
@@ -23,9 +23,9 @@ from data_pipeline.job.quality import (
     canonical_views,
     iter_ring_members,
     main,
-    ring_score,
     write_report,
 )
+from data_pipeline.job.quality_report import ring_score
 from tests.data_pipeline.fakes import fake_ring
 
 NUM_VIEWS, RINGS, NUM_SHARDS = 8, 2, 3
@@ -116,7 +116,8 @@ def test_only_the_canonical_views_are_read():
 
 def test_shard_members_are_streamed_canonical_views_only(job_output):
     shard = sorted((job_output / "shards").glob("shard-*.tar"))[0]
-    for meta, views in iter_ring_members(shard):
+    for key, meta, views in iter_ring_members(shard):
+        assert key == sample_key(meta.uid, meta.ring)
         assert sorted(views) == canonical_views(len(meta.azimuths_deg))
 
 

@@ -27,6 +27,7 @@ from data_pipeline.render.settings import (
     object_seed,
     sample_ring_params,
 )
+from data_pipeline.sources.demo_objects import PALETTE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -167,7 +168,7 @@ def test_importing_the_render_core_starts_no_blender():
     code = (
         "import sys, data_pipeline.render.blender, data_pipeline.formats.mesh_inspection, data_pipeline.render.ring_checks, "
         "data_pipeline.sources.demo_objects, data_pipeline.render.blenderproc_env, data_pipeline.render.blender_import, "
-        "data_pipeline.formats; "
+        "data_pipeline.formats, data_pipeline.render.process, data_pipeline.job.worker; "
         "assert 'bpy' not in sys.modules and 'blenderproc' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -299,6 +300,11 @@ def test_ring_metadata_is_complete(robot_ring):
     assert RingMeta.from_json(meta.to_json()) == meta
 
 
+def _palette_rgb(colour: str) -> np.ndarray:
+    """(3,) sRGB 0-255 of a named colour of the built-in objects' palette."""
+    return np.asarray(PALETTE[colour], dtype=np.float64)
+
+
 def _colour_fraction(rgba: np.ndarray, rgb, tolerance_deg: float = 20.0) -> float:
     """Fraction of the image covered by saturated object pixels with the hue of `rgb`. Hue, not
     RGB distance: the random lights change brightness a lot and hue little."""
@@ -314,15 +320,13 @@ def _colour_fraction(rgba: np.ndarray, rgb, tolerance_deg: float = 20.0) -> floa
 def test_the_front_is_seen_at_azimuth_zero(house_ring):
     """The house's blue door is on its front (glTF +Z, Blender -Y): it covers a good part of
     view 0 and is absent from the back view (V/2) and the side views."""
-    from data_pipeline.sources.demo_objects import palette_rgb
-
     views = [_decode(png) for png in house_ring.views_png]
-    door = palette_rgb("door_blue")
+    door = _palette_rgb("door_blue")
     front = _colour_fraction(views[0], door)
     assert front > 0.03, front
     for back_or_side in (2, 4, 6):
         assert _colour_fraction(views[back_or_side], door) < 0.002
-    window = palette_rgb("window_yellow")  # on the house's right (+X): seen from azimuth 90
+    window = _palette_rgb("window_yellow")  # on the house's right (+X): seen from azimuth 90
     assert _colour_fraction(views[2], window) > 0.02
     assert _colour_fraction(views[6], window) < 0.002
 

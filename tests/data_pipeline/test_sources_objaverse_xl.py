@@ -252,7 +252,7 @@ def test_download_failure_is_quarantined_and_the_rest_renders(xl_cache, tmp_path
     """The worker (what each Ray actor runs) and the job's bookkeeping, without Ray: the objects
     whose download fails land in the ledger with their reason; the others are staged."""
     from data_pipeline.job.ledger import read_ledger, staged_objects
-    from data_pipeline.job.run import record
+    from data_pipeline.job.state import JobState, record
     from data_pipeline.job.worker import RenderWorker
     from data_pipeline.render.settings import RenderSettings
     from tests.data_pipeline.fakes import FAKE
@@ -266,10 +266,10 @@ def test_download_failure_is_quarantined_and_the_rest_renders(xl_cache, tmp_path
         source, RenderSettings(**TINY), time_limit_s=60, max_attempts=2,
         work_dir=out / "work", renderer=FAKE,
     )  # fmt: skip
-    staged, ledger = {}, {}
+    job = JobState(out=out, source_name=source.name)
     try:
         for spec in specs:
-            record(out, worker.process_object(spec), source.name, staged, ledger)
+            record(job, worker.process_object(spec))
     finally:
         worker.close()
     assert set(staged_objects(out)) == {sha["chair"]}

@@ -1,16 +1,12 @@
 """The render worker alone, without Ray (what each Ray actor runs): a hung render is killed at
-its time limit, a crashed or failed one retried in a fresh process, refusals kept as final; and
-the work folders of killed workers are removed while live ones are kept. `fake_render` (fakes.py)
-stands in for Blender."""
+its time limit, a crashed or failed one retried in a fresh process, refusals kept as final, and
+its work folder removed when it closes. `fake_render` (fakes.py) stands in for Blender."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from data_pipeline.job.worker import RenderWorker, remove_stale_work_dirs
+from data_pipeline.job.worker import RenderWorker
 from data_pipeline.refusals import Reason
 from data_pipeline.render.settings import RenderSettings
 from data_pipeline.sources import LocalSource, LocalSourceConfig
@@ -43,6 +39,7 @@ def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_
         results = {Path(s.path).stem: (s, worker.process_object(s)) for s in source.list_objects()}
     finally:
         worker.close()
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["logs"]  # its folder is gone
     by_name = {name: r for name, (_, r) in results.items()}
     assert by_name["ok"].ok and by_name["ok"].rings == 2 and by_name["ok"].attempts == 1
     assert by_name["flaky"].ok and by_name["flaky"].attempts == 2
@@ -56,44 +53,6 @@ def test_worker_kills_hung_render_retries_transient_and_keeps_final_reasons(tmp_
     boom = by_name["boom"]  # not a refusal: retried in a fresh process, flagged unexpected
     assert (boom.reason, boom.attempts, boom.unexpected) == (Reason.RENDER_ERROR.value, 2, True)
     assert "boom" in boom.detail
-
-
-_KILLABLE_WORKER = """
-import sys, time
-from data_pipeline.render.settings import RenderSettings
-from data_pipeline.job.worker import RenderWorker
-worker = RenderWorker(None, RenderSettings(), time_limit_s=1, max_attempts=1, work_dir=sys.argv[1])
-print(worker.tmp, flush=True)
-time.sleep(3600)
-"""
-
-
-def test_work_folders_of_killed_workers_are_removed_and_live_ones_kept(tmp_path):
-    work = tmp_path / "work"
-    (work / "render-oldstyle").mkdir(parents=True)  # a killed run of before the locks
-    (work / "logs").mkdir()
-    killed = subprocess.Popen(
-        [sys.executable, "-c", _KILLABLE_WORKER, str(work)],
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
-    )
-    assert killed.stdout is not None
-    killed_dir = Path(killed.stdout.readline().decode().strip())
-    live = RenderWorker(None, RenderSettings(**TINY), time_limit_s=1, max_attempts=1, work_dir=work)
-    try:
-        assert remove_stale_work_dirs(work) == [work / "render-oldstyle"]
-        assert killed_dir.is_dir(), "a live worker's folder (another process) was removed"
-        killed.kill()
-        killed.wait()
-        assert remove_stale_work_dirs(work) == [killed_dir]
-        assert live.tmp.is_dir(), "a live worker's folder (this process) was removed"
-        assert (work / "logs").is_dir()
-    finally:
-        killed.kill()
-        killed.wait()
-        live.close()
-    assert not live.tmp.exists()
-    assert sorted(p.name for p in work.iterdir()) == ["logs"]
 
 
 class _DownloadingSource:
