@@ -7,6 +7,7 @@ model, train, resume, pipeline   `make bench`: the network, training steps, resu
                     released-checkpoint load and the pipeline's sampling (training)
 eval                `make bench`: sampling and metric throughput (evaluation)
 learn               `make bench-learn`: every controller variant trained and compared
-gpu_check, gpu_report   `make gpu-check`: the GPU paths measured (render, DeepSpeed, sampling)
+gpu_check, gpu_report, gpu_thresholds   `make gpu-check`: the GPU paths measured (render,
+                    DeepSpeed, sampling), the report, the bars they must clear
 parity, official*   `make parity`: our pipeline against the authors' released inference code
 """

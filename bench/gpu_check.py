@@ -26,7 +26,8 @@ tiny network, torchrun instead of the DeepSpeed launcher, gloo) and the report s
 first line: those figures show that the paths run, not how fast a GPU is. CI runs it that way.
 
 Writes OUT/gpu.json and OUT/gpu.md (bench.gpu_report); exits 1 when a check fails (a
-consistency, PSNR or CPU/GPU agreement threshold missed, or a measurement that raised).
+consistency, PSNR or CPU/GPU agreement threshold of bench.gpu_thresholds missed, or a
+measurement that raised). The render PSNR is evaluation.metrics' (`psnr_over_all`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import contextlib
 import copy
 import gc
 import json
-import math
 import os
 import platform
 import resource
@@ -51,12 +51,10 @@ from typing import Any
 
 import numpy as np
 
+from bench.gpu_report import write_report
+from bench.gpu_thresholds import MAX_LOSS_REL, MAX_SAMPLE_REL, MIN_IOU, MIN_PSNR_DB, VARIANTS
+
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("pixel", "local_pixel")
-MIN_IOU = 0.85  # camera/alpha check, every view of every ring
-MIN_PSNR_DB = 30.0  # GPU against CPU render of the same ring (Cycles' noise differs by device)
-MAX_LOSS_REL = 1e-4  # fp32 loss of step 1, GPU against CPU
-MAX_SAMPLE_REL = 1e-3  # fp32 latents after one DDIM step, GPU against CPU
 STEPS = {"gpu": 6, "tiny": 3}  # optimiser steps per training case (the first is warm-up)
 LAUNCH_TIMEOUT_S = 900  # one variant's probe under the launcher
 
@@ -90,12 +88,6 @@ def _sync(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 arrays (inf when equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 def _rel(a: Any, b: Any) -> float:
@@ -175,6 +167,8 @@ def consistency(rings: list) -> dict[str, float]:
 
 
 def check_render(work: Path, gpu: bool) -> dict[str, Any]:
+    from evaluation.metrics.groundtruth import psnr_over_all
+
     main_settings, cmp_settings = render_settings(gpu)
     accel = "gpu" if gpu else "cpu"
     result: dict[str, Any] = {}
@@ -190,7 +184,7 @@ def check_render(work: Path, gpu: bool) -> dict[str, Any]:
     result["compare_cpu"]["min_iou"] = consistency(cpu_rings)
     by_key = {r.key: r for r in cpu_rings}
     result["psnr_db"] = {
-        r.key: psnr(r.images, by_key[r.key].images) for r in accel_rings if r.key in by_key
+        r.key: psnr_over_all(r.images, by_key[r.key].images) for r in accel_rings if r.key in by_key
     }
     ious = [*result["main"]["min_iou"].values(), *result["compare_cpu"]["min_iou"].values()]
     result["ok"] = (
@@ -234,6 +228,7 @@ def probe_train(variant: str, shards: str, out: Path, tiny: bool) -> None:
     from contract.hydra_compose import compose
     from training.config import load_config, register_configs
     from training.data import build_loader
+    from training.diffusion import Diffusion, TrainingObjective
     from training.engine import build_engine, init_distributed
     from training.model import build_imagedream
     from training.train import train_step
@@ -269,7 +264,11 @@ def probe_train(variant: str, shards: str, out: Path, tiny: bool) -> None:
         engine = None
         try:
             _reset_peak(device)
-            engine = build_engine(copy.deepcopy(pristine), cfg, dist)
+            engine = build_engine(  # the engine holds the only reference to the copy
+                TrainingObjective(copy.deepcopy(pristine), Diffusion(objective=cfg.objective)),
+                cfg,
+                dist,
+            )
             engine.seed(0)
             loader = build_loader(cfg.data, cfg.trainer.seed, dist.rank, dist.world_size)
             times = []
@@ -346,14 +345,7 @@ def fp32_loss_on_both(pristine: Any, cfg: Any, device: Any) -> dict[str, Any]:
         objective = TrainingObjective(model, Diffusion(objective=cfg.objective))
         generator = torch.Generator().manual_seed(1234)
         with torch.no_grad():
-            loss = objective(
-                batch.targets,
-                batch.prompt,
-                batch.cameras,
-                batch.captions,
-                batch.prompt_dropped,
-                generator=generator,
-            )
+            loss = objective(batch, generator)
         losses[where] = float(loss)
         del model, objective
     cpu, dev = losses["cpu"], losses[str(device)]
@@ -492,8 +484,6 @@ def run_check(out: Path, force_tiny: bool) -> int:
         shutil.rmtree(work, ignore_errors=True)
     result["seconds"] = time.perf_counter() - start
     result["ok"] = {k: bool(result[k].get("ok")) for k in ("render", "training", "sampling")}
-    from bench.gpu_report import write_report  # here: it imports this module's thresholds
-
     write_report(result, out)
     print((out / "gpu.md").read_text())
     return 0 if all(result["ok"].values()) else 1

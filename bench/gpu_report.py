@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.gpu_check import MAX_LOSS_REL, MAX_SAMPLE_REL, MIN_IOU, MIN_PSNR_DB, VARIANTS
+from bench.gpu_thresholds import MAX_LOSS_REL, MAX_SAMPLE_REL, MIN_IOU, MIN_PSNR_DB, VARIANTS
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:

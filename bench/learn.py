@@ -101,10 +101,7 @@ def fixed_noise_loss(model: Any, cfg: Any, shards: Path, seeds: int = 8) -> floa
         for batch in batches:
             for seed in range(seeds):
                 g = torch.Generator().manual_seed(1000 + seed)
-                loss = Diffusion(objective=ObjectiveConfig()).loss(
-                    model, batch.targets, batch.prompt, batch.cameras, batch.captions,
-                    batch.prompt_dropped, g,
-                )  # fmt: skip
+                loss = Diffusion(objective=ObjectiveConfig()).loss(model, batch, g)
                 losses.append(float(loss))
     return float(np.mean(losses))
 

@@ -2,22 +2,18 @@
 
 1. Peak resident memory while loading a full-size released-format checkpoint: random weights
    written in the official layout (../shared/official_unet_keys.json, local+pixel: 773 tensors,
-   941.7 M values, fp32) under `model.diffusion_model.`, loaded into our denoiser two ways, each
-   in its own process, side by side in one run:
-   - "eager" (how main loaded it before this change): the model built at random init, the whole
-     file read into memory by torch.load, then copied into the parameters;
-   - "streamed" (training.model.convert.denoiser_from_original): modules on the meta device, the
-     file memory-mapped, its tensors adopted as the parameters.
-   Both touch every weight afterwards (a checksum), so mapped pages count as they would in use.
+   941.7 M values, fp32) under `model.diffusion_model.`, loaded into our denoiser in its own
+   process by training.model.convert.denoiser_from_original: modules on the meta device, the
+   file memory-mapped, its tensors adopted as the parameters. Every weight is touched afterwards
+   (a checksum), so mapped pages count as they would in use.
 2. Seconds per prompt through ImageDreamPipeline with the tiny model (50 DDIM steps, CFG), next
-   to the direct `Diffusion.sample` loop on the same inputs (the pipeline's own overhead), and
-   the figure main measured before this change (bench/results/eval.json, the old sampler).
+   to the direct `sample_latents` loop on the same inputs (the pipeline's own overhead).
 
-    python -m bench.pipeline [--skip-load] [--keep-file] [--before-tree DIR]
+    python -m bench.pipeline [--skip-load] [--keep-file]
 
---before-tree DIR: a checkout of the commit before this change (e.g. `git worktree add DIR
-91dfb67`); its own evaluation sampler is then timed in the same run (its bench.eval
-bench_tiny, in a child process), next to the pipeline.
+What it measured of code that is gone (the eager load, the sampler before the pipeline) is
+kept as text, `BEFORE`, written at the end of the report: figures of a past run, not measured
+again.
 """
 
 from __future__ import annotations
@@ -41,7 +37,19 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results"
 KEYS = REPO.parent / "shared" / "official_unet_keys.json"
-BEFORE_TINY_S = 3.08  # bench/results/eval.json of commit 91dfb67: the old MultiViewSampler
+# The figures of removed code, from the run committed with this benchmark (f1edff7): copied
+# from that run's pipeline.{json,md}, not measured again (the code they timed is gone).
+BEFORE = """\
+## Before: code that is gone (figures of a past run, not measured again)
+
+The run committed in f1edff7 (2026-12-01; 2 CPU cores, torch 2.14.1+cu130) also timed the code
+before 4e55364 brought the streamed load and the pipeline, i.e. that of 91dfb67:
+
+| what | then (91dfb67's code) | now, in the same run |
+|---|---|---|
+| full-size released-format load: random init + the whole file by torch.load + copy ("eager") | peak RSS 7.79 GiB (2.22 x the 3.51 GiB file), 21.3 s | streamed: 4.35 GiB (1.24 x), 0.4 s; 0.56 of eager's peak |
+| tiny sampling, evaluation's own sampler (s / prompt) | 0.89 (a checkout timed in that run, one run after warm-up); 3.08 (bench/results/eval.json of 91dfb67, another run) | pipeline 0.72, direct loop 0.74 |
+"""
 
 
 def _peak_gib() -> float:
@@ -62,22 +70,14 @@ def write_released_file(path: Path) -> dict[str, Any]:
     return {"tensors": len(state), "values": sum(math.prod(s) for s in entry["keys"].values())}
 
 
-def _child_load(mode: str, path: str) -> None:
-    """Runs in a fresh process: load the file one way, touch every weight, report peak RSS."""
+def _child_load(path: str) -> None:
+    """Runs in a fresh process: stream the file in, touch every weight, report peak RSS."""
     from training.model import CONTROLLER_CONFIGS, ModelConfig
-    from training.model.convert import denoiser_from_original, original_to_ours
-    from training.model.denoiser import MultiViewUNet
+    from training.model.convert import denoiser_from_original
 
     start = time.perf_counter()
     cfg, ctrl = ModelConfig(), CONTROLLER_CONFIGS["local_pixel"]()
-    if mode == "eager":
-        denoiser = MultiViewUNet.from_configs(cfg, ctrl)  # random init
-        state = torch.load(path, map_location="cpu", weights_only=True)  # whole file in memory
-        ours, _ = original_to_ours(state, denoiser.state_dict().keys(), cfg.unet)
-        denoiser.load_state_dict(ours, strict=True)  # copied into the parameters
-        del state, ours
-    else:
-        denoiser = denoiser_from_original(cfg, ctrl, path)
+    denoiser = denoiser_from_original(cfg, ctrl, path)
     loaded = time.perf_counter() - start
     checksum = float(sum(p.detach().double().sum() for p in denoiser.parameters()))
     print(json.dumps({"peak_rss_gib": _peak_gib(), "load_s": loaded, "checksum": checksum}))
@@ -90,18 +90,15 @@ def bench_load(keep_file: bool) -> dict[str, Any]:
         info = write_released_file(path)
         size_gib = path.stat().st_size / 2**30
         results: dict[str, Any] = {"file_gib": size_gib, **info}
-        for mode in ("eager", "streamed"):
-            proc = subprocess.run(
-                [sys.executable, "-m", "bench.pipeline", "--child-load", mode, str(path)],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-            results[mode]["peak_over_file"] = results[mode]["peak_rss_gib"] / size_gib
-        if results["eager"]["checksum"] != results["streamed"]["checksum"]:
-            raise RuntimeError("eager and streamed loads gave different weights")
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.pipeline", "--child-load", str(path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        streamed = json.loads(proc.stdout.strip().splitlines()[-1])
+        results["streamed"] = {**streamed, "peak_over_file": streamed["peak_rss_gib"] / size_gib}
         return results
     finally:
         if not keep_file:
@@ -110,7 +107,12 @@ def bench_load(keep_file: bool) -> dict[str, Any]:
 
 
 def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
-    from training.diffusion import Diffusion, latent_noise_shape
+    from training.diffusion import (
+        build_sampling_scheduler,
+        latent_noise_shape,
+        sample_latents,
+        set_ldm_timesteps,
+    )
     from training.model import build_imagedream, compose_model_configs
     from training.pipeline import ImageDreamPipeline
     from training.prompt_image import prepare_prompts
@@ -124,6 +126,7 @@ def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
     cfg = pipe.sampling_settings
     image_encoder = model.image_encoder
     assert image_encoder is not None  # local_pixel reads CLIP tokens
+    scheduler = build_sampling_scheduler()  # the direct loop's own, at the default schedule
 
     def through_pipeline() -> None:
         gens = [torch.Generator().manual_seed(i) for i in range(prompts)]
@@ -141,14 +144,15 @@ def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
                 prompt_image=pipe.prompt_image_config,
             )
             assert noise is not None
-            latents = Diffusion().sample(
+            set_ldm_timesteps(scheduler, steps, model.device)
+            latents = sample_latents(
                 model,
+                scheduler,
                 prepare_prompts(list(images), pipe.resolution, image_encoder.image_size),
                 texts,
                 [cfg.negative_prompt] * prompts,
                 torch.from_numpy(pipe.canonical_cameras([cfg.elevation_deg] * prompts)),
                 noise,
-                steps,
                 cfg.guidance_scale,
                 cfg.eta,
                 latent_noise=latent_noise,
@@ -170,27 +174,7 @@ def bench_tiny(prompts: int = 4, steps: int = 50) -> dict[str, Any]:
         "seconds_per_prompt": best,
         "all_runs": timings,
         "pipeline_over_direct": best["pipeline"] / best["direct"],
-        "before_change_s": BEFORE_TINY_S,
     }
-
-
-def bench_before(tree: Path) -> dict[str, Any]:
-    """The old tree's tiny sampling benchmark (warm-up, then one timed 50-step run)."""
-    code = (
-        "import json, torch; torch.set_num_threads(1); import bench.eval as b; "
-        "print(json.dumps(b.bench_tiny()))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tree,
-        env=dict(os.environ, PYTHONPATH=str(tree)),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["tree"] = str(tree)
-    return out
 
 
 def write(results: dict[str, Any]) -> None:
@@ -199,8 +183,8 @@ def write(results: dict[str, Any]) -> None:
     lines = [
         "# Pipeline benchmark",
         "",
-        f"`python -m bench.pipeline` on {os.cpu_count()} CPU cores ({platform.platform()}), "
-        f"torch {torch.__version__}, load average at start {results['load_average']}.",
+        f"`python -m bench.pipeline` on {results['machine']}, "
+        f"load average at start {results['load_average']}.",
         "",
     ]
     load = results.get("load")
@@ -209,24 +193,16 @@ def write(results: dict[str, Any]) -> None:
             "## Loading a full-size released-format checkpoint (local+pixel UNet + resampler)",
             "",
             f"File: {load['tensors']} tensors, {load['values'] / 1e6:.1f} M values, "
-            f"{load['file_gib']:.2f} GiB (random fp32 weights in the official layout). Each way "
-            "in its own process; every weight touched after loading.",
+            f"{load['file_gib']:.2f} GiB (random fp32 weights in the official layout). Loaded in "
+            "its own process; every weight touched after loading.",
             "",
             "| way | peak RSS (GiB) | peak / file size | load s |",
             "|---|---|---|---|",
         ]
-        for mode, what in (
-            ("eager", "before: random init + torch.load + copy"),
-            ("streamed", "now: meta + mmap + assign"),
-        ):
-            r = load[mode]
-            lines.append(
-                f"| {mode} ({what}) | {r['peak_rss_gib']:.2f} | {r['peak_over_file']:.2f} | "
-                f"{r['load_s']:.1f} |"
-            )
+        r = load["streamed"]
         lines += [
-            "",
-            f"Streamed / eager peak: **{load['streamed']['peak_rss_gib'] / load['eager']['peak_rss_gib']:.2f}**.",
+            f"| streamed (meta + mmap + assign) | {r['peak_rss_gib']:.2f} | "
+            f"{r['peak_over_file']:.2f} | {r['load_s']:.1f} |",
             "",
         ]
     tiny = results["tiny"]
@@ -237,20 +213,12 @@ def write(results: dict[str, Any]) -> None:
         "| path | s / prompt |",
         "|---|---|",
         f"| ImageDreamPipeline (`make eval`, training grids) | {s['pipeline']:.2f} |",
-        f"| training.diffusion.Diffusion.sample called directly | {s['direct']:.2f} |",
-        f"| before this change: evaluation's own sampler (bench/results/eval.json of main, another run) | {tiny['before_change_s']:.2f} |",
-    ]
-    before = results.get("before_tree")
-    if before:
-        lines.append(
-            f"| before this change, its sampler timed in this run (`--before-tree`, one timed run after warm-up) | {before['seconds_per_prompt']:.2f} |"
-        )
-    lines += [
+        f"| training.diffusion.sample_latents called directly | {s['direct']:.2f} |",
         "",
         f"Pipeline / direct loop, measured side by side: **{tiny['pipeline_over_direct']:.2f}** "
-        "(best of 3 interleaved runs each). The figure before the change comes from another run "
-        "on a machine shared with other jobs: compare it as an order of magnitude only.",
+        "(best of 3 interleaved runs each).",
         "",
+        BEFORE,
     ]
     (OUT / "pipeline.md").write_text("\n".join(lines))
 
@@ -259,19 +227,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--keep-file", action="store_true")
-    parser.add_argument("--before-tree", type=Path, default=None)
-    parser.add_argument("--child-load", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-load", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_load:
-        _child_load(*args.child_load)
+        _child_load(args.child_load)
         return
     torch.set_num_threads(1)
-    results: dict[str, Any] = {"load_average": [round(x, 2) for x in os.getloadavg()]}
+    results: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} CPU cores ({platform.platform()}), torch {torch.__version__}",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
     if not args.skip_load:
         results["load"] = bench_load(args.keep_file)
     results["tiny"] = bench_tiny()
-    if args.before_tree is not None:
-        results["before_tree"] = bench_before(args.before_tree)
     write(results)
     print((OUT / "pipeline.md").read_text())
 

@@ -1,14 +1,15 @@
-"""Resume time against how far a run had read: the saved stream position (today) against
-replaying the stream from its start (how resume worked before the position was saved).
+"""Resume time against how far a run had read: a new loader resumes from the saved stream
+position, whatever the number of samples read before.
 
     python -m bench.resume [--samples 100 1000 10000]
 
 Writes bench/results/resume.{json,md}. One process, no workers (data.num_workers=0), synthetic
 shards of the project's own writer (contract.synthetic_shards.write_synthetic_shards). For each
 count N: a loader reads N samples and saves its state; "position" is the time for a new loader to
-load that state and give its first batch; "replay" is the time to read the same N records again
-through webdataset (the undecoded skip the old resume did) and then give the first batch. Both
-are measured in the same run, on warm page cache, side by side.
+load that state and give its first batch (warm page cache).
+
+The resume before positions were saved (a replay of the stream from its start) is gone; the
+figures a past run measured of it are kept as text, `BEFORE`, written at the end of the report.
 """
 
 from __future__ import annotations
@@ -27,6 +28,23 @@ from bench.train import RESULTS
 from contract.synthetic_shards import write_synthetic_shards
 
 SHARDS, RINGS_PER_SHARD, VIEWS, RES = 40, 100, 8, 32
+# The figures of removed code, from the run committed with the position resume (8b78d43):
+# copied from that run's resume.{json,md}, not measured again (the replay is gone).
+BEFORE = """\
+## Before: the resume that replayed the stream (figures of a past run, not measured again)
+
+Until 8b78d43 (2026-12-01) a resume read the consumed records again from the stream's start.
+8b78d43's run (x86_64, Python 3.11.7; 40 shards x 100 rings, 8 views at 32 px) timed that
+replay (the records read again through webdataset, undecoded, then the first batch) beside the
+position resume:
+
+| samples read | position s | replay s | replay / position |
+|---:|---:|---:|---:|
+| 104 | 0.300 | 0.311 | 1.0 |
+| 1004 | 0.893 | 1.201 | 1.3 |
+| 10004 | 0.536 | 5.731 | 10.7 |
+| 30004 | 0.323 | 11.790 | 36.6 |
+"""
 
 
 def _config(shards: Path) -> Any:
@@ -36,24 +54,6 @@ def _config(shards: Path) -> Any:
         shards=str(shards), batch_size=4, num_workers=0, image_size=RES, shuffle_buffer=256,
         shuffle_initial=64, prompt_dropout=0.0,
     )  # fmt: skip
-
-
-def _replay(loader: Any, samples: int) -> None:
-    """The old resume: the role's record stream read again from its start, undecoded."""
-    import webdataset as wds
-
-    from training.data import RingStream
-
-    stream = RingStream(loader.cfg, loader.shards, loader.seed, loader.state, loader.seed)
-    cfg = loader.cfg
-    raw = wds.DataPipeline(
-        lambda: stream._shard_source(0),
-        wds.tarfile_to_samples(),
-        wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_initial, seed=0),
-    )
-    it = iter(raw)
-    for _ in range(samples):
-        next(it)
 
 
 def measure(shards: Path, samples: int) -> dict[str, float]:
@@ -70,12 +70,6 @@ def measure(shards: Path, samples: int) -> dict[str, float]:
     resumed.load_state_dict(state)
     next(resumed)
     position_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    fresh = build_loader(cfg, seed=0)
-    _replay(fresh, state["consumed"][0])
-    next(build_loader(cfg, seed=0))  # the first batch after the skip (same cost either way)
-    replay_s = time.perf_counter() - start
     return {
         "samples": state["consumed"][0],
         "shards_read_before": state["positions"][0]["shard"],
@@ -84,8 +78,6 @@ def measure(shards: Path, samples: int) -> dict[str, float]:
             {k for k, _ in state["positions"][0]["buffer"]} | {state["positions"][0]["shard"]}
         ),
         "position_s": position_s,
-        "replay_s": replay_s,
-        "ratio": replay_s / position_s,
     }
 
 
@@ -103,26 +95,28 @@ def main() -> None:
         "data": f"{SHARDS} shards x {RINGS_PER_SHARD} rings, {VIEWS} views at {RES} px",
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "resume.json").write_text(json.dumps(payload, indent=1) + "\n")
+    print(write(payload, args.out))
+
+
+def write(payload: dict[str, Any], out: Path) -> str:
+    """OUT/resume.json and OUT/resume.md; returns the markdown."""
+    rows = payload["rows"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "resume.json").write_text(json.dumps(payload, indent=1) + "\n")
     lines = [
         "# Resume time against samples read",
         "",
         f"Written by `python -m bench.resume` ({payload['machine']}; {payload['data']}, "
         "resampled shard order, shuffle buffer 256, one stream). position: load the saved "
-        "stream position and give the first batch; replay: read the consumed records again "
-        "from the stream's start (the resume before positions were saved), then the first "
-        "batch. Both in one run.",
+        "stream position and give the first batch.",
         "",
-        "| samples read | shards visited | shards read again | position s | replay s | "
-        "replay / position |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| samples read | shards visited | shards read again | position s |",
+        "|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['samples']} | {r['shards_read_before']} | {r['shards_reread']} | "
-            f"{r['position_s']:.3f} | "
-            f"{r['replay_s']:.3f} | {r['ratio']:.1f} |"
+            f"{r['position_s']:.3f} |"
         )
     spread = np.ptp([r["position_s"] for r in rows])
     lines += [
@@ -130,11 +124,13 @@ def main() -> None:
         f"Spread of the position times over the counts: {spread:.3f} s. The resume reads again "
         "the shards its buffer's records came from: a record leaves a buffer of b after about b "
         "draws, and few stay past b ln b, so that span stops growing after a few thousand "
-        "samples, while the replay grows with every sample read.",
+        "samples, while a replay from the stream's start grows with every sample read (below).",
         "",
+        BEFORE,
     ]
-    (args.out / "resume.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    text = "\n".join(lines)
+    (out / "resume.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

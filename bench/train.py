@@ -50,6 +50,7 @@ def bench_loader(cfg: Any, batches: int) -> dict[str, float]:
 def bench_tiny_training(cfg: Any, steps: int) -> dict[str, float]:
     """One process, tiny model: trainer consumption on a fixed batch vs end-to-end with data."""
     from training.data import build_loader
+    from training.diffusion import Diffusion, TrainingObjective
     from training.engine import build_engine, init_distributed
     from training.model import build_imagedream
 
@@ -57,7 +58,7 @@ def bench_tiny_training(cfg: Any, steps: int) -> dict[str, float]:
     model = build_imagedream(cfg.model, cfg.controller)
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.trainable_parameters())
-    engine = build_engine(model, cfg, dist)
+    engine = build_engine(TrainingObjective(model, Diffusion(objective=cfg.objective)), cfg, dist)
     loader = build_loader(cfg.data, seed=0)
     batch = next(loader)
     engine.train_step([batch])  # warm-up
@@ -94,6 +95,7 @@ def full_pixel_step(shards: str) -> dict[str, float]:
     in one process: DeepSpeed bf16 + ZeRO-2 on one rank with bf16 master weights, gradients and
     AdamW states, gradient checkpointing, micro-batch 1 (4 views + the prompt frame at 256 px)."""
     from training.data import build_loader
+    from training.diffusion import Diffusion, TrainingObjective
     from training.engine import build_engine, init_distributed
     from training.model import build_imagedream
 
@@ -119,7 +121,7 @@ def full_pixel_step(shards: str) -> dict[str, float]:
     t0 = time.perf_counter()
     model = build_imagedream(cfg.model, cfg.controller)
     unet_params = sum(p.numel() for p in model.unet.parameters())
-    engine = build_engine(model, cfg, dist)
+    engine = build_engine(TrainingObjective(model, Diffusion(objective=cfg.objective)), cfg, dist)
     built = time.perf_counter() - t0
     batch = next(build_loader(cfg.data, seed=0))
     t0 = time.perf_counter()

@@ -4,17 +4,18 @@
 - a pipeline folder (`model_index.json`: what `make train` exports, or what
   `python -m training.released to-pipeline` writes from a released checkpoint);
 - a training run folder: its final export, `<run_dir>/export`;
-- a released checkpoint file (.pt / .ckpt / .safetensors, converted by training.model.convert),
-  built around the `original.*` model/controller configs and encoder folders.
+- a released checkpoint file (.pt / .ckpt / .safetensors), through
+  training.released.released_to_pipeline around the `original.*` model/controller configs and
+  encoder folders, with the same checks as `python -m training.released to-pipeline`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from evaluation.config import OriginalCheckpointConfig
 from training.pipeline import ImageDreamPipeline
+from training.released import released_to_pipeline
 from training.run_layout import EXPORT_DIR, CheckpointFolder, RunLayout
 
 CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".safetensors", ".pth")
@@ -29,7 +30,14 @@ def load_pipeline(checkpoint: str | Path, original: OriginalCheckpointConfig) ->
     if path.is_dir() and (export / INDEX).is_file():
         return ImageDreamPipeline.from_pretrained(export)
     if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-        return ImageDreamPipeline.from_model(_load_original(path, original))
+        return released_to_pipeline(
+            path,
+            original.controller,
+            original.sd21_path,
+            original.image_encoder_path,
+            original.model,
+            original.open_clip_checkpoint,
+        )
     if path.is_dir() and CheckpointFolder(path).trainer.is_file():
         raise ValueError(
             f"{path} is a DeepSpeed training checkpoint (optimiser state included); evaluate the "
@@ -39,22 +47,6 @@ def load_pipeline(checkpoint: str | Path, original: OriginalCheckpointConfig) ->
         f"checkpoint {path}: expected a pipeline folder (with {INDEX}), a run folder holding "
         f"export/, or a released checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)})"
     )
-
-
-def _load_original(path: Path, cfg: OriginalCheckpointConfig):
-    """The network of a released file: conf/model and conf/controller names (composed by Hydra
-    onto their schemas, as a training run's `model=` / `controller=`), local encoders."""
-    from training.model import build_imagedream, compose_model_configs
-    from training.model.config import WeightsConfig
-
-    model_cfg, controller_cfg = compose_model_configs(cfg.model, cfg.controller)
-    weights = WeightsConfig(
-        sd21_path=cfg.sd21_path,
-        image_encoder_path=cfg.image_encoder_path,
-        open_clip_checkpoint=cfg.open_clip_checkpoint,
-        original_checkpoint=str(path),
-    )
-    return build_imagedream(dataclasses.replace(model_cfg, weights=weights), controller_cfg)
 
 
 def checkpoint_label(checkpoint: str | Path) -> str:

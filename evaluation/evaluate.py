@@ -21,7 +21,6 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from contract.cameras import CANONICAL_AZIMUTHS_DEG
 from contract.hydra_compose import CONF_DIR, VERSION_BASE
@@ -53,7 +52,7 @@ from evaluation.prompts import (
     load_heldout_rings,
     load_prompt_folder,
 )
-from evaluation.report import log_wandb, write_report
+from evaluation.report import fit_square, log_wandb, write_report
 from evaluation.results import PromptResult, RunResult
 from evaluation.sampler import MultiViewSampler
 
@@ -159,14 +158,11 @@ def evaluate_checkpoint(
         )
     log.info("sampling %d prompts with %s (%s)", len(prompts), checkpoint, model.controller_name)
     start = time.perf_counter()
-    elevation = sampler.settings.elevation_deg
     samples = sampler.sample(
-        [_fit(p.image, cfg.prompt.size) for p in prompts],
+        [fit_square(p.image, cfg.prompt.size) for p in prompts],
         [p.text for p in prompts],
-        elevations_deg=[
-            p.elevation_deg if p.elevation_deg is not None else elevation for p in prompts
-        ],
-        fovs_deg=[p.fov_deg if p.fov_deg is not None else cfg.sampler.fov_deg for p in prompts],
+        elevations_deg=[p.elevation_deg for p in prompts],  # None: the sampler's
+        fovs_deg=[p.fov_deg for p in prompts],
         background=cfg.prompt.background,
     )
     seconds = (time.perf_counter() - start) / max(len(prompts), 1)
@@ -292,13 +288,7 @@ def main() -> None:
 
 def resize_views(views: np.ndarray, size: int) -> np.ndarray:
     """(V, H, W, 3) uint8 -> (V, size, size, 3)"""
-    return np.stack([_fit(v, size) for v in views])
-
-
-def _fit(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+    return np.stack([fit_square(v, size) for v in views])
 
 
 if __name__ == "__main__":

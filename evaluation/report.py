@@ -366,7 +366,7 @@ def log_wandb(
     any_gt = any(p.gt_views is not None for r in runs for p in r.prompts)
     for r in runs:
         for p in r.prompts:
-            strip = np.concatenate([_fit(p.prompt_image, p.views.shape[1]), *p.views], axis=1)
+            strip = np.concatenate([fit_square(p.prompt_image, p.views.shape[1]), *p.views], axis=1)
             if any_gt:  # a second row (blank without truth): W&B wants one image size per key
                 truth = p.gt_views if p.gt_views is not None else np.full_like(p.views, 255)
                 gt = np.concatenate([np.full_like(p.views[0], 255), *truth], axis=1)
@@ -392,8 +392,9 @@ def log_wandb(
 # ------------------------------------------------------------------ helpers
 
 
-def _fit(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size:
+def fit_square(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) (Lanczos); as it is when already that size."""
+    if image.shape[:2] == (size, size):
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
 

@@ -2,7 +2,8 @@
 
 Shape legend: B prompts, V views (4), C latent channels, h x w latent size, H x W pixels.
 
-The diffusion itself (DDIM, one CFG scale over text and image, the unconditional branch) is
+Each batch goes through training.pipeline.sample_views, the call the training sample grids make
+too; the diffusion itself (DDIM, one CFG scale over text and image, the unconditional branch) is
 training.diffusion's, run by the pipeline, and so is the prompt preparation
 (training.prompt_image). The defaults are the model's, as its export records them (its family's,
 SPEC 6); `SamplerConfig` overrides them (`training.sampling_settings.SamplingConfig`, None = the
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +29,8 @@ from contract.cameras import (
     distance_for_fov,
     ring_c2w,
 )
-from training.data import caption_text
-from training.pipeline import ImageDreamPipeline, to_uint8
+from training.examples import caption_text
+from training.pipeline import ImageDreamPipeline, sample_views, to_uint8
 from training.sampling_settings import SamplingConfig, SamplingSettings
 
 
@@ -40,7 +40,7 @@ class SamplerConfig(SamplingConfig):
     # distance recorded with the views
     fov_deg: float = 45.0
     framing: str = "mvdream"  # distance rule of contract.cameras.distance_for_fov
-    # SPEC 5 / 6: the suffix appended to each caption (training.data.caption_text; a prompt with
+    # SPEC 5 / 6: the suffix appended to each caption (training.examples.caption_text; a prompt with
     # no caption is sent the suffix alone, as the authors' scripts do); None = the model's
     text_suffix: str | None = None
     # False: the model is sent the empty text for every prompt (for models trained with
@@ -106,19 +106,21 @@ class MultiViewSampler:
         images: Sequence[np.ndarray],
         captions: Sequence[str | None],
         seeds: Sequence[int] | None = None,
-        elevations_deg: Sequence[float] | None = None,
-        fovs_deg: Sequence[float] | None = None,
+        elevations_deg: Sequence[float | None] | None = None,
+        fovs_deg: Sequence[float | None] | None = None,
         background: float | None = None,
     ) -> MultiViewSamples:
         """Views of B prompts. images: B (H', W', 4) RGBA or (H', W', 3) RGB uint8 arrays (any
         size: the pipeline prepares them), captions: B captions or None (the suffix is added
-        here, see `texts`); background: a fixed grey for RGBA prompts (None: the model's)."""
+        here, see `texts`); per-prompt elevations and FoVs, None (all or one) for the
+        settings' elevation and `cfg.fov_deg`; background: a fixed grey for RGBA prompts
+        (None: the model's)."""
         n, cfg, settings = len(images), self.cfg, self.settings
         if len(captions) != n:
             raise ValueError(f"{n} images but {len(captions)} captions")
         seeds = [cfg.seed + i for i in range(n)] if seeds is None else list(seeds)
-        elevs = [settings.elevation_deg] * n if elevations_deg is None else list(elevations_deg)
-        fovs = [cfg.fov_deg] * n if fovs_deg is None else list(fovs_deg)
+        elevs = _each(elevations_deg, n, settings.elevation_deg)
+        fovs = _each(fovs_deg, n, cfg.fov_deg)
         texts = self.texts(captions)
         # evaluation's views are front first (azimuth 0/90/180/270), as the true renders and the
         # report's columns are; a family whose first view is elsewhere (MVDream: 90) is reordered
@@ -126,7 +128,9 @@ class MultiViewSampler:
         views, latents, cams, shown, levels = [], [], [], [], []
         for start in range(0, n, cfg.batch_size):
             sl = slice(start, start + cfg.batch_size)
-            out = self._call(list(images[sl]), texts[sl], seeds[sl], elevs[sl], background)
+            out = sample_views(
+                self.pipe, list(images[sl]), texts[sl], seeds[sl], cfg, elevs[sl], background
+            )
             views.append(to_uint8(out.images))  # (b, V, H, W, 3)
             latents.append(out.latents.cpu())
             cams.append(out.cameras)
@@ -148,25 +152,10 @@ class MultiViewSampler:
             seeds=seeds,
         )
 
-    def _call(
-        self,
-        images: list[np.ndarray],
-        texts: list[str],
-        seeds: Sequence[int],
-        elevations: list[float],
-        background: float | None,
-    ) -> Any:
-        settings = self.settings
-        return self.pipe(
-            images,
-            prompt=texts,
-            negative_prompt=settings.negative_prompt,
-            num_inference_steps=settings.num_inference_steps,
-            guidance_scale=settings.guidance_scale,
-            elevation=elevations,
-            azimuth_start=settings.azimuth_start_deg,
-            generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
-            output_type="np",
-            eta=settings.eta,
-            background=background,
-        )
+
+def _each(values: Sequence[float | None] | None, n: int, default: float) -> list[float]:
+    """n per-prompt values, the default where one is None."""
+    given = [None] * n if values is None else list(values)
+    if len(given) != n:
+        raise ValueError(f"{len(given)} values for {n} prompts")
+    return [default if v is None else float(v) for v in given]

@@ -34,6 +34,7 @@ from training.prompt_image import PromptImageConfig
 from training.sampling_settings import (
     CAPTION_SUFFIX,
     MODEL_FAMILIES,
+    SamplingConfig,
     SamplingSettings,
     model_family,
 )
@@ -176,11 +177,10 @@ class TrainerConfig:
     ckpt_every: int = 1000  # 0 = only at the end
     keep_checkpoints: int = 3
     sample_every: int = 2000  # 0 = no sample grids
-    # DDIM steps, CFG scale and eta of the logged sample grids (through ImageDreamPipeline);
-    # None = the model family's (training.sampling_settings.MODEL_FAMILIES, SPEC 6)
-    sample_steps: int | None = None
-    sample_guidance_scale: float | None = None
-    sample_eta: float | None = None
+    # how the logged sample grids are sampled (training.pipeline.sample_views, as make eval
+    # samples): None = the model family's (training.sampling_settings.MODEL_FAMILIES, SPEC 6);
+    # each grid row uses its ring's own elevation
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     num_sample_prompts: int = 2
     # "auto": continue from the run folder's newest checkpoint if there is one; "never": refuse a
     # run folder that has checkpoints; otherwise a checkpoint folder to start from
@@ -193,8 +193,6 @@ class TrainerConfig:
             raise ValueError("trainer.max_steps, log_every and keep_checkpoints must be >= 1")
         if self.ckpt_every < 0 or self.sample_every < 0:
             raise ValueError("trainer.ckpt_every and sample_every must be >= 0 (0 = off)")
-        if self.sample_eta is not None and self.sample_eta < 0:
-            raise ValueError(f"trainer.sample_eta must be >= 0, got {self.sample_eta}")
 
 
 @dataclass

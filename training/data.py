@@ -1,13 +1,5 @@
-"""The training stream: rings from WebDataset shards -> batches of targets, prompt, cameras, text.
-
-One ring gives one example (SPEC 3, 5): the 4 canonical target views (azimuth 0/90/180/270, i.e.
-indices 0, V/4, V/2, 3V/4), an image prompt drawn from the views with azimuth in [-90, 90], both
-ends included (V/2 + 1 candidates, symmetric about the front; both index rules are
-contract.cameras.target_views and prompt_candidates), the targets' network cameras, the
-text (`caption_text`: caption + ", 3d asset"; an object without a caption gets the suffix alone,
-as the authors' scripts send it), every RGBA view composited on one random grey level per
-example and resized as training.prompt_image prepares a prompt for sampling, and prompt / text
-dropout.
+"""The training stream: rings from WebDataset shards -> batches (training.examples makes each
+example from its ring), read in a way that resumes exactly.
 
 Prompt dropout is only drawn here (`Example.prompt_dropped`, with the text emptied with it): the
 model-side input of a dropped prompt is training.diffusion.unconditional_features, the same
@@ -40,202 +32,30 @@ render job): a folder without a complete index is refused unless `data.allow_inc
 each shard is checked against its index entry before it is read (size always, sha256 with
 `data.verify_sha256=true`).
 
-Shapes: B examples, V views in a ring, H x W pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from contract.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, prompt_candidates
-from contract.cameras import target_views as ring_target_views
-from contract.schema import META_EXT, RingMeta, RingRecord, SchemaError, decode_sample
+from contract.schema import SchemaError
 from contract.shard_reader import shard_samples
 from training.bad_data import BadDataBudget
 from training.bad_data import BadDataError as BadDataError  # where callers catch it
 from training.config import DataConfig
-from training.prompt_image import PromptImages, composite_on_grey, vae_input
+from training.examples import Batch, Example, RingDropped, collate, make_example
 from training.shard_list import Shards, resolve_shards
 
 log = logging.getLogger(__name__)
-
-NUM_TARGETS = len(CANONICAL_AZIMUTHS_DEG)  # azimuth 0, 90, 180, 270 (SPEC 3)
-
-
-# ---------------------------------------------------------------------------------------------
-# One example from one ring
-
-
-def target_views(num_views: int) -> list[int]:
-    """contract.cameras.target_views of a ring read from a shard: a ring without views at
-    0/90/180/270 is bad data (SchemaError)."""
-    try:
-        return ring_target_views(num_views)
-    except ValueError as exc:
-        raise SchemaError(str(exc)) from exc
-
-
-def caption_text(caption: str, suffix: str) -> str:
-    """The text the model sees for a caption (SPEC 5: caption + ", 3d asset"). An object without
-    a caption gets the suffix alone, as the authors' scripts send an empty text (`text +
-    suffix`); a dropped text is the empty one. Evaluation sends the same."""
-    return caption.strip() + suffix
-
-
-@dataclass
-class Example:
-    """One training example; images in [-1, 1], channels first."""
-
-    key: str
-    targets: np.ndarray  # (4, 3, H, W) float32
-    prompt: np.ndarray  # (3, H, W) float32: the VAE input of the prompt
-    prompt_rgb: np.ndarray  # (H', W', 3) uint8: the composited prompt at the render's size
-    cameras: np.ndarray  # (4, 16) float32, contract.cameras.network_camera
-    caption: str
-    prompt_view: int  # ring index the prompt came from (the image is unused when dropped)
-    elevation_deg: float  # the ring's elevation (the targets' cameras)
-    grey: float  # background level in [0, 1]
-    prompt_dropped: bool
-    text_dropped: bool
-
-
-def to_network(rgba: np.ndarray, grey: float, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W, 4) uint8 renders -> their composites on `grey` (N, H, W, 3) uint8 and the
-    network images (N, 3, size, size) in [-1, 1]: training.prompt_image's preparation, so the
-    prompt frame is made exactly as sampling makes it (and the targets the same way)."""
-    rgb = composite_on_grey(rgba, grey)  # (N, H, W, 3)
-    pixels = np.stack([vae_input(im, size).numpy() for im in rgb])  # (N, 3, S, S)
-    return rgb, pixels
-
-
-class RingDropped(Exception):
-    """A well-formed ring that a data setting leaves out (not bad data)."""
-
-
-def make_example(sample: dict[str, Any], rng: np.random.Generator, cfg: DataConfig) -> Example:
-    """Decode one raw WebDataset sample into an Example; raises SchemaError on bad data.
-
-    The random draws happen in a fixed order (prompt view, grey, prompt dropout, text dropout),
-    so an example is a pure function of the sample and the RNG's seed.
-    """
-    key = str(sample.get("__key__", "?"))
-    if META_EXT not in sample:
-        raise SchemaError(f"sample {key}: no {META_EXT} member")
-    meta = RingMeta.from_json(sample[META_EXT], key)
-    if cfg.max_border_fraction is not None and meta.border_fraction:
-        worst = max(meta.border_fraction)
-        if worst > cfg.max_border_fraction:
-            raise RingDropped(
-                f"border fraction {worst:.2f} > data.max_border_fraction={cfg.max_border_fraction}"
-                " (the object fills the frame)"
-            )
-    num_views = len(meta.azimuths_deg)
-    if cfg.views_per_ring is not None and num_views != cfg.views_per_ring:
-        raise SchemaError(
-            f"sample {key}: ring has {num_views} views, data.views_per_ring={cfg.views_per_ring}"
-        )
-    targets = target_views(num_views)
-    candidates = prompt_candidates(meta.azimuths_deg)
-    if not candidates:
-        raise SchemaError(f"sample {key}: no view with azimuth in [-90, 90]")
-    prompt_view = candidates[int(rng.integers(len(candidates)))]
-    grey = float(rng.uniform(cfg.grey_min, cfg.grey_max))
-    prompt_dropped = bool(rng.random() < cfg.prompt_dropout)
-    # the text goes with a dropped prompt (SPEC 5); text dropout alone is its own setting
-    text_dropped = bool(rng.random() < cfg.text_dropout) or prompt_dropped
-
-    record: RingRecord = decode_sample(sample, views=[*targets, prompt_view])
-    wanted = np.asarray(meta.azimuths_deg, dtype=np.float64)[targets]
-    offset = (wanted - np.asarray(CANONICAL_AZIMUTHS_DEG) + 180.0) % 360.0 - 180.0
-    if not np.allclose(offset, 0, atol=1e-3):
-        raise SchemaError(f"sample {key}: target azimuths {wanted.tolist()} are not 0/90/180/270")
-    rgb, pixels = to_network(record.images, grey, cfg.image_size)  # (5, H, W, 3), (5, 3, S, S)
-    use_text = cfg.use_captions and not text_dropped
-    caption = caption_text(meta.caption, cfg.caption_suffix) if use_text else ""
-    return Example(
-        key=key,
-        targets=pixels[:NUM_TARGETS],
-        prompt=pixels[NUM_TARGETS],
-        prompt_rgb=rgb[NUM_TARGETS],
-        cameras=network_camera(record.c2w[:NUM_TARGETS]),
-        caption=caption,
-        prompt_view=prompt_view,
-        elevation_deg=float(meta.elevation_deg),
-        grey=grey,
-        prompt_dropped=prompt_dropped,
-        text_dropped=text_dropped,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Batches
-
-
-@dataclass
-class Batch:
-    """A micro-batch for one process, with the stream bookkeeping needed for exact resume."""
-
-    targets: Tensor  # (B, 4, 3, H, W) in [-1, 1]
-    prompt: PromptImages  # composites and VAE input; the CLIP input is made where it is read
-    cameras: Tensor  # (B, 4, 16)
-    captions: list[str]
-    elevation_deg: list[float]
-    prompt_dropped: Tensor  # (B,) bool: the model gets the unconditional image input
-    text_dropped: Tensor  # (B,) bool
-    keys: list[str]
-    role: int = 0  # which stream produced it
-    consumed: int = 0  # records (raw samples and bad shards) that stream has read after this batch
-    bad_events: int = 0  # bad records that stream has met so far (weighted), repeats included
-    records: int = 0  # records that stream has read so far (weighted): the budget's denominator
-    position: dict[str, Any] = field(default_factory=dict)  # that stream's StreamPosition after it
-    new_dropped: list[str] = field(default_factory=list)  # rings a setting left out, since then
-    # distinct bad records the stream met since its previous batch: (id, reason)
-    new_bad: list[tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-
-def collate(
-    examples: Sequence[Example],
-    role: int,
-    consumed: int,
-    budget: BadDataBudget,
-    new_bad: list[tuple[str, str]],
-    position: StreamPosition,
-) -> Batch:
-    return Batch(
-        targets=torch.from_numpy(np.stack([e.targets for e in examples])),
-        prompt=PromptImages(
-            rgb=[e.prompt_rgb for e in examples],
-            vae=torch.from_numpy(np.stack([e.prompt for e in examples])),
-            clip=None,
-        ),
-        cameras=torch.from_numpy(np.stack([e.cameras for e in examples])),
-        captions=[e.caption for e in examples],
-        elevation_deg=[e.elevation_deg for e in examples],
-        prompt_dropped=torch.tensor([e.prompt_dropped for e in examples]),
-        text_dropped=torch.tensor([e.text_dropped for e in examples]),
-        keys=[e.key for e in examples],
-        role=role,
-        consumed=consumed,
-        bad_events=budget.events,
-        records=budget.records,
-        new_bad=new_bad,
-        position=position.to_dict(),
-        new_dropped=budget.take_dropped(),
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # The stream
@@ -265,6 +85,22 @@ class StreamPosition:
     def from_dict(cls, d: dict[str, Any]) -> StreamPosition:
         buffer = [(int(k), int(o)) for k, o in d["buffer"]]
         return cls(int(d["shard"]), int(d["offset"]), buffer, d["rng"])
+
+
+@dataclass
+class StreamProgress:
+    """Where one role's stream stands after a batch: travels beside the batch from the DataLoader
+    worker that made it to the Loader, which folds it into the rank's DataState."""
+
+    role: int  # which stream produced the batch
+    consumed: int  # records (raw samples and bad shards) that stream has read after this batch
+    bad_events: int  # bad records that stream has met so far (weighted), repeats included
+    records: int  # records that stream has read so far (weighted): the budget's denominator
+    position: dict[str, Any]  # that stream's StreamPosition after it
+    new_dropped: list[str]  # rings a setting left out, since the previous batch
+    new_bad: list[
+        tuple[str, str]
+    ]  # distinct bad records met since the previous batch: (id, reason)
 
 
 @dataclass
@@ -300,17 +136,18 @@ class DataState:
     def bad_samples(self) -> int:
         return len(self.distinct_bad)
 
-    def update(self, batch: Batch) -> None:
-        if batch.role != self.next_role:
+    def update(self, progress: StreamProgress) -> None:
+        role = progress.role
+        if role != self.next_role:
             raise RuntimeError(
-                f"data stream out of order: got role {batch.role}, expected {self.next_role}"
+                f"data stream out of order: got role {role}, expected {self.next_role}"
             )
-        self.consumed[batch.role] = batch.consumed
-        self.bad_events[batch.role] = batch.bad_events
-        self.records[batch.role] = batch.records
-        self.positions[batch.role] = batch.position
-        self.dropped[batch.role].extend(batch.new_dropped)
-        self.bad_ids[batch.role].extend(i for i, _ in batch.new_bad)
+        self.consumed[role] = progress.consumed
+        self.bad_events[role] = progress.bad_events
+        self.records[role] = progress.records
+        self.positions[role] = progress.position
+        self.dropped[role].extend(progress.new_dropped)
+        self.bad_ids[role].extend(i for i, _ in progress.new_bad)
         self.next_role = (self.next_role + 1) % self.num_workers
         self.batches += 1
 
@@ -324,7 +161,8 @@ class DataState:
 
 
 class RingStream(IterableDataset):
-    """Infinite, seeded stream of Batches for one rank; each DataLoader worker plays one role."""
+    """Infinite, seeded stream of (Batch, StreamProgress) for one rank; each DataLoader worker
+    plays one role."""
 
     def __init__(
         self, cfg: DataConfig, shards: Shards, seed: int, state: DataState, sampling_seed: int
@@ -391,7 +229,7 @@ class RingStream(IterableDataset):
         if (error := self._checked[url]) is not None:
             raise error
 
-    def role_batches(self, role: int) -> Iterator[Batch]:
+    def role_batches(self, role: int) -> Iterator[tuple[Batch, StreamProgress]]:
         cfg, st = self.cfg, self.state
         consumed = st.consumed[role]
         where = f"stream {role} of rank {st.rank}"
@@ -417,11 +255,19 @@ class RingStream(IterableDataset):
                 budget.drop(f"{url} sample {sample.get('__key__')}", str(exc))
                 continue
             if len(examples) == cfg.batch_size:
-                position = stream.position()
-                yield collate(examples, role, consumed, budget, budget.take_new(), position)
+                progress = StreamProgress(
+                    role=role,
+                    consumed=consumed,
+                    bad_events=budget.events,
+                    records=budget.records,
+                    position=stream.position().to_dict(),
+                    new_dropped=budget.take_dropped(),
+                    new_bad=budget.take_new(),
+                )
+                yield collate(examples), progress
                 examples = []
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[tuple[Batch, StreamProgress]]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
         return self.role_batches((worker + self.state.next_role) % self.state.num_workers)
@@ -526,9 +372,9 @@ class Loader:
         self.cfg, self.state, self.seed = cfg, state, seed
         self.shards = resolve_shards(cfg)
         self.urls = self.shards.urls
-        self._iter: Iterator[Batch] | None = None
+        self._iter: Iterator[tuple[Batch, StreamProgress]] | None = None
 
-    def _start(self) -> Iterator[Batch]:
+    def _start(self) -> Iterator[tuple[Batch, StreamProgress]]:
         dataset = RingStream(self.cfg, self.shards, self.seed, self.state, sampling_seed=self.seed)
         if self.cfg.num_workers == 0:
             return iter(dataset)
@@ -546,27 +392,18 @@ class Loader:
         return self
 
     def __next__(self) -> Batch:
+        return self.next_with_progress()[0]
+
+    def next_with_progress(self) -> tuple[Batch, StreamProgress]:
+        """The next batch and where its stream stood after it (already in `state`)."""
         if self._iter is None:
             self._iter = self._start()
-        batch = next(self._iter)
-        self.state.update(batch)
-        return batch
+        batch, progress = next(self._iter)
+        self.state.update(progress)
+        return batch, progress
 
     def state_dict(self) -> dict[str, Any]:
-        s = self.state
-        return {
-            "rank": s.rank,
-            "world_size": s.world_size,
-            "num_workers": s.num_workers,
-            "next_role": s.next_role,
-            "consumed": list(s.consumed),
-            "bad_events": list(s.bad_events),
-            "records": list(s.records),
-            "bad_ids": [list(ids) for ids in s.bad_ids],
-            "positions": [dict(p) for p in s.positions],
-            "dropped": [list(ids) for ids in s.dropped],
-            "batches": s.batches,
-        }
+        return dataclasses.asdict(self.state)  # a deep copy: later batches do not change it
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # "bad" (a count that included repeats) is what checkpoints before the bad-data budget held

@@ -1,14 +1,13 @@
 """The noise process, in one place (SPEC 4-6): the network never imports this module.
 
-One `Diffusion` object serves both sides, as DiT's single diffusion object does:
-
 - training: the schedule q(x_t | x_0), timestep sampling, and the epsilon objective on the target
-  frames (`Diffusion.loss`, wrapped for DeepSpeed by `TrainingObjective`);
+  frames (`Diffusion.loss`; training.train builds the `Diffusion` and hands it to the engine,
+  which wraps it for DeepSpeed in `TrainingObjective`);
 - the unconditional input of classifier-free guidance (`unconditional_features`), which prompt
   dropout in training and the CFG branch in sampling both call, so a model is guided against
   exactly the input it learned;
-- sampling: one batched CFG DDIM loop (`Diffusion.sample`), which `ImageDreamPipeline` (and so
-  `make eval` and the training sample grids) runs.
+- sampling: one batched CFG DDIM loop (`sample_latents`) over the scheduler it is given, which
+  `ImageDreamPipeline` (and so `make eval` and the training sample grids) runs with its own.
 
 The sampling defaults of each model family are training.sampling_settings'. The DDIM timesteps
 follow the authors' rule for every step count (`ldm_ddim_timesteps`), over the schedule computed
@@ -35,6 +34,7 @@ from training.model.config import PIXEL_LATENTS, UNCONDITIONAL_MODES
 from training.prompt_image import PromptImages, clip_input, prepare_prompts
 
 if TYPE_CHECKING:
+    from training.examples import Batch
     from training.model import Conditioning, ImageDream, ImagePromptFeatures
 
 log = logging.getLogger(__name__)
@@ -304,30 +304,24 @@ class Diffusion:
         t = torch.randint(0, self.num_timesteps, (b,), generator=generator, device=generator.device)
         return t.to(device)
 
-    def loss(
-        self,
-        model: ImageDream,
-        targets: Tensor,  # (B, V, 3, H, W) in [-1, 1]
-        prompt: PromptImages,  # B prepared prompts (training.prompt_image)
-        cameras: Tensor,  # (B, V, 16)
-        captions: list[str],  # "" for dropped text
-        prompt_dropped: Tensor,  # (B,) bool
-        generator: torch.Generator,
-    ) -> Tensor:
-        """Epsilon MSE on the V target frames (SPEC 5). The pixel controller's prompt frame is
-        excluded by the model, which returns eps for the targets only."""
+    def loss(self, model: ImageDream, batch: Batch, generator: torch.Generator) -> Tensor:
+        """Epsilon MSE on the V target frames of a batch (SPEC 5): its targets (B, V, 3, H, W)
+        in [-1, 1] encoded to latents, noised at one timestep per object; the model conditioned
+        on its captions ("" for a dropped text), cameras (B, V, 16) and prepared prompts
+        (training.prompt_image; `prompt_dropped` rows get the unconditional input). The pixel
+        controller's prompt frame is excluded by the model, which returns eps for the targets
+        only. Every random draw comes from `generator`."""
         device = model.device
         dtype = next(model.unet.parameters()).dtype
-        b = targets.shape[0]
-        latents = model.encode_latents(targets.to(device, dtype), generator=generator)
+        latents = model.encode_latents(batch.targets.to(device, dtype), generator=generator)
         latents = latents.float()  # (B, V, C, h, w)
-        text = model.encode_text(captions)  # (B, T, D)
+        text = model.encode_text(batch.captions)  # (B, T, D)
         # controllers run with grad
-        cond = training_conditioning(model, prompt, prompt_dropped, generator)
+        cond = training_conditioning(model, batch.prompt, batch.prompt_dropped, generator)
         noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(device)
-        t = self.sample_timesteps(b, generator, device)
+        t = self.sample_timesteps(len(batch), generator, device)
         noisy = self.add_noise(latents, noise, t)  # (B, V, C, h, w)
-        eps = model(noisy.to(dtype), t, text, cameras.to(device, dtype), cond)
+        eps = model(noisy.to(dtype), t, text, batch.cameras.to(device, dtype), cond)
         if self.objective.loss_weighting == "none":
             return F.mse_loss(eps.float(), noise)
         per_example = (eps.float() - noise).square().flatten(1).mean(dim=1)  # (B,)
@@ -342,69 +336,64 @@ class Diffusion:
             return (1.0 / a).to(torch.float32)  # 1 + 1 / SNR
         return (1.0 - a).sqrt().to(torch.float32)  # (1 + SNR)^-1/2, SNR = a / (1 - a)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        model: ImageDream,
-        prompts: PromptImages | None,  # B prepared prompts; None for a text-only model
-        texts: list[str],  # B prompts, as the model is to see them
-        negative_texts: list[str],  # B negative texts
-        cameras: Tensor,  # (B, V, 16) network cameras
-        noise: Tensor,  # (B, V, C, h, w) initial standard normal noise
-        num_inference_steps: int,
-        guidance_scale: float,
-        eta: float,
-        # (B, C, h, w) posterior noise of the pixel latent (None: the posterior mean)
-        latent_noise: Tensor | None = None,
-        # only drawn from when eta > 0; a list of B generators keeps each prompt independent
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        scheduler: Any = None,  # a diffusers DDIM-like scheduler; None: build_sampling_scheduler
-        callback: Callable[[int, Tensor], None] | None = None,
-    ) -> Tensor:
-        """DDIM with one CFG scale over text and image (SPEC 6) -> final (B, V, C, h, w) latents.
 
-        The unconditional branch gets the negative text and `unconditional_features` (zero image
-        features, zero pixel latent by default); both branches go through the network in one
-        batched forward pass. guidance_scale 1 is the conditional model alone (one branch).
-        """
-        device = model.device
-        dtype = next(model.unet.parameters()).dtype
-        b = len(texts)
-        guided = guidance_scale != 1.0
-        if prompts is None:
-            from training.model import ImagePromptFeatures
+@torch.no_grad()
+def sample_latents(
+    model: ImageDream,
+    scheduler: Any,  # a diffusers DDIM-like scheduler, its timesteps set (set_ldm_timesteps)
+    prompts: PromptImages | None,  # B prepared prompts; None for a text-only model
+    texts: list[str],  # B prompts, as the model is to see them
+    negative_texts: list[str],  # B negative texts
+    cameras: Tensor,  # (B, V, 16) network cameras
+    noise: Tensor,  # (B, V, C, h, w) initial standard normal noise
+    guidance_scale: float,
+    eta: float,
+    # (B, C, h, w) posterior noise of the pixel latent (None: the posterior mean)
+    latent_noise: Tensor | None = None,
+    # only drawn from when eta > 0; a list of B generators keeps each prompt independent
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    callback: Callable[[int, Tensor], None] | None = None,
+) -> Tensor:
+    """DDIM with one CFG scale over text and image (SPEC 6) -> final (B, V, C, h, w) latents.
 
-            if model.controller.needs.image_encoder or model.controller.needs.latent:
-                raise ValueError(f"controller {model.controller_name!r} needs image prompts")
-            features = ImagePromptFeatures()
-        else:
-            features = encode_prompts(model, prompts, latent_noise)
-        cond = model.condition(features)
-        cond = _as_dtype(cond, dtype)
-        context = model.encode_text(texts)  # (B, T, D)
+    The unconditional branch gets the negative text and `unconditional_features` (zero image
+    features, zero pixel latent by default); both branches go through the network in one
+    batched forward pass. guidance_scale 1 is the conditional model alone (one branch).
+    """
+    device = model.device
+    dtype = next(model.unet.parameters()).dtype
+    b = len(texts)
+    guided = guidance_scale != 1.0
+    if prompts is None:
+        from training.model import ImagePromptFeatures
+
+        if model.controller.needs.image_encoder or model.controller.needs.latent:
+            raise ValueError(f"controller {model.controller_name!r} needs image prompts")
+        features = ImagePromptFeatures()
+    else:
+        features = encode_prompts(model, prompts, latent_noise)
+    cond = _as_dtype(model.condition(features), dtype)
+    context = model.encode_text(texts)  # (B, T, D)
+    if guided:
+        from training.model import Conditioning
+
+        uncond = _as_dtype(model.condition(unconditional_features(model, b)), dtype)
+        cond = Conditioning.cat([cond, uncond])  # (2B, ...): one CFG forward pass
+        context = torch.cat([context, model.encode_text(negative_texts)])  # (2B, T, D)
+    branches = 2 if guided else 1
+    cams = cameras.to(device, dtype).repeat(branches, 1, 1)  # (2B or B, V, 16)
+    latents = noise.to(device, torch.float32) * scheduler.init_noise_sigma  # (B, V, C, h, w)
+    for i, t in enumerate(scheduler.timesteps):
+        timesteps = torch.full((branches * b,), int(t), device=device, dtype=torch.long)
+        x = latents.repeat(branches, 1, 1, 1, 1).to(dtype)
+        eps = model(x, timesteps, context.to(dtype), cams, cond).float()
         if guided:
-            from training.model import Conditioning
-
-            uncond = _as_dtype(model.condition(unconditional_features(model, b)), dtype)
-            cond = Conditioning.cat([cond, uncond])  # (2B, ...): one CFG forward pass
-            context = torch.cat([context, model.encode_text(negative_texts)])  # (2B, T, D)
-        branches = 2 if guided else 1
-        cams = cameras.to(device, dtype).repeat(branches, 1, 1)  # (2B or B, V, 16)
-        if scheduler is None:
-            scheduler = build_sampling_scheduler(self.cfg)
-        set_ldm_timesteps(scheduler, num_inference_steps, device)
-        latents = noise.to(device, torch.float32) * scheduler.init_noise_sigma  # (B, V, C, h, w)
-        for i, t in enumerate(scheduler.timesteps):
-            timesteps = torch.full((branches * b,), int(t), device=device, dtype=torch.long)
-            x = latents.repeat(branches, 1, 1, 1, 1).to(dtype)
-            eps = model(x, timesteps, context.to(dtype), cams, cond).float()
-            if guided:
-                eps_cond, eps_uncond = eps.chunk(2)  # (B, V, C, h, w) each
-                eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-            latents = scheduler.step(eps, t, latents, eta=eta, generator=generator).prev_sample
-            if callback is not None:
-                callback(i, latents)
-        return latents
+            eps_cond, eps_uncond = eps.chunk(2)  # (B, V, C, h, w) each
+            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        latents = scheduler.step(eps, t, latents, eta=eta, generator=generator).prev_sample
+        if callback is not None:
+            callback(i, latents)
+    return latents
 
 
 def _as_dtype(cond: Conditioning, dtype: torch.dtype) -> Conditioning:
@@ -419,22 +408,13 @@ def _as_dtype(cond: Conditioning, dtype: torch.dtype) -> Conditioning:
 
 
 class TrainingObjective(nn.Module):
-    """The module DeepSpeed wraps: the model and its `Diffusion.loss`."""
+    """What DeepSpeed wraps (it needs one module holding the trained parameters, whose forward
+    returns the loss): the model and the diffusion whose `loss` trains it."""
 
     def __init__(self, model: ImageDream, diffusion: Diffusion) -> None:
         super().__init__()
         self.model: ImageDream = model
         self.diffusion = diffusion
 
-    def forward(
-        self,
-        targets: Tensor,  # (B, V, 3, H, W) in [-1, 1]
-        prompt: PromptImages,
-        cameras: Tensor,  # (B, V, 16)
-        captions: list[str],
-        prompt_dropped: Tensor,  # (B,) bool
-        generator: torch.Generator,
-    ) -> Tensor:
-        return self.diffusion.loss(
-            self.model, targets, prompt, cameras, captions, prompt_dropped, generator
-        )
+    def forward(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        return self.diffusion.loss(self.model, batch, generator)

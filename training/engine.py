@@ -1,6 +1,7 @@
 """Distribution and optimisation: the only module that imports DeepSpeed.
 
-The objective is training.diffusion's (`TrainingObjective`); this module wraps it. The DeepSpeed
+training.train hands it the objective: the model and the diffusion whose loss trains it
+(training.diffusion.TrainingObjective); this module wraps it in DeepSpeed. The DeepSpeed
 config is generated from the typed `TrainConfig` (never kept as a second file):
 ZeRO stage, precision, gradient accumulation, clipping, AdamW (torch's implementation, so nothing
 is compiled), and a linear warm-up schedule. Only the variant's trainable parameters reach the
@@ -26,8 +27,8 @@ import torch
 from torch import nn
 
 from training.config import TrainConfig
-from training.data import Batch
-from training.diffusion import Diffusion, TrainingObjective
+from training.diffusion import TrainingObjective
+from training.examples import Batch
 
 if TYPE_CHECKING:
     from training.model import ImageDream
@@ -191,14 +192,7 @@ class Engine:
         losses = []
         grad_norm = None
         for i, batch in enumerate(micro_batches):
-            loss = self.ds(
-                batch.targets,
-                batch.prompt,
-                batch.cameras,
-                batch.captions,
-                batch.prompt_dropped,
-                generator=self.generator,
-            )
+            loss = self.ds(batch, self.generator)  # TrainingObjective: diffusion.loss(model, batch)
             self.ds.backward(loss)
             if i == len(micro_batches) - 1 and self.ds.zero_optimization_stage() == 0:
                 grad_norm = self._grad_norm()  # ZeRO-0 does not report it; grads are reduced here
@@ -275,14 +269,13 @@ class Engine:
         barrier()
 
 
-def build_engine(model: ImageDream, cfg: TrainConfig, dist: DistInfo) -> Engine:
-    """Wrap the model's objective in DeepSpeed; only trainable parameters reach AdamW."""
+def build_engine(objective: TrainingObjective, cfg: TrainConfig, dist: DistInfo) -> Engine:
+    """Wrap the objective in DeepSpeed; only trainable parameters reach AdamW."""
     import deepspeed
 
-    model.to(dist.device)
+    objective.model.to(dist.device)
     if cfg.engine.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-    objective = TrainingObjective(model, Diffusion(objective=cfg.objective))
+        objective.model.unet.enable_gradient_checkpointing()
     trainable = [p for p in objective.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError(f"controller {cfg.controller.name!r} leaves no trainable parameter")

@@ -52,9 +52,9 @@ from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjec
 
 from contract.cameras import CANONICAL_AZIMUTHS_DEG, network_camera, ring_c2w
 from training.diffusion import (
-    Diffusion,
     build_sampling_scheduler,
     latent_noise_shape,
+    sample_latents,
     set_ldm_timesteps,
 )
 from training.model.autoencoder import PixelUnshuffleAutoencoder
@@ -428,19 +428,18 @@ class ImageDreamPipeline(DiffusionPipeline):
         # the step count is the scheduler's (30 asked: 31 by the authors' rule)
         set_ldm_timesteps(self.scheduler, settings.num_inference_steps, model.device)
         bar = self.progress_bar(total=len(self.scheduler.timesteps))
-        out_latents = Diffusion().sample(
+        out_latents = sample_latents(
             model,
+            self.scheduler,
             prompts,
             texts,
             negatives,
             torch.from_numpy(cameras),
             noise,
-            settings.num_inference_steps,
             settings.guidance_scale,
             eta=settings.eta,
             latent_noise=latent_noise,
             generator=generator,
-            scheduler=self.scheduler,
             callback=lambda i, x: bar.update(),
         )
         bar.close()
@@ -464,6 +463,35 @@ class ImageDreamPipeline(DiffusionPipeline):
             background=np.asarray(levels, dtype=np.float64),
             settings=settings,
         )
+
+
+def sample_views(
+    pipe: ImageDreamPipeline,
+    images: Any,  # B prompts: (H, W, 3|4) uint8 arrays or PIL images; None: a text-only model
+    texts: list[str],  # as the model is to see them (captions carry their suffix)
+    seeds: Sequence[int],  # prompt i draws every random number from a generator seeded seeds[i]
+    sampling: SamplingConfig | None = None,  # None fields (or None): the model's settings
+    elevations_deg: Sequence[float] | None = None,  # per prompt; None: the settings' elevation
+    background: float | None = None,  # a fixed grey for RGBA prompts; None: the model's
+) -> ImageDreamPipelineOutput:
+    """The one call that samples views of given prompts, for the training sample grids and for
+    `make eval` alike (output_type "np"). Each prompt's generator is its own, so its views do
+    not depend on the batch it is sampled in."""
+    settings = (sampling or SamplingConfig()).resolve(pipe.sampling_settings)
+    elevation = settings.elevation_deg if elevations_deg is None else list(elevations_deg)
+    return pipe(
+        images,
+        prompt=texts,
+        negative_prompt=settings.negative_prompt,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        elevation=elevation,
+        azimuth_start=settings.azimuth_start_deg,
+        generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
+        output_type="np",
+        eta=settings.eta,
+        background=background,
+    )
 
 
 def to_uint8(images01: np.ndarray) -> np.ndarray:

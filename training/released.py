@@ -34,20 +34,31 @@ def released_to_pipeline(
     sd21_path: str | None,
     image_encoder_path: str | None = None,
     model: str = "sd21_mv",
+    open_clip_checkpoint: str | None = None,
 ) -> ImageDreamPipeline:
+    """The pipeline of a released checkpoint file: the network of conf/model/`model` and
+    conf/controller/`controller` around its weights, with the frozen parts from local folders.
+    The one way from a released file to a pipeline (`to-pipeline` here, `make eval
+    checkpoint=FILE.pt` in evaluation.checkpoints). It refuses to invent what the file does not
+    hold: the VAE, text encoder and tokenizer (an SD 2.1-base diffusers folder) and, for the
+    controllers that read CLIP features, the image encoder (an HF or an open_clip ViT-H-14)."""
     model_cfg, ctrl_cfg = compose_model_configs(model, controller)
     if sd21_path is None:
         raise ValueError(
-            "--sd21 is required: the released .pt holds the UNet; the VAE, text encoder and "
-            "tokenizer come from an SD 2.1-base diffusers folder (else they would be random)"
+            f"{checkpoint}: an SD 2.1-base diffusers folder is required (--sd21, or "
+            "original.sd21_path in make eval): the released file holds the UNet; the VAE, text "
+            "encoder and tokenizer come from that folder (else they would be random)"
         )
-    if image_encoder_path is None and CONTROLLERS[ctrl_cfg.name].needs.image_encoder:
+    needs_clip = CONTROLLERS[ctrl_cfg.name].needs.image_encoder
+    if needs_clip and image_encoder_path is None and open_clip_checkpoint is None:
         raise ValueError(
-            f"--image-encoder is required for controller {controller!r} (CLIP ViT-H-14)"
+            f"{checkpoint}: controller {controller!r} needs the CLIP ViT-H-14 image encoder "
+            "(--image-encoder, or original.image_encoder_path / open_clip_checkpoint in make eval)"
         )
     weights = WeightsConfig(
         sd21_path=sd21_path,
         image_encoder_path=image_encoder_path,
+        open_clip_checkpoint=open_clip_checkpoint,
         original_checkpoint=str(checkpoint),
     )
     model_cfg = dataclasses.replace(model_cfg, weights=weights)

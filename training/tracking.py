@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from contract.atomic import atomic_write_bytes
 from training.config import TrainConfig, WandbConfig
@@ -181,40 +179,6 @@ def build_tracker(cfg: TrainConfig, run_dir: Path, is_main: bool, start_step: in
 # Sample grids
 
 
-@torch.no_grad()
-def sample_views(
-    pipe: Any,  # training.pipeline.ImageDreamPipeline
-    images: Any,  # B prompts: (H, W, 3|4) uint8 arrays (a list or stacked) or PIL images
-    texts: list[str],  # as the model sees them (training captions carry their suffix)
-    elevations_deg: list[float],
-    seeds: list[int],  # prompt i draws its initial noise from a generator seeded with seeds[i]
-    num_inference_steps: int | None,
-    guidance_scale: float | None = None,
-    eta: float | None = None,
-) -> np.ndarray:
-    """Views through ImageDreamPipeline, with the model family's defaults (CFG scale, eta,
-    negative text; SPEC 6) for what is None -> (B, V, H, W, 3) uint8. `make eval` samples
-    through the same pipeline the same way."""
-    from training.pipeline import to_uint8
-
-    kwargs: dict[str, Any] = {}
-    if num_inference_steps is not None:
-        kwargs["num_inference_steps"] = num_inference_steps
-    if guidance_scale is not None:
-        kwargs["guidance_scale"] = guidance_scale
-    if eta is not None:
-        kwargs["eta"] = eta
-    out = pipe(
-        images,
-        prompt=texts,
-        elevation=elevations_deg,
-        generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
-        output_type="np",
-        **kwargs,
-    )
-    return to_uint8(out.images)
-
-
 def _fit(image: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (size, size, 3), for display only."""
     from PIL import Image
@@ -222,12 +186,6 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[:2] == (size, size):
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-
-
-def _to_uint8(images: Tensor) -> np.ndarray:
-    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8."""
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.movedim(-3, -1).cpu().numpy()
 
 
 def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str]:
@@ -238,7 +196,7 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
 
     from contract.cameras import canonical_order
     from training.data import build_loader
-    from training.pipeline import ImageDreamPipeline
+    from training.pipeline import ImageDreamPipeline, sample_views, to_uint8
 
     data_cfg = dataclasses.replace(
         cfg.data,
@@ -257,21 +215,17 @@ def sample_grid(model: Any, ema: Any, cfg: TrainConfig) -> tuple[np.ndarray, str
     # the targets are at azimuth 0/90/180/270; the generated row starts at the family's first
     # azimuth (MVDream: 90), so the truth row is put in that order
     order = canonical_order(pipe.view_azimuths(pipe.sampling_settings.azimuth_start_deg))
-    truth = _to_uint8(batch.targets)[:, np.argsort(order)]
+    targets01 = ((batch.targets.float() + 1.0) / 2.0).movedim(-3, -1).numpy()  # (B, V, H, W, 3)
+    truth = to_uint8(targets01)[:, np.argsort(order)]
     pipe.set_progress_bar_config(disable=True)
     was_training = model.training
     model.eval()
+    seeds = [cfg.trainer.seed + i for i in range(len(batch))]
     with ema.applied() if ema is not None else nullcontext():
-        generated = sample_views(
-            pipe,
-            prompt,
-            batch.captions,
-            batch.elevation_deg,
-            [cfg.trainer.seed + i for i in range(len(batch))],
-            cfg.trainer.sample_steps,
-            cfg.trainer.sample_guidance_scale,
-            cfg.trainer.sample_eta,
+        out = sample_views(
+            pipe, prompt, batch.captions, seeds, cfg.trainer.sampling, batch.elevation_deg
         )
+    generated = to_uint8(out.images)  # (B, V, H, W, 3)
     model.train(was_training)
     rows = []
     size = truth.shape[-2]

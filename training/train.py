@@ -24,6 +24,7 @@ from training.checkpoint import (
 )
 from training.config import TrainConfig, load_config, register_configs
 from training.data import Loader, build_loader
+from training.diffusion import Diffusion, TrainingObjective
 from training.ema import EMA
 from training.engine import Engine, barrier, build_engine, init_distributed
 from training.pipeline import ImageDreamPipeline
@@ -45,7 +46,8 @@ def train(cfg: TrainConfig) -> Path:
         reason = ImageDreamPipeline.unsaveable_reason(model)
         if reason is not None:
             raise ValueError(f"trainer.export=true cannot be met: {reason}")
-    engine = build_engine(model, cfg, dist)
+    diffusion = Diffusion(objective=cfg.objective)  # the noise process and its loss (SPEC 4-5)
+    engine = build_engine(TrainingObjective(model, diffusion), cfg, dist)
     ema = build_ema(engine, cfg.engine.ema_decay)
     loader = build_loader(cfg.data, cfg.trainer.seed, dist.rank, dist.world_size)
     step = restore_training_state(cfg, run_dir, engine, loader, ema, dist.rank)
@@ -93,7 +95,8 @@ def seed_everything(seed: int, rank: int) -> None:
 
 
 def train_step(engine: Engine, loader: Loader, cfg: TrainConfig) -> dict[str, float]:
-    """One optimiser step: `engine.grad_accum` micro-batches from the stream."""
+    """One optimiser step: `engine.grad_accum` micro-batches from the stream, each one's loss
+    `diffusion.loss(model, batch)` through DeepSpeed (Engine.train_step)."""
     start = time.perf_counter()
     micro_batches = [next(loader) for _ in range(cfg.engine.grad_accum)]
     loaded = time.perf_counter()

@@ -1,7 +1,8 @@
 """Ground-truth metrics of generated views against true renders at the same cameras (beyond the
 paper, as in SyncDreamer / Wonder3D on GSO): PSNR, SSIM (torchmetrics) and LPIPS.
 
-All take uint8 images (B, H, W, 3) in matching order and return one value per image (B,).
+All take uint8 images (B, H, W, 3) in matching order and return one value per image (B,);
+`psnr_over_all` gives one value for two arrays of any one shape (two renders of a ring, say).
 Images are compared in [0, 1] (data range 1); both sides must be composited on the same
 background, which `evaluation.prompts` guarantees for held-out rings.
 """
@@ -30,16 +31,26 @@ def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
         raise ValueError(f"generated {pred.shape} and ground truth {target.shape} differ in shape")
 
 
+def _psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB over every value of two tensors in [0, 1] (inf when they are equal)."""
+    return float(peak_signal_noise_ratio(pred, target, data_range=1.0))
+
+
 def psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per-image PSNR in dB (inf for identical images)."""
     _check_pair(pred, target)
     p, t = _to_float(pred), _to_float(target)
-    return np.array(
-        [
-            float(peak_signal_noise_ratio(p[i : i + 1], t[i : i + 1], data_range=1.0))
-            for i in range(len(p))
-        ]
-    )
+    return np.array([_psnr(p[i : i + 1], t[i : i + 1]) for i in range(len(p))])
+
+
+def psnr_over_all(pred: np.ndarray, target: np.ndarray) -> float:
+    """One PSNR in dB over every value of two uint8 arrays of any one shape (a whole ring of RGBA
+    views, say: the mean squared error of all of them); inf when they are equal."""
+    _check_pair(pred, target)
+    if pred.dtype != np.uint8 or target.dtype != np.uint8:
+        raise ValueError(f"expected uint8 arrays, got {pred.dtype} and {target.dtype}")
+    p, t = (torch.from_numpy(x.astype(np.float64) / 255.0) for x in (pred, target))
+    return _psnr(p, t)
 
 
 def ssim(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from evaluation.checkpoints import checkpoint_label, load_pipeline
 from evaluation.config import OriginalCheckpointConfig, register_configs, to_eval_config
 from evaluation.evaluate import run
 from tests.evaluation.helpers import encoded_image, rgba_object, write_ring_shard
+from tests.training.helpers import sd21_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -153,6 +154,11 @@ def test_released_checkpoint_file_is_converted(tmp_path, tiny_local_pixel) -> No
     path = tmp_path / "sd-v2.1-base-4view-ipmv.pt"
     save_original_checkpoint(tiny_local_pixel, path)
     original = OriginalCheckpointConfig(model="tiny", controller="local_pixel")
+    with pytest.raises(ValueError, match="diffusers folder is required"):
+        load_pipeline(path, original)  # the checks of `training.released to-pipeline`
+    original.sd21_path = str(sd21_folder(tiny_local_pixel, tmp_path / "sd21"))
+    original.image_encoder_path = str(tmp_path / "clip")
+    tiny_local_pixel.image_encoder.model.save_pretrained(tmp_path / "clip")
     model = load_pipeline(path, original).model
     for key, value in tiny_local_pixel.denoiser_state_dict().items():
         assert (model.denoiser_state_dict()[key] == value).all(), key

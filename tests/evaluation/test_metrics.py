@@ -18,6 +18,7 @@ from evaluation.metrics import (
     load_inception,
     load_lpips,
     psnr,
+    psnr_over_all,
     qis_from_probs,
     ssim,
     summarize,
@@ -166,6 +167,20 @@ def test_psnr_of_a_known_noise_pair_is_analytic() -> None:
         noisy = (base + d * sign).astype(np.uint8)
         expected = 20 * math.log10(255.0 / d)
         np.testing.assert_allclose(psnr(noisy, base.astype(np.uint8)), expected, atol=1e-6)
+
+
+def test_psnr_over_all_pools_the_squared_error_of_every_value() -> None:
+    """Two RGBA views, one equal and one off by 16 everywhere: MSE 16^2 / 2 over the pair (a
+    mean of per-view PSNRs would be inf)."""
+    a = np.zeros((2, 4, 4, 4), dtype=np.uint8)
+    assert psnr_over_all(a, a) == math.inf
+    b = a.copy()
+    b[1] = 16
+    np.testing.assert_allclose(psnr_over_all(a, b), 10 * math.log10(255**2 / 128), atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        psnr_over_all(a.astype(np.float32), b.astype(np.float32))
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr_over_all(a, b[:1])
 
 
 def test_ssim_and_lpips_order_a_small_and_a_large_perturbation() -> None:

@@ -1,5 +1,5 @@
 """One prompt, three ways in: training's prompt frame (training.data + the loss's CLIP input),
-the training sample grid (training.tracking.sample_views) and `make eval` (held-out ring ->
+the training sample grid (training.pipeline.sample_views) and `make eval` (held-out ring ->
 MultiViewSampler) prepare it into identical tensors, through training.prompt_image."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import torch
 from evaluation.prompts import PromptConfig, load_heldout_rings
 from evaluation.sampler import MultiViewSampler, SamplerConfig
 from tests.evaluation.helpers import write_ring_shard
-from training.data import to_network
 from training.diffusion import with_clip_input
-from training.pipeline import ImageDreamPipeline
+from training.examples import to_network
+from training.pipeline import ImageDreamPipeline, sample_views
 from training.prompt_image import PromptImages, composite_on_grey
-from training.tracking import sample_views
+from training.sampling_settings import SamplingConfig
 
 GREY = 0.42
 
@@ -59,7 +59,7 @@ def test_training_the_sample_grid_and_eval_prepare_a_prompt_identically(
     seen = _capture(model)
     try:
         # the sample grid: the training composite, through the pipeline
-        sample_views(pipe, [rgb[0]], [""], [5.0], [0], num_inference_steps=1)
+        sample_views(pipe, [rgb[0]], [""], [0], SamplingConfig(num_inference_steps=1), [5.0])
         # make eval: the RGBA ring view, composited by the pipeline on the same grey
         cfg = SamplerConfig(num_inference_steps=1, use_captions=False)
         MultiViewSampler(pipe, cfg).sample([rgba], [None], background=GREY)

@@ -9,7 +9,7 @@ import numpy as np
 
 from evaluation.metrics import ModelInfo, summarize
 from evaluation.prompts import PromptProblem
-from evaluation.report import write_report
+from evaluation.report import fit_square, write_report
 from evaluation.results import PromptResult, RunResult
 
 
@@ -125,3 +125,12 @@ def test_wandb_offline_logs_a_table_with_images(tmp_path, monkeypatch) -> None:
     media = [p.name for p in run_dir.rglob("*") if p.is_file()]
     assert any(name.endswith(".table.json") for name in media), media
     assert sum(name.endswith(".png") for name in media) >= 3, media  # 2 strips + the chart
+
+
+def test_fit_square_resizes_anything_but_a_square_of_the_size() -> None:
+    """The one resize of evaluate and report: a (size, size) image is kept as it is; any other,
+    a non-square one of that height included, becomes (size, size)."""
+    square = np.zeros((16, 16, 3), dtype=np.uint8)
+    assert fit_square(square, 16) is square
+    assert fit_square(square, 8).shape == (8, 8, 3)
+    assert fit_square(np.zeros((16, 24, 3), dtype=np.uint8), 16).shape == (16, 16, 3)

@@ -9,9 +9,8 @@ import torch
 
 from contract.cameras import orbit_c2w
 from evaluation.sampler import MultiViewSampler, SamplerConfig
-from training.pipeline import ImageDreamPipeline, to_uint8
-from training.sampling_settings import NEGATIVE_PROMPT
-from training.tracking import sample_views
+from training.pipeline import ImageDreamPipeline, sample_views, to_uint8
+from training.sampling_settings import NEGATIVE_PROMPT, SamplingConfig
 
 TEXTS = ["a red mug", "a blue gem", "a duck"]
 
@@ -60,16 +59,18 @@ def test_defaults_are_the_models_and_texts_follow_the_training_rule(pipe) -> Non
 
 def test_eval_and_the_training_sample_grid_give_identical_images(pipe) -> None:
     """One model, prompt image, caption and seed: `make eval`'s sampler and the training grid's
-    sampling (training.tracking.sample_views) produce the same pixels."""
+    sampling (training.pipeline.sample_views, called directly as training.tracking's grid calls
+    it) produce the same pixels: the sampler's batching and reordering change nothing."""
     images = _prompts(2, size=16, seed=5)
     evaluated = MultiViewSampler(pipe, SamplerConfig(num_inference_steps=3, seed=11)).sample(
         list(images), ["a red mug", None], elevations_deg=[5.0, 12.0]
     )
     texts = ["a red mug, 3d asset", ", 3d asset"]
-    grid = sample_views(pipe, images, texts, [5.0, 12.0], [11, 12], 3)
+    steps = SamplingConfig(num_inference_steps=3)
+    grid = to_uint8(sample_views(pipe, images, texts, [11, 12], steps, [5.0, 12.0]).images)
     np.testing.assert_array_equal(evaluated.views, grid)
     # and the comparison can fail: another seed is another picture
-    other = sample_views(pipe, images, texts, [5.0, 12.0], [12, 13], 3)
+    other = to_uint8(sample_views(pipe, images, texts, [12, 13], steps, [5.0, 12.0]).images)
     assert not np.array_equal(evaluated.views, other)
 
 

@@ -42,3 +42,12 @@ def data_cfg(shards: str, **overrides) -> DataConfig:
     )
     values.update(overrides)
     return DataConfig(**values)
+
+
+def sd21_folder(model, folder: Path) -> Path:
+    """What an SD 2.1-base diffusers folder holds for the frozen parts (vae, text encoder,
+    tokenizer), written from a model's own."""
+    model.vae.save_pretrained(folder / "vae")
+    model.text_encoder.save_pretrained(folder / "text_encoder")
+    model.tokenizer.save_pretrained(folder / "tokenizer")
+    return folder

@@ -16,12 +16,8 @@ from contract.schema import RingMeta, SchemaError
 from contract.synthetic_shards import synthetic_ring, write_synthetic_shards
 from tests.training.helpers import RES, data_cfg
 from training.config import DataConfig
-from training.data import (
-    Loader,
-    build_loader,
-    make_example,
-    target_views,
-)
+from training.data import Loader, build_loader
+from training.examples import make_example, target_views
 
 
 def view_index(image: np.ndarray, num_views: int) -> int:
@@ -137,11 +133,13 @@ def test_undecodable_samples_are_counted_not_replaced(tmp_path, caplog):
     cfg = data_cfg(str(shard), sampling="epoch", shuffle_buffer=1, shuffle_initial=1)
     loader = build_loader(cfg, seed=0)
     with caplog.at_level(logging.WARNING, logger="training.data"):
-        batches = [next(loader) for _ in range(3)]  # exactly one pass over the 8 samples
-    keys = [k for b in batches for k in b.keys]
+        batches = [
+            loader.next_with_progress() for _ in range(3)
+        ]  # exactly one pass over the 8 samples
+    keys = [k for b, p in batches for k in b.keys]
     assert sorted(keys) == sorted(s["__key__"] for s in good), "each good ring once, nothing else"
     assert loader.state.bad_samples == 2
-    assert sum(len(b.new_bad) for b in batches) == 2
+    assert sum(len(p.new_bad) for _, p in batches) == 2
     assert sum(" sample bad" in r.getMessage() for r in caplog.records) == 2
     # a second pass meets the same two again: still two distinct, logged once each
     with caplog.at_level(logging.WARNING, logger="training.data"):
@@ -165,14 +163,14 @@ def test_truncated_shard_is_one_bad_record_and_its_good_samples_are_kept(tmp_pat
     shards = f"{tmp_path / 'shard-00000.tar'}::{path}"
     cfg = data_cfg(shards, sampling="epoch", batch_size=1, shuffle_buffer=1, shuffle_initial=1)
     loader = build_loader(cfg, seed=0)
-    batches = [next(loader) for _ in range(12)]  # several passes over both shards
-    keys = {k for b in batches for k in b.keys}
+    batches = [loader.next_with_progress() for _ in range(12)]  # several passes over both shards
+    keys = {k for b, p in batches for k in b.keys}
     assert {f"g{i}_r0" for i in range(4)} <= keys
     assert "d0_r0" in keys, "the samples before the damage are used"
     assert "d3_r0" not in keys, "nothing past the damage"
     assert loader.state.bad_samples == 1, "one damaged shard, counted once over every pass"
     assert loader.state.bad_events[0] >= 2
-    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    [(record, reason)] = [nb for b, p in batches for nb in p.new_bad]
     assert record == str(path) and reason, (record, reason)
 
 
@@ -232,6 +230,10 @@ def test_ring_with_view_count_not_multiple_of_four_is_counted(tmp_path):
 
 def _take(loader: Loader, n: int):
     return [next(loader) for _ in range(n)]
+
+
+def _take_with_progress(loader: Loader, n: int):
+    return [loader.next_with_progress() for _ in range(n)]
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -301,9 +303,9 @@ def test_a_shard_that_differs_from_its_index_is_a_bad_record(tmp_path):
         f.write(b"\0" * 512)  # still a readable tar, but not the file the index lists
     cfg = data_cfg(str(tmp_path), sampling="epoch", batch_size=1)
     loader = build_loader(cfg, seed=0)
-    batches = [next(loader) for _ in range(9)]  # three passes
-    assert all(k.startswith("obj000") for b in batches for k in b.keys), "shard 1 was not read"
-    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    batches = [loader.next_with_progress() for _ in range(9)]  # three passes
+    assert all(k.startswith("obj000") for b, p in batches for k in b.keys), "shard 1 was not read"
+    [(record, reason)] = [nb for b, p in batches for nb in p.new_bad]
     assert record == paths[1] and "bytes" in reason and "index.json" in reason, reason
     assert loader.state.bad_samples == 1
 
@@ -321,9 +323,9 @@ def test_a_shard_that_differs_from_its_index_is_a_bad_record(tmp_path):
     strict = build_loader(
         data_cfg(str(clean), sampling="epoch", batch_size=1, verify_sha256=True), seed=0
     )
-    batches = [next(strict) for _ in range(6)]
-    assert {k[:6] for b in batches for k in b.keys} == {"obj000"}
-    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    batches = [strict.next_with_progress() for _ in range(6)]
+    assert {k[:6] for b, p in batches for k in b.keys} == {"obj000"}
+    [(record, reason)] = [nb for b, p in batches for nb in p.new_bad]
     assert record == paths[1] and "sha256" in reason, reason
 
 
@@ -352,8 +354,8 @@ def test_a_missing_shard_is_reported_with_the_system_reason(tmp_path):
     cfg = data_cfg(f"{paths[0]}::{paths[1]}", sampling="epoch", batch_size=1)
     loader = build_loader(cfg, seed=0)
     Path(paths[1]).unlink()  # gone after the run started (a mount that went away)
-    batches = [next(loader) for _ in range(4)]
-    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    batches = [loader.next_with_progress() for _ in range(4)]
+    [(record, reason)] = [nb for b, p in batches for nb in p.new_bad]
     assert record == paths[1] and "No such file" in reason, reason
 
 
@@ -372,7 +374,7 @@ def test_resume_is_exact_with_bad_records_in_the_stream(tmp_path, num_workers, c
         f.truncate(damaged.stat().st_size // 2)
     shards = f"{tmp_path / 'shard-00000.tar'}::{damaged}"
     cfg = data_cfg(shards, num_workers=num_workers, batch_size=2, max_bad_fraction=1.0)
-    reference = _take(build_loader(cfg, seed=5), 10)
+    reference = _take_with_progress(build_loader(cfg, seed=5), 10)
 
     first = build_loader(cfg, seed=5)
     _take(first, 5)
@@ -382,13 +384,16 @@ def test_resume_is_exact_with_bad_records_in_the_stream(tmp_path, num_workers, c
     resumed.load_state_dict(state)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="training.data"):
-        got = _take(resumed, 5)
+        got = _take_with_progress(resumed, 5)
     already = {i for ids in state["bad_ids"] for i in ids}
     relogged = [r for r in caplog.records if any(i in r.getMessage() for i in already)]
-    for expected, batch in zip(reference[5:], got, strict=True):
+    for (expected, expected_progress), (batch, progress) in zip(reference[5:], got, strict=True):
         assert batch.keys == expected.keys
         np.testing.assert_array_equal(batch.targets.numpy(), expected.targets.numpy())
-        assert (batch.bad_events, batch.records) == (expected.bad_events, expected.records)
+        assert (progress.bad_events, progress.records) == (
+            expected_progress.bad_events,
+            expected_progress.records,
+        )
     uninterrupted = build_loader(cfg, seed=5)
     _take(uninterrupted, 10)
     assert resumed.state.distinct_bad == uninterrupted.state.distinct_bad

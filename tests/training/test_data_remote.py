@@ -12,7 +12,8 @@ from contract.dataset_index import INDEX_FILE
 from contract.schema import IncompleteDatasetError
 from contract.synthetic_shards import synthetic_ring, write_synthetic_shards
 from tests.training.helpers import RES, data_cfg
-from training.data import BadDataError, Batch, Loader, build_loader
+from training.data import BadDataError, Loader, StreamProgress, build_loader
+from training.examples import Batch
 
 
 @pytest.fixture
@@ -23,14 +24,17 @@ def dataset(tmp_path, s3) -> tuple[Path, str]:
     return local, s3.upload(local, "ds")
 
 
-def take(loader: Loader, n: int) -> list[Batch]:
-    return [next(loader) for _ in range(n)]
+def take(loader: Loader, n: int) -> list[tuple[Batch, StreamProgress]]:
+    return [loader.next_with_progress() for _ in range(n)]
 
 
-def assert_same_batches(got: list[Batch], expected: list[Batch]) -> None:
+def assert_same_batches(
+    got: list[tuple[Batch, StreamProgress]], expected: list[tuple[Batch, StreamProgress]]
+) -> None:
     assert len(got) == len(expected)
-    for a, b in zip(got, expected, strict=True):
-        assert a.keys == b.keys and a.captions == b.captions and a.role == b.role
+    for (a, a_progress), (b, b_progress) in zip(got, expected, strict=True):
+        assert a.keys == b.keys and a.captions == b.captions
+        assert a_progress.role == b_progress.role
         for name in ("targets", "cameras", "prompt_dropped", "text_dropped"):
             np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy())
         np.testing.assert_array_equal(a.prompt.vae.numpy(), b.prompt.vae.numpy())
@@ -46,8 +50,8 @@ def test_batches_from_s3_equal_those_from_the_local_copy(dataset, num_workers):
     assert set(remote_loader.shards.entries) == set(remote_loader.urls)  # each checked on read
     got = take(remote_loader, 10)  # two epochs
     assert_same_batches(got, take(build_loader(data_cfg(str(local), **opts), seed=7), 10))
-    assert not any(b.new_bad for b in got)
-    keys = {k for b in got for k in b.keys}
+    assert not any(p.new_bad for _, p in got)
+    keys = {k for b, _ in got for k in b.keys}
     assert keys == {f"obj{s:03d}x{i:04d}_r0" for s in range(3) for i in range(5)}
 
 
@@ -69,8 +73,8 @@ def test_a_truncated_s3_shard_is_one_bad_record_naming_its_url(dataset, s3):
     cfg = data_cfg(url, sampling="epoch", batch_size=1, shuffle_buffer=1, shuffle_initial=1)
     loader = build_loader(cfg, seed=0)
     batches = take(loader, 20)  # two passes over the 10 good rings
-    assert {k[:6] for b in batches for k in b.keys} == {"obj000", "obj002"}
-    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    assert {k[:6] for b, p in batches for k in b.keys} == {"obj000", "obj002"}
+    [(record, reason)] = [nb for b, p in batches for nb in p.new_bad]
     assert record == f"{url}/shard-00001.tar", record
     assert f"{len(data) * 3 // 5} bytes, {INDEX_FILE} says {len(data)}" in reason, reason
     assert loader.state.bad_samples == 1 and loader.state.bad_events[0] >= 5  # its 5 rings
@@ -94,9 +98,9 @@ def test_a_damaged_s3_shard_without_an_index_keeps_its_good_samples(tmp_path, s3
     loader = build_loader(cfg, seed=0)
     assert not loader.shards.entries
     batches = take(loader, 12)
-    keys = {k for b in batches for k in b.keys}
+    keys = {k for b, p in batches for k in b.keys}
     assert {f"g{i}_r0" for i in range(4)} <= keys and "d0_r0" in keys and "d3_r0" not in keys
-    [(record, reason)] = [nb for b in batches for nb in b.new_bad]
+    [(record, reason)] = [nb for b, p in batches for nb in p.new_bad]
     assert record == f"{url}/shard-00001.tar" and reason, (record, reason)
     assert loader.state.bad_samples == 1
 

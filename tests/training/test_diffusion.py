@@ -16,6 +16,7 @@ from training.diffusion import (
     training_conditioning,
     unconditional_features,
 )
+from training.examples import Batch
 from training.model import CONTROLLERS, build_imagedream
 from training.pipeline import ImageDreamPipeline
 
@@ -124,9 +125,17 @@ def test_the_loss_sees_prompt_dropout() -> None:
     for dropped in ([False, False], [True, True], [False, False]):
         gen = torch.Generator().manual_seed(1)
         with torch.no_grad():
-            loss = diffusion.loss(
-                model, targets, prompt, cams, ["a", "b"], torch.tensor(dropped), gen
+            batch = Batch(
+                targets=targets,
+                prompt=prompt,
+                cameras=cams,
+                captions=["a", "b"],
+                prompt_dropped=torch.tensor(dropped),
+                text_dropped=torch.tensor([False, False]),
+                elevation_deg=[0.0, 0.0],
+                keys=["a", "b"],
             )
+            loss = diffusion.loss(model, batch, gen)
         losses.append(float(loss))
     assert losses[0] == losses[2] and losses[0] != losses[1]
 

@@ -44,6 +44,7 @@ import json
 from contract.hydra_compose import compose
 from training.config import load_config, register_configs
 from training.data import build_loader
+from training.diffusion import Diffusion, TrainingObjective
 from training.engine import build_engine, init_distributed
 from training.model import build_imagedream
 
@@ -52,7 +53,8 @@ cfg = load_config(compose("train", [
     "debug=tiny", "controller=pixel", "data.shards={shards}", "data.num_workers=0",
     "engine.lr=2e-3", "trainer.max_steps=40"]))
 dist = init_distributed("gloo")
-engine = build_engine(build_imagedream(cfg.model, cfg.controller), cfg, dist)
+model = build_imagedream(cfg.model, cfg.controller)
+engine = build_engine(TrainingObjective(model, Diffusion(objective=cfg.objective)), cfg, dist)
 batch = next(build_loader(cfg.data, seed=0))
 losses = []
 for _ in range(40):

@@ -51,10 +51,7 @@ def _fixed_noise_loss(model, cfg, shards: Path) -> float:
     with torch.no_grad():
         for seed in range(4):  # the same noise and timesteps for every model
             g = torch.Generator().manual_seed(seed)
-            loss = Diffusion(objective=cfg.objective).loss(
-                model, batch.targets, batch.prompt, batch.cameras, batch.captions,
-                batch.prompt_dropped, g,
-            )  # fmt: skip
+            loss = Diffusion(objective=cfg.objective).loss(model, batch, g)
             losses.append(float(loss))
     return float(np.mean(losses))
 

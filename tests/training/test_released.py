@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tests.training.helpers import sd21_folder
 from tests.training.model.helpers import tiny_model
 from training.model.convert import ORIGINAL_PREFIX
 from training.model.released_layout import save_original_checkpoint
@@ -13,18 +14,10 @@ from training.pipeline import ImageDreamPipeline
 from training.released import main
 
 
-def _sd21_folder(model, folder):
-    """What an SD 2.1-base diffusers folder holds for the frozen parts (vae, text encoder)."""
-    model.vae.save_pretrained(folder / "vae")
-    model.text_encoder.save_pretrained(folder / "text_encoder")
-    model.tokenizer.save_pretrained(folder / "tokenizer")
-    return folder
-
-
 def test_released_checkpoint_to_pipeline_and_back(tmp_path) -> None:
     source = tiny_model("local_pixel", seed=4)
     released = save_original_checkpoint(source, tmp_path / "sd-v2.1-base-4view-ipmv.pt")
-    sd21 = _sd21_folder(source, tmp_path / "sd21")
+    sd21 = sd21_folder(source, tmp_path / "sd21")
     source.image_encoder.model.save_pretrained(tmp_path / "clip")
     out = tmp_path / "imagedream-p"
     main(
@@ -64,9 +57,9 @@ def test_the_converter_refuses_to_invent_encoders(tmp_path) -> None:
     from training.released import released_to_pipeline
 
     released = save_original_checkpoint(tiny_model("local"), tmp_path / "local.pt")
-    with pytest.raises(ValueError, match="--sd21 is required"):
+    with pytest.raises(ValueError, match="diffusers folder is required"):
         released_to_pipeline(released, "local", None, None, model="tiny")
-    with pytest.raises(ValueError, match="--image-encoder is required"):
+    with pytest.raises(ValueError, match="needs the CLIP ViT-H-14 image encoder"):
         released_to_pipeline(released, "local", str(tmp_path), None, model="tiny")
 
 
@@ -80,7 +73,7 @@ def test_a_converted_release_samples_with_its_familys_defaults(tmp_path) -> None
     ):
         source = tiny_model(controller, seed=4)
         released = save_original_checkpoint(source, tmp_path / f"{controller}.pt")
-        sd21 = _sd21_folder(source, tmp_path / f"sd21_{controller}")
+        sd21 = sd21_folder(source, tmp_path / f"sd21_{controller}")
         args = [f"--image-encoder={tmp_path / 'clip'}"] if controller != "none" else []
         if controller != "none":
             source.image_encoder.model.save_pretrained(tmp_path / "clip")

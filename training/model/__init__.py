@@ -1,7 +1,8 @@
 """The ImageDream network (SPEC 4). Public API: see docs/CONTRACTS.md, section training.model."""
 
-from training.model.build import build_denoiser, build_imagedream
+from training.model.build import build_imagedream
 from training.model.config import (
+    CONTROLLER_CONFIGS,
     ControllerConfig,
     GlobalControllerConfig,
     LocalControllerConfig,
@@ -13,12 +14,12 @@ from training.model.config import (
     register_configs,
 )
 from training.model.controllers import (
-    CONTROLLER_CONFIGS,
     CONTROLLERS,
     Conditioning,
     Controller,
     ImagePromptFeatures,
 )
+from training.model.denoiser import build_denoiser
 from training.model.imagedream import ImageDream
 
 __all__ = [

@@ -1,19 +1,15 @@
-"""Explicit builders: config -> modules (no `_target_` strings, no work at import time)."""
+"""Explicit builders: config -> modules (no `_target_` strings, no work at import time).
+
+The denoiser's own builder, `build_denoiser`, sits beside `MultiViewUNet` in denoiser.py (the
+class calls it); this module puts the whole model together around it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from training.model.attention import init_image_projections_from_text
-from training.model.config import (
-    ControllerConfig,
-    ModelConfig,
-    to_controller_config,
-    to_model_config,
-)
-from training.model.controllers import Controller, build_controller
+from training.model.config import ModelConfig, to_controller_config, to_model_config
+from training.model.convert import denoiser_from_original
 from training.model.denoiser import MultiViewUNet
 from training.model.encoders import (
     ImageEncoder,
@@ -23,22 +19,7 @@ from training.model.encoders import (
     build_vae,
 )
 from training.model.imagedream import ImageDream
-from training.model.unet import build_multiview_unet, load_sd21_unet
-
-
-def build_denoiser(
-    model_cfg: ModelConfig, controller_cfg: ControllerConfig
-) -> tuple[nn.Module, Controller]:
-    """Random-init multi-view UNet + controller (works under `torch.device("meta")`)."""
-    context_dim = model_cfg.unet.cross_attention_dim
-    image = model_cfg.image_encoder
-    controller = build_controller(
-        controller_cfg, context_dim, image.projection_dim, image.hidden_size
-    )
-    unet = build_multiview_unet(
-        model_cfg.unet, context_dim if controller.uses_image_tokens else None
-    )
-    return unet, controller
+from training.model.unet import load_sd21_unet
 
 
 def build_encoders(
@@ -75,8 +56,6 @@ def build_imagedream(model_cfg: object, controller_cfg: object) -> ImageDream:
     ctrl_cfg = to_controller_config(controller_cfg)
     w = cfg.weights
     if w.original_checkpoint is not None:  # streamed from the released file
-        from training.model.convert import denoiser_from_original
-
         denoiser = denoiser_from_original(cfg, ctrl_cfg, w.original_checkpoint)
     else:
         denoiser = MultiViewUNet.from_configs(cfg, ctrl_cfg)

@@ -1,7 +1,8 @@
 """Typed configuration of the ImageDream network (SPEC 4).
 
 `ModelConfig` describes the denoiser and its frozen encoders; one `ControllerConfig` subclass per
-image-prompt controller (registered in `controllers.py`). Defaults are the full-size SD 2.1-base
+image-prompt controller, registered here (`CONTROLLER_CONFIGS`; the implementations, in
+`controllers.py`, are registered against them). Defaults are the full-size SD 2.1-base
 numbers; `conf/model/tiny.yaml` shrinks every size but runs the same classes.
 Nothing here builds a module: see `build.py`.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 # SPEC 2: the network camera's width, owned by the camera convention; the model reads it here
 from contract.cameras import CAMERA_DIM as CAMERA_DIM
@@ -187,10 +189,12 @@ class ModelConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Controllers (SPEC 4, "Variants"). One config class per controller; its `name` default is the
-# controller's registry key: `controllers.register_controller(ItsConfig)` on the implementation
-# registers the two together. Sizes that follow the backbone (context width, CLIP widths) are
-# read from ModelConfig, so the same YAML works for tiny and full size.
+# Controllers (SPEC 4, "Variants"). One config class per controller, registered here with
+# `@register_controller_config` under its `name` default: the key conf/controller/*.yaml and
+# every checkpoint's config hold. The implementation in controllers.py is registered against its
+# config (`@register_controller(ItsConfig)`), so this module never imports the implementations.
+# Sizes that follow the backbone (context width, CLIP widths) are read from ModelConfig, so the
+# same YAML works for tiny and full size.
 
 
 @dataclass
@@ -203,6 +207,22 @@ class ControllerConfig:
     train_unet: bool | None = None
 
 
+# The registry of controller configs, name -> config class, one decorator per class below.
+CONTROLLER_CONFIGS: dict[str, type[ControllerConfig]] = {}
+
+CC = TypeVar("CC", bound=type[ControllerConfig])
+
+
+def register_controller_config(config_class: CC) -> CC:
+    """Class decorator: registers a controller config under its `name` default."""
+    name = config_class.name
+    if name in CONTROLLER_CONFIGS:
+        raise KeyError(f"controller config {name!r} registered twice")
+    CONTROLLER_CONFIGS[name] = config_class
+    return config_class
+
+
+@register_controller_config
 @dataclass
 class NoneControllerConfig(ControllerConfig):
     """MVDream: text only."""
@@ -210,6 +230,7 @@ class NoneControllerConfig(ControllerConfig):
     name: str = "none"
 
 
+@register_controller_config
 @dataclass
 class GlobalControllerConfig(ControllerConfig):
     """CLIP image embedding -> Linear(1024, 4 x 1024) -> LayerNorm -> 4 tokens."""
@@ -218,6 +239,7 @@ class GlobalControllerConfig(ControllerConfig):
     num_tokens: int = 4
 
 
+@register_controller_config
 @dataclass
 class LocalControllerConfig(ControllerConfig):
     """CLIP penultimate tokens -> Perceiver resampler (16 queries, depth 4, 12 x 64 heads)."""
@@ -230,6 +252,7 @@ class LocalControllerConfig(ControllerConfig):
     ff_mult: int = 4
 
 
+@register_controller_config
 @dataclass
 class PixelControllerConfig(ControllerConfig):
     """Clean prompt latent as an extra (last) frame of the 3D self-attention."""
@@ -237,6 +260,7 @@ class PixelControllerConfig(ControllerConfig):
     name: str = "pixel"
 
 
+@register_controller_config
 @dataclass
 class LocalPixelControllerConfig(LocalControllerConfig):
     """The paper's final model (ImageDream-P): local tokens + pixel frame."""
@@ -248,9 +272,6 @@ def register_configs() -> None:
     """Register the schemas in Hydra's ConfigStore: `model/schema` and `controller/<name>_schema`
     (YAML files in conf/ name them in their defaults list)."""
     from hydra.core.config_store import ConfigStore
-
-    # the registry lives beside the implementations (which import this module)
-    from training.model.controllers import CONTROLLER_CONFIGS
 
     cs = ConfigStore.instance()
     cs.store(group="model", name="schema", node=ModelConfig)
@@ -274,7 +295,6 @@ def to_controller_config(cfg: object) -> ControllerConfig:
     from omegaconf import DictConfig
 
     from contract.hydra_compose import to_dataclass
-    from training.model.controllers import CONTROLLER_CONFIGS
 
     name = cfg.get("name") if isinstance(cfg, Mapping | DictConfig) else None
     if name not in CONTROLLER_CONFIGS:

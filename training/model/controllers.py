@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from training.model.config import (
+    CONTROLLER_CONFIGS,
     ControllerConfig,
     GlobalControllerConfig,
     LocalControllerConfig,
@@ -127,24 +128,29 @@ class Controller(nn.Module):
         return Conditioning(self.image_tokens(features), extra, self.cfg.ip_scale)
 
 
-# The registry, filled by `register_controller`, one line per controller: name -> class and
-# name -> config class. The name is the config's `name` default (what conf/controller/*.yaml
-# and every checkpoint's config hold), so a class and its config cannot be registered apart.
+# The registry of implementations, filled by `register_controller`, one line per controller:
+# name -> class. The name is that of the class's config, which config.py registered (in
+# CONTROLLER_CONFIGS), so a class is found under the same name as its config.
 CONTROLLERS: dict[str, type[Controller]] = {}
-CONTROLLER_CONFIGS: dict[str, type[ControllerConfig]] = {}
 
 C = TypeVar("C", bound=type[Controller])
 
 
 def register_controller(config_class: type[ControllerConfig]) -> Callable[[C], C]:
-    """Class decorator: the decorated controller is built from `config_class`."""
+    """Class decorator: the decorated controller is built from `config_class`, a config
+    registered in config.py (`@register_controller_config`)."""
     name = config_class.name
+    if CONTROLLER_CONFIGS.get(name) is not config_class:
+        raise KeyError(
+            f"{config_class.__name__} is not the registered config {name!r}; register it in "
+            "training/model/config.py with @register_controller_config"
+        )
 
     def register(cls: C) -> C:
         if name in CONTROLLERS:
             raise KeyError(f"controller {name!r} registered twice")
         cls.name, cls.config_class = name, config_class
-        CONTROLLERS[name], CONTROLLER_CONFIGS[name] = cls, config_class
+        CONTROLLERS[name] = cls
         return cls
 
     return register

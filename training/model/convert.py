@@ -22,8 +22,8 @@ from torch import Tensor
 
 from training.model.attention import init_image_projections_from_text
 from training.model.config import ControllerConfig, ModelConfig, UNetConfig
+from training.model.controllers import build_controller
 from training.model.denoiser import MultiViewUNet
-from training.model.imagedream import ImageDream
 from training.model.weights import load_checkpoint
 
 ORIGINAL_PREFIX = "model.diffusion_model."
@@ -231,8 +231,6 @@ def _fresh_adapters(
     denoiser: MultiViewUNet, own: Mapping[str, Tensor], missing: list[str]
 ) -> dict[str, Tensor]:
     """Freshly initialised tensors for the adapter keys a checkpoint lacks."""
-    from training.model.controllers import build_controller
-
     cfg = denoiser.typed_model_config
     controller = build_controller(
         denoiser.typed_controller_config,
@@ -250,15 +248,6 @@ def _fresh_adapters(
             torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5))
             out[k] = w
     return out
-
-
-def load_original_checkpoint(model: ImageDream, path: str | Path) -> None:
-    """Load a released checkpoint into an existing model (its denoiser is replaced, on the old
-    one's device and dtype; a pipeline built over the old one keeps the old one)."""
-    old = next(model.denoiser.parameters())
-    denoiser = denoiser_from_original(model.cfg, model.controller.cfg, path)
-    model.denoiser = denoiser.to(device=old.device, dtype=old.dtype)
-    model.set_trainable()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ It is the `unet` component of `ImageDreamPipeline` and the part of `ImageDream` 
 config (config.json) holds the network's `ModelConfig` (without weight paths) and the controller's
 config, so a folder rebuilds the same classes; its weights file keeps our key names
 (`unet.*`, `controller.*`), which `training.model.convert` maps to and from the released ones.
+`build_denoiser` builds its two modules from the typed configs (the class calls it on init).
 
 Loading streams: the modules are built on the meta device (no random init, no memory), and the
 safetensors tensors are assigned as the parameters, so peak memory stays near the file's size.
@@ -19,7 +20,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from safetensors.torch import load_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from training.model.config import (
     ControllerConfig,
@@ -28,8 +29,25 @@ from training.model.config import (
     to_controller_config,
     to_model_config,
 )
+from training.model.controllers import Controller, build_controller
+from training.model.unet import build_multiview_unet
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def build_denoiser(
+    model_cfg: ModelConfig, controller_cfg: ControllerConfig
+) -> tuple[nn.Module, Controller]:
+    """Random-init multi-view UNet + controller (works under `torch.device("meta")`)."""
+    context_dim = model_cfg.unet.cross_attention_dim
+    image = model_cfg.image_encoder
+    controller = build_controller(
+        controller_cfg, context_dim, image.projection_dim, image.hidden_size
+    )
+    unet = build_multiview_unet(
+        model_cfg.unet, context_dim if controller.uses_image_tokens else None
+    )
+    return unet, controller
 
 
 def portable_model_config(cfg: ModelConfig) -> dict[str, Any]:
@@ -43,8 +61,6 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, model_config: dict[str, Any], controller_config: dict[str, Any]) -> None:
         super().__init__()
-        from training.model.build import build_denoiser
-
         self.typed_model_config: ModelConfig = to_model_config(model_config)
         self.typed_controller_config: ControllerConfig = to_controller_config(controller_config)
         unet, controller = build_denoiser(self.typed_model_config, self.typed_controller_config)

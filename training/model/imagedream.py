@@ -90,15 +90,6 @@ class ImageDream(nn.Module):
         from their own files)."""
         return dict(self.denoiser.state_dict())
 
-    def load_denoiser_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Strict: names every missing and unexpected key."""
-        own = self.denoiser_state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise KeyError(f"denoiser state mismatch: missing {missing}, unexpected {unexpected}")
-        self.denoiser.load_state_dict(state, strict=True)
-
     def train(self, mode: bool = True) -> ImageDream:
         super().train(mode)
         for module in (self.vae, self.text_encoder, self.image_encoder):

@@ -3,6 +3,8 @@ round-trips through the pipeline folder; new-module sizes at full size match SPE
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -12,10 +14,13 @@ from training.model import (
     CONTROLLER_CONFIGS,
     CONTROLLERS,
     Conditioning,
+    Controller,
+    ControllerConfig,
     build_denoiser,
     build_imagedream,
 )
 from training.model.config import ModelConfig
+from training.model.controllers import register_controller
 from training.pipeline import ImageDreamPipeline
 
 # SPEC 5: adapters only for global/local; the whole UNet for none (MVDream) and pixel variants
@@ -26,6 +31,20 @@ def test_registry_and_configs_agree() -> None:
     assert set(CONTROLLERS) == set(CONTROLLER_CONFIGS) == set(TRAINS_UNET)
     for name, cls in CONTROLLERS.items():
         assert cls.config_class is CONTROLLER_CONFIGS[name]
+
+
+def test_a_controller_needs_a_registered_config() -> None:
+    """The config side owns the names: an implementation cannot bring its own config."""
+
+    @dataclass
+    class UnregisteredConfig(ControllerConfig):
+        name: str = "unregistered"
+
+    with pytest.raises(KeyError, match="register_controller_config"):
+        register_controller(UnregisteredConfig)
+    with pytest.raises(KeyError, match="registered twice"):
+        register_controller(CONTROLLER_CONFIGS["local"])(type("Again", (Controller,), {}))
+    assert "unregistered" not in CONTROLLERS
 
 
 def _is_adapter(name: str) -> bool:

@@ -4,17 +4,18 @@ device (shapes from ../shared/official_unet_keys.json) and with values on the ti
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from tests.training.model.helpers import tiny_model
-from training.model import CONTROLLER_CONFIGS, build_denoiser, compose_model_configs
+from training.model import CONTROLLER_CONFIGS, ImageDream, build_denoiser, compose_model_configs
 from training.model.config import ModelConfig
 from training.model.convert import (
     ORIGINAL_PREFIX,
     ConversionError,
-    load_original_checkpoint,
+    denoiser_from_original,
     original_to_ours,
     ours_to_original,
 )
@@ -35,6 +36,16 @@ RELEASED = {
     "sd-v2.1-base-4view-ipmv-local.pt": ("sd_v2_base_ipmv_local", "local"),
     "sd-v2.1-base-4view.pt": ("sd_v2_base_ipmv", "none"),  # MVDream = without the adapters
 }
+
+
+def load_original_checkpoint(model: ImageDream, path: Path) -> None:
+    """Load a released checkpoint into an existing model: its denoiser is replaced, on the old
+    one's device and dtype (the library builds a model from the file instead: build_imagedream
+    with model.weights.original_checkpoint)."""
+    old = next(model.denoiser.parameters())
+    denoiser = denoiser_from_original(model.cfg, model.controller.cfg, path)
+    model.denoiser = denoiser.to(device=old.device, dtype=old.dtype)
+    model.set_trainable()
 
 
 def _is_ip(key: str) -> bool:

@@ -9,9 +9,8 @@ from diffusers import UNet2DConditionModel
 
 from tests.training.model.helpers import compose_configs
 from training.model import CONTROLLER_CONFIGS, ImageDream, ImagePromptFeatures
-from training.model.build import build_denoiser
 from training.model.config import ModelConfig, NoneControllerConfig
-from training.model.denoiser import MultiViewUNet
+from training.model.denoiser import MultiViewUNet, build_denoiser
 from training.model.unet import build_multiview_unet, diffusers_unet_kwargs, multiview_forward
 
 
