@@ -16,7 +16,7 @@ decoded uint8 views; and whether our generator, left to draw the initial noise i
 theirs. One line per case ends in EQUAL (every stage within its stated tolerance) or DIFFERENT;
 the tool exits 1 on any DIFFERENT and writes bench/results/parity.md and .json (with the
 checkouts' commits). `--record DIR` also writes the values CI's tests pin
-(tests/training/test_parity_recorded.py), since CI cannot reach the authors' code.
+(tests/bench/test_parity_recorded.py), since CI cannot reach the authors' code.
 
 Shape legend: V views (4), C latent channels, h x w latent size, S DDIM steps.
 """
@@ -377,7 +377,7 @@ def write_results(
 def write_recorded(
     recorded: dict[str, dict], checkouts: Any, steps_list: list[int], folder: Path
 ) -> None:
-    """What CI pins (tests/training/test_parity_recorded.py): their prompt preparation of the
+    """What CI pins (tests/bench/test_parity_recorded.py): their prompt preparation of the
     parity prompt, their DDIM timesteps, their negative text, their key layouts."""
     from bench import official_checkouts as official
 
