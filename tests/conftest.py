@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.s3_env import point_at_s3
+from tests.s3_env import FaultyApp, S3Faults, point_at_s3
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -49,14 +49,41 @@ def assets_dir() -> Path:
 S3_BUCKET = "imagedream-test"
 
 
+S3_FAULTS = S3Faults()  # what the session's S3 server injects (fixture s3_faults)
+
+
+def _faulty_moto_server() -> Any:
+    """moto's ThreadedMotoServer with its app behind `FaultyApp` (moto 5.2.5's _server_entry,
+    the app wrapped)."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class FaultyMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = FaultyApp(DomainDispatcherApplication(create_backend_app), S3_FAULTS)
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return FaultyMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A local S3-compatible server (moto) on 127.0.0.1, one per session, with one bucket;
-    yields its endpoint URL. Skips when moto or s3fs is not installed."""
+    yields its endpoint URL. It injects the faults a test sets through `s3_faults` (none
+    otherwise). Skips when moto or s3fs is not installed."""
     pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("moto.server")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = _faulty_moto_server()
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
@@ -92,6 +119,18 @@ def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Prefix:
 
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     return S3Prefix(url=f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}", fs=fs)
+
+
+@pytest.fixture
+def s3_faults(s3: S3Prefix) -> Iterator[S3Faults]:
+    """The faults the session's S3 server injects during this test (none at its start, none
+    after it): `fail(match, times)` answers matching requests 500 InternalError (or another
+    status and code), `delay(match, seconds)` holds them; `requests(match)` counts what the
+    server saw. The server runs in this process, so the faults reach every process that talks
+    to it."""
+    S3_FAULTS.reset(on=True)
+    yield S3_FAULTS
+    S3_FAULTS.reset(on=False)
 
 
 _EXIT_STATUS: dict[str, int] = {}

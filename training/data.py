@@ -26,6 +26,10 @@ again; nothing is ever replaced by other data. When more than `data.max_bad_frac
 records a stream has read are bad (checked once it has read `data.bad_data_min_records`), the
 run stops with `BadDataError` naming the files, so a stream where nothing decodes stops at once
 instead of spinning.
+A shard in object storage becomes a bad record only through an error that survived the
+store's retries (contract.storage: a 5xx answer, a timeout or a dropped connection is retried
+with backoff, a bounded number of times); the retries each stream's reads needed are counted
+(`DataState.store_retries`, per role; logged as data/store_retries).
 
 A shard folder is read through its dataset index (contract.dataset_index, written last by the
 render job): a folder without a complete index is refused unless `data.allow_incomplete=true`, and
@@ -47,6 +51,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from contract import storage
 from contract.schema import SchemaError
 from contract.shard_reader import shard_samples
 from training.bad_data import BadDataBudget
@@ -101,6 +106,7 @@ class StreamProgress:
     new_bad: list[
         tuple[str, str]
     ]  # distinct bad records met since the previous batch: (id, reason)
+    new_store_retries: int = 0  # object-store requests retried since the previous batch
 
 
 @dataclass
@@ -118,6 +124,8 @@ class DataState:
     positions: list[dict[str, Any]] = field(default_factory=list)  # StreamPosition, per role
     dropped: list[list[str]] = field(default_factory=list)  # rings left out by a setting, per role
     batches: int = 0
+    # object-store requests the role's reader retried (contract.storage.store_retries), per role
+    store_retries: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.positions = self.positions or [StreamPosition().to_dict()] * self.num_workers
@@ -126,6 +134,7 @@ class DataState:
         self.records = self.records or list(self.consumed)
         self.bad_ids = self.bad_ids or [[] for _ in range(self.num_workers)]
         self.dropped = self.dropped or [[] for _ in range(self.num_workers)]
+        self.store_retries = self.store_retries or [0] * self.num_workers
 
     @property
     def distinct_bad(self) -> set[str]:
@@ -148,6 +157,7 @@ class DataState:
         self.positions[role] = progress.position
         self.dropped[role].extend(progress.new_dropped)
         self.bad_ids[role].extend(i for i, _ in progress.new_bad)
+        self.store_retries[role] += progress.new_store_retries
         self.next_role = (self.next_role + 1) % self.num_workers
         self.batches += 1
 
@@ -236,6 +246,7 @@ class RingStream(IterableDataset):
         budget = BadDataBudget(
             cfg, where, st.bad_events[role], st.records[role], st.bad_ids[role], st.dropped[role]
         )
+        retries = storage.store_retries()  # this process's count; the batches carry its growth
         stream = ShuffledRecords(self, role, StreamPosition.from_dict(st.positions[role]))
         examples: list[Example] = []
         for sample in stream:
@@ -255,6 +266,8 @@ class RingStream(IterableDataset):
                 budget.drop(f"{url} sample {sample.get('__key__')}", str(exc))
                 continue
             if len(examples) == cfg.batch_size:
+                now = storage.store_retries()
+                retried, retries = now - retries, now
                 progress = StreamProgress(
                     role=role,
                     consumed=consumed,
@@ -263,6 +276,7 @@ class RingStream(IterableDataset):
                     position=stream.position().to_dict(),
                     new_dropped=budget.take_dropped(),
                     new_bad=budget.take_new(),
+                    new_store_retries=retried,
                 )
                 yield collate(examples), progress
                 examples = []

@@ -14,6 +14,7 @@ from contract.dataset_index import INDEX_FILE, read_index, verify_dataset
 from contract.schema import IncompleteDatasetError, SchemaError
 from contract.shard_reader import expand_urls, list_shards, read_manifests, read_rings, verify_shard
 from contract.synthetic_shards import write_synthetic_shards
+from tests.s3_env import TEST_STORE_ATTEMPTS
 
 FLAGS = ("allow_incomplete=True", "data.allow_incomplete=true", "allow_incomplete=true")
 
@@ -134,11 +135,14 @@ def test_s3_options_from_fsspec_config(out, s3, monkeypatch, s3_server):
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": s3_server})
     assert read_index(url) == read_index(out)
-    dead = {"endpoint_url": "http://127.0.0.1:9", "retries": 1,
-            "config_kwargs": {"retries": {"max_attempts": 1}}}  # fmt: skip
+    # the user's retry setting wins over the module's (max_attempts: retries after the first)
+    dead = {"endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"retries": {"max_attempts": 1}}}
     monkeypatch.setitem(fsspec.config.conf, "s3", dead)
-    with pytest.raises(OSError):  # nothing listens there: an OSError, not botocore's own
-        storage.size(f"{url}/{INDEX_FILE}")
+    retries = storage.store_retries()
+    with pytest.raises(OSError, match="EndpointConnectionError") as info:  # not botocore's own
+        storage.size(f"{url}/{INDEX_FILE}")  # nothing listens there
+    assert f"{url}/{INDEX_FILE}" in str(info.value) and "127.0.0.1:9" in str(info.value)
+    assert storage.store_retries() - retries == 1
 
 
 @pytest.mark.parametrize("where", ["local", "file-url", "s3", "s3-multipart"])
@@ -170,3 +174,117 @@ def test_folder_marker_objects_are_not_files(s3):
     s3.fs.invalidate_cache()
     assert storage.find(f"{s3.url}/objs") == [f"{s3.url}/objs/sub/a.glb"]
     assert storage.names(f"{s3.url}/objs/sub", "*") == ["a.glb"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Transient failures of the store (the server injects them: tests/s3_env.py S3Faults)
+
+
+def test_s3_retry_settings_merge_with_the_users(s3, monkeypatch):
+    import fsspec
+
+    config_kwargs = storage._s3_config_kwargs  # botocore's Config, before botocore reads it
+    ours = {"mode": "standard", "total_max_attempts": TEST_STORE_ATTEMPTS}
+    assert config_kwargs() == {"connect_timeout": 5, "read_timeout": 15, "retries": ours}
+    theirs = {"config_kwargs": {"read_timeout": 60, "retries": {"max_attempts": 1}}}
+    monkeypatch.setitem(fsspec.config.conf, "s3", theirs)
+    assert config_kwargs() == {"connect_timeout": 5, "read_timeout": 60,
+                               "retries": {"mode": "standard", "max_attempts": 1}}  # fmt: skip
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {})
+    assert config_kwargs()["retries"] == {"total_max_attempts": TEST_STORE_ATTEMPTS}
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "7")  # botocore reads both itself
+    assert config_kwargs()["retries"] == {}
+    monkeypatch.setenv(storage.STORE_ATTEMPTS_ENV, "zero")
+    with pytest.raises(ValueError, match=storage.STORE_ATTEMPTS_ENV):
+        storage._fs(f"{s3.url}/x")
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "InternalError"), (503, "SlowDown")])
+def test_transient_s3_errors_are_retried_and_counted(s3, s3_faults, status, code):
+    failures = TEST_STORE_ATTEMPTS - 1  # the most one request can meet and still succeed
+    key = f"{s3.url.removeprefix('s3://')}/objs/a.bin"
+
+    def retried(call, match: str, method: str):
+        s3_faults.fail(match, failures, status=status, code=code, method=method)
+        before = storage.store_retries()
+        result = call()
+        assert storage.store_retries() - before >= failures
+        assert s3_faults.requests(match, method) >= failures + 1
+        return result
+
+    retried(lambda: storage.write_bytes(f"s3://{key}", b"abc" * 100), key, "PUT")
+    assert retried(lambda: storage.read_bytes(f"s3://{key}"), key, "GET") == b"abc" * 100
+    assert retried(lambda: storage.size(f"s3://{key}"), key, "HEAD") == 300
+    with storage.open_binary(f"s3://{key}") as f:  # streamed: range requests
+        assert retried(f.read, key, "GET") == b"abc" * 100
+    storage.forget(f"{s3.url}/objs")
+    prefix = key.removesuffix("/a.bin").split("/", 1)[1]
+    listed = retried(lambda: storage.find(f"{s3.url}/objs"), f"prefix={prefix}", "GET")
+    assert listed == [f"s3://{key}"]
+
+
+def test_a_timed_out_s3_request_is_retried(s3, s3_faults, monkeypatch):
+    """A server that answers too late: the client gives up after its read timeout (here the
+    user's, from fsspec's configuration) and asks again."""
+    import fsspec
+
+    key = f"{s3.url}/slow.bin".removeprefix("s3://")
+    storage.write_bytes(f"s3://{key}", b"late")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"config_kwargs": {"read_timeout": 1}})
+    s3_faults.delay(key, 3, method="GET")
+    before = storage.store_retries()
+    assert storage.read_bytes(f"s3://{key}") == b"late"
+    assert storage.store_retries() - before >= 1
+    assert s3_faults.requests(key, "GET") == 2
+
+
+@pytest.mark.parametrize(
+    "read", ["read_bytes", "read_many", "size", "open_binary", "find", "write_bytes"]
+)
+def test_a_permanent_s3_failure_is_an_oserror_naming_the_url_after_bounded_tries(
+    read, s3, s3_faults
+):
+    folder = f"{s3.url}/broken"
+    storage.write_bytes(f"{folder}/obj.bin", b"x" * 1000)
+    storage.write_bytes(f"{folder}/ok.bin", b"fine")
+    url, match = f"{folder}/obj.bin", f"{folder}/obj.bin".removeprefix("s3://")
+    if read == "find":  # the folder's listing: ListObjectsV2 ?prefix=<key of the folder>
+        url, match = folder, f"prefix={folder.split('/', 3)[3]}"
+    storage.forget(folder)
+    s3_faults.fail(match, times=None)  # every request, whatever its method
+    before, seen = storage.store_retries(), s3_faults.requests(match)
+    do = {
+        "read_bytes": storage.read_bytes,
+        "read_many": lambda u: storage.read_many([f"{folder}/ok.bin", u]),  # names the one
+        "size": storage.size,
+        "open_binary": lambda u: storage.open_binary(u).read(),
+        "find": storage.find,
+        "write_bytes": lambda u: storage.write_bytes(u, b"y"),
+    }[read]
+    with pytest.raises(OSError, match="Internal") as info:
+        do(url)
+    assert url in str(info.value), info.value
+    # retried, but boundedly: a 500 costs the attempts of one request (s3fs does not run the
+    # call again: only botocore retries it)
+    assert s3_faults.requests(match) - seen == TEST_STORE_ATTEMPTS
+    assert storage.store_retries() - before == TEST_STORE_ATTEMPTS - 1
+
+
+@pytest.mark.slow
+def test_a_store_that_never_answers_in_time_costs_a_bounded_number_of_requests(
+    s3, s3_faults, monkeypatch
+):
+    """Every GET answered after the read timeout: botocore's attempts, each inside s3fs's two
+    nested tries of a GET (module docstring), then an OSError naming the URL."""
+    import fsspec
+
+    url = f"{s3.url}/never.bin"
+    storage.write_bytes(url, b"late")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"config_kwargs": {"read_timeout": 0.3}})
+    s3_faults.delay(url.removeprefix("s3://"), 0.6, times=None, method="GET")
+    with pytest.raises(OSError, match="Read timeout") as info:
+        storage.read_bytes(url)
+    assert url in str(info.value), info.value
+    seen = s3_faults.requests(url.removeprefix("s3://"), "GET")
+    assert TEST_STORE_ATTEMPTS < seen <= TEST_STORE_ATTEMPTS * storage.S3FS_TRIES**2, seen

@@ -11,6 +11,7 @@ import pytest
 from contract.dataset_index import INDEX_FILE
 from contract.schema import IncompleteDatasetError
 from contract.synthetic_shards import synthetic_ring, write_synthetic_shards
+from tests.s3_env import TEST_STORE_ATTEMPTS
 from tests.training.helpers import RES, data_cfg
 from training.data import BadDataError, Loader, StreamProgress, build_loader
 from training.examples import Batch
@@ -122,3 +123,79 @@ def test_resume_from_an_s3_dataset_is_exact(dataset, num_workers):
     resumed = build_loader(cfg, seed=11)
     resumed.load_state_dict(state)
     assert_same_batches(take(resumed, 4), reference[5:])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_transient_s3_errors_are_retried_not_bad_records(dataset, s3_faults, num_workers):
+    """A shard whose first reads fail with 500s gives the batches it gives without failures;
+    the stream counts the retries (in the DataLoader worker that met them, with 2 workers)."""
+    local, url = dataset
+    opts = dict(num_workers=num_workers, sampling="epoch", batch_size=3, prompt_dropout=0.5)
+    shard = f"{url}/shard-00001.tar".removeprefix("s3://")
+    s3_faults.fail(shard, TEST_STORE_ATTEMPTS - 1, method="GET")  # each request gets through
+    loader = build_loader(data_cfg(url, **opts), seed=7)
+    got = take(loader, 10)  # two epochs
+    assert_same_batches(got, take(build_loader(data_cfg(str(local), **opts), seed=7), 10))
+    assert not any(p.new_bad for _, p in got) and loader.state.bad_samples == 0
+    assert s3_faults.requests(shard, "GET") > TEST_STORE_ATTEMPTS - 1  # the faults were met
+    retries = sum(p.new_store_retries for _, p in got)
+    assert retries >= TEST_STORE_ATTEMPTS - 1 and sum(loader.state.store_retries) == retries
+
+    state = loader.state_dict()  # the count travels in the checkpoint; older ones load
+    resumed = build_loader(data_cfg(url, **opts), seed=7)
+    resumed.load_state_dict(state)
+    assert resumed.state.store_retries == loader.state.store_retries
+    del state["store_retries"]
+    resumed = build_loader(data_cfg(url, **opts), seed=7)
+    resumed.load_state_dict(state)
+    assert resumed.state.store_retries == [0] * max(1, num_workers)
+
+
+def test_an_s3_shard_that_keeps_failing_is_one_bad_record_naming_its_url(dataset, s3_faults):
+    """Only an error that survives its retries makes the shard a bad record."""
+    _, url = dataset
+    shard = f"{url}/shard-00001.tar"
+    s3_faults.fail(shard.removeprefix("s3://"), times=None, method="GET")  # its HEAD answers
+    cfg = data_cfg(url, sampling="epoch", batch_size=1, shuffle_buffer=1, shuffle_initial=1)
+    loader = build_loader(cfg, seed=0)
+    batches = take(loader, 20)  # two passes over the 10 good rings
+    assert {k[:6] for b, p in batches for k in b.keys} == {"obj000", "obj002"}
+    [(record, reason)] = [nb for b, p in batches for nb in p.new_bad]
+    assert record == shard and "injected by the test (InternalError)" in reason, reason
+    assert loader.state.bad_samples == 1 and loader.state.bad_events[0] >= 5  # its 5 rings
+    # each visit of the shard retried its request TEST_STORE_ATTEMPTS - 1 times, no more
+    visits = loader.state.bad_events[0] // 5
+    assert sum(loader.state.store_retries) == visits * (TEST_STORE_ATTEMPTS - 1)
+    assert s3_faults.requests(shard.removeprefix("s3://"), "GET") == visits * TEST_STORE_ATTEMPTS
+
+
+def test_the_store_retries_are_logged_summed_over_ranks():
+    """log_metrics logs data/store_retries: this rank's streams' count, summed over the ranks."""
+    from types import SimpleNamespace
+
+    from training.data import DataState
+    from training.train import log_metrics
+
+    class Engine:  # two ranks, the other having met 5 retries
+        dist = SimpleNamespace(world_size=2)
+
+        def mean_over_ranks(self, value: float) -> float:
+            return (value + 5) / 2
+
+        def distinct_over_ranks(self, items: set[str]) -> int:
+            return len(items)
+
+        def peak_memory_gib(self) -> float:
+            return 0.0
+
+    logged: list[dict[str, float]] = []
+    tracker = SimpleNamespace(advance=lambda: None, log=lambda m, step: logged.append(m))
+    state = DataState(rank=0, world_size=2, num_workers=2, store_retries=[1, 2])
+    cfg = SimpleNamespace(
+        trainer=SimpleNamespace(log_every=1, max_steps=10),
+        data=SimpleNamespace(batch_size=1),
+        engine=SimpleNamespace(grad_accum=1),
+    )
+    loader = SimpleNamespace(state=state)
+    log_metrics(tracker, Engine(), loader, {"train/loss": 1.0}, 1, cfg)
+    assert logged[0]["data/store_retries"] == 8.0
