@@ -49,7 +49,7 @@ def measure(staged: dict[str, Path], out: Path, num_shards: int, workers: int) -
 
     cfg = RenderJobConfig(source={}, num_shards=num_shards, shard_workers=workers)
     start = time.perf_counter()
-    manifests = write_shards(cfg, staged, out / "timed")
+    manifests = write_shards(cfg, staged, out / "timed").manifests
     seconds = time.perf_counter() - start
     tracemalloc.start()
     write_shards(cfg, staged, out / "traced")

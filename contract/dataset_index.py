@@ -36,6 +36,7 @@ from contract.schema import (
     load_json_object,
     manifest_path_for,
 )
+from contract.shard_writer import assign_shards, shard_name
 
 INDEX_FILE = "index.json"
 SHARD_GLOB = "shard-*.tar"
@@ -244,6 +245,46 @@ def read_index(shards_dir: str | os.PathLike[str]) -> DatasetIndex:
     if extra := sorted(on_disk - listed):
         raise incomplete(folder, f"shards not in {INDEX_FILE} are present: {extra}", CHANGED)
     return index
+
+
+def finished_shards(
+    uids: Iterable[str], shards_dir: str | os.PathLike[str], num_shards: int
+) -> list[ShardManifest] | None:
+    """The manifests of a shard folder that already is what writing the objects `uids` into
+    `num_shards` shards would make, else None: its index complete and listing exactly the
+    assigned shards, no other shard file or writer's leftover beside them, and each shard's
+    manifest listing exactly its uids, with the size and sha256 the index has and the size the
+    file has. Reads the index and the manifests, no shard: what a finished render job checks
+    when it is run again, instead of writing anything."""
+    try:
+        index = read_index(shards_dir)
+    except IncompleteDatasetError:
+        return None
+    folder = shards_folder(shards_dir)
+    assignment = assign_shards(uids, num_shards)
+    tars = {shard_name(sid): sorted(members) for sid, members in assignment.items()}
+    expected = set(tars) | {manifest_path_for(name) for name in tars}
+    if set(storage.names(folder, "shard-*.tar*")) != expected or storage.names(folder, ".shard-*"):
+        return None
+    entries = {e.name: e for e in index.shards}
+    manifests = []
+    for name, members in tars.items():
+        path = storage.join(folder, name)
+        try:
+            manifest = ShardManifest.from_json(storage.read_bytes(manifest_path_for(path)), name)
+            size = storage.size(path)
+        except (SchemaError, OSError):
+            return None
+        entry = entries.get(name)
+        if (
+            entry is None
+            or manifest.uids != set(members)
+            or not manifest.tar_bytes == entry.bytes == size
+            or manifest.tar_sha256 != entry.sha256
+        ):
+            return None
+        manifests.append(manifest)
+    return manifests
 
 
 def check_shard(path: str | os.PathLike[str], entry: IndexEntry, verify_sha256: bool) -> None:

@@ -12,6 +12,7 @@ logged and listed in the report; prompts used with their background are flagged 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from contract.cameras import CANONICAL_AZIMUTHS_DEG
 from contract.hydra_compose import CONF_DIR, VERSION_BASE
+from contract.lease import FolderBusy, folder_lease
 from evaluation.baselines import LearningCheck, baseline_scores, learning_check, mean_training_view
 from evaluation.checkpoints import (
     checkpoint_label,
@@ -217,13 +219,15 @@ def evaluate_checkpoint(
 
 
 def run(cfg: EvalConfig) -> Path:
-    """Evaluate every checkpoint; returns the report's index.html. Process-wide torch state
-    (threads) is restored afterwards, so callers such as tests are not affected."""
+    """Evaluate every checkpoint; returns the report's index.html. The evaluation holds its
+    output folder's lease throughout (contract.lease): a second evaluation into the same folder
+    stops at once, naming this one. Process-wide torch state (threads) is restored afterwards,
+    so callers such as tests are not affected."""
     threads = torch.get_num_threads()
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     try:
-        with torch.no_grad():
+        with folder_lease(cfg.output_dir, "evaluation"), torch.no_grad():
             return _run(cfg)
     finally:
         torch.set_num_threads(threads)
@@ -275,7 +279,11 @@ def _run(cfg: EvalConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base=VERSION_BASE)
 def _hydra_main(cfg: DictConfig) -> None:
-    run(to_eval_config(cfg))
+    try:
+        run(to_eval_config(cfg))
+    except FolderBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main() -> None:

@@ -89,6 +89,15 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's `value` (any picklable object) on every rank."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config of this run, generated from the typed config."""
     e = cfg.engine

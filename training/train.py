@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from contract.hydra_compose import CONF_DIR, VERSION_BASE
+from contract.lease import FolderBusy, FolderLease, acquire
 from training.checkpoint import (
     export_model,
     prepare_run_dir,
@@ -26,7 +27,14 @@ from training.config import TrainConfig, load_config, register_configs
 from training.data import Loader, build_loader
 from training.diffusion import Diffusion, TrainingObjective
 from training.ema import EMA
-from training.engine import Engine, barrier, build_engine, init_distributed
+from training.engine import (
+    DistInfo,
+    Engine,
+    barrier,
+    broadcast_from_main,
+    build_engine,
+    init_distributed,
+)
 from training.pipeline import ImageDreamPipeline
 from training.run_layout import RunLayout
 from training.tracking import Tracker, build_tracker, sample_grid
@@ -35,11 +43,37 @@ log = logging.getLogger("training")
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Run (or continue) the training run described by `cfg`; returns its run folder."""
-    from training.model import build_imagedream
-
+    """Run (or continue) the training run described by `cfg`; returns its run folder. The run
+    holds its folder's lease throughout (contract.lease): a second training on the same run
+    folder stops at once, naming this one."""
     dist = init_distributed(cfg.engine.backend)
     run_dir = prepare_run_dir(cfg, dist.is_main)
+    lease = lease_run_folder(run_dir, dist)
+    try:
+        return _train(cfg, dist, run_dir)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def lease_run_folder(run_dir: Path, dist: DistInfo) -> FolderLease | None:
+    """Rank 0 takes the run folder's lease before any rank writes in it; every rank stops with
+    FolderBusy when it could not (all processes of one run share rank 0's lease)."""
+    lease, refusal = None, None
+    if dist.is_main:
+        try:
+            lease = acquire(run_dir, "training run")
+        except FolderBusy as exc:
+            refusal = str(exc)
+    refusal = broadcast_from_main(refusal)
+    if refusal is not None:
+        raise FolderBusy(refusal)
+    return lease
+
+
+def _train(cfg: TrainConfig, dist: DistInfo, run_dir: Path) -> Path:
+    from training.model import build_imagedream
+
     seed_everything(cfg.trainer.seed, dist.rank)
     model = build_imagedream(cfg.model, cfg.controller)
     if cfg.trainer.export:  # refuse now, not after the last step
@@ -120,7 +154,8 @@ def log_metrics(
     step: int,
     cfg: TrainConfig,
 ) -> None:
-    """Every rank takes part (the loss and bad-sample count are reduced over ranks)."""
+    """Every rank takes part (the loss, the bad-sample count and the store retries are reduced
+    over ranks)."""
     tracker.advance()
     if step % cfg.trainer.log_every and step != cfg.trainer.max_steps:
         return
@@ -129,6 +164,10 @@ def log_metrics(
     metrics["data/bad_samples"] = float(engine.distinct_over_ranks(loader.state.distinct_bad))
     dropped = set().union(*loader.state.dropped)
     metrics["data/dropped_rings"] = float(engine.distinct_over_ranks(dropped))
+    retries = sum(loader.state.store_retries)  # this rank's data streams, since the run began
+    metrics["data/store_retries"] = float(
+        round(engine.mean_over_ranks(retries) * engine.dist.world_size)
+    )
     metrics["perf/peak_memory_gib"] = engine.peak_memory_gib()
     metrics["train/samples_seen"] = float(
         step * cfg.data.batch_size * cfg.engine.grad_accum * engine.dist.world_size
@@ -149,7 +188,11 @@ def log_samples(
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=VERSION_BASE)
 def _hydra_main(dictconfig: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    train(load_config(dictconfig))
+    try:
+        train(load_config(dictconfig))
+    except FolderBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main() -> None:

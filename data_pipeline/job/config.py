@@ -61,6 +61,9 @@ class RenderJobConfig:
     max_attempts: int = 2  # for transient reasons (timeout, crash, fetch); others are final
     retry_quarantined: bool = False  # on resume, retry objects quarantined for transient reasons
     recycle_after: int = 100  # restart a render process after this many objects (Blender leaks)
+    # OUT in object storage: how long the job's lease on it outlives its last renewal (renewed
+    # every third of this); a killed job's lease is taken over after it (at once on its own host)
+    lease_ttl_s: float = 120.0
     progress: bool = True
     ray: RayConfig = field(default_factory=RayConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -75,6 +78,8 @@ class RenderJobConfig:
             raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.lease_ttl_s <= 0:
+            raise ValueError(f"lease_ttl_s must be > 0, got {self.lease_ttl_s}")
 
 
 def register_configs() -> None:

@@ -138,7 +138,7 @@ def _rewrite_records(
     """Replace OUT/<name> with `lines`, then drop `parts` (default: the parts listed before the
     write), whose records the caller put in `lines`."""
     parts = _part_paths(out, name) if parts is None else parts
-    storage.write_bytes(storage.join(out, name), "".join(lines).encode("utf-8"))
+    write_if_changed(storage.join(out, name), "".join(lines).encode("utf-8"))
     storage.remove_many(parts)
 
 
@@ -201,5 +201,19 @@ def rewrite_ledger(out: Location, entries: Iterable[LedgerEntry]) -> None:
     _rewrite_records(out, LEDGER_FILE, (e.to_line() for e in sorted(entries, key=lambda e: e.uid)))
 
 
+def json_bytes(data: Any) -> bytes:
+    """How the job writes its JSON files."""
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
 def write_json(path: Location, data: Any) -> None:
-    storage.write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    storage.write_bytes(path, json_bytes(data))
+
+
+def write_if_changed(path: Location, data: bytes) -> bool:
+    """Write `data` unless the file already holds exactly it (a finished job run again changes
+    no file); True if it wrote."""
+    if storage.isfile(path) and storage.read_bytes(path) == data:
+        return False
+    storage.write_bytes(path, data)
+    return True

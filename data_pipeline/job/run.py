@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ import hydra
 from omegaconf import DictConfig
 
 from contract import storage
-from contract.dataset_index import remove_index, write_index
+from contract.dataset_index import finished_shards, remove_index, write_index
 from contract.hydra_compose import CONF_DIR, VERSION_BASE
+from contract.lease import FolderBusy, acquire
 from contract.schema import ShardManifest
 from contract.shard_writer import build_shard, plan_shards, shard_name, write_shards_from_staging
 from data_pipeline.job.config import RenderJobConfig, register_configs, to_job_config
@@ -36,8 +38,10 @@ from data_pipeline.job.ledger import (
     RENDERED_FILE,
     Location,
     compact_records,
+    json_bytes,
     rewrite_ledger,
     staged_objects,
+    write_if_changed,
     write_json,
 )
 from data_pipeline.job.locks import node_scratch, remove_stale_work_dirs
@@ -69,7 +73,7 @@ class JobError(RuntimeError):
 
 
 def check_settings(out: Location, cfg: RenderJobConfig) -> None:
-    """Refuse to mix renders made with different settings in one output folder."""
+    """Refuse to mix renders made with different settings in one output folder; record them."""
     settings = plain_config(cfg.render)
     path = storage.join(out, JOB_FILE)
     if storage.exists(path) and staged_objects(out):
@@ -80,7 +84,7 @@ def check_settings(out: Location, cfg: RenderJobConfig) -> None:
                 f"{out} already holds objects rendered with other render settings ({keys} "
                 "differ); use another output_dir, or the same settings to resume"
             )
-    write_json(path, {"render": settings})
+    write_if_changed(path, json_bytes({"render": settings}))
 
 
 # -- Ray ----------------------------------------------------------------------------------------
@@ -249,14 +253,30 @@ def stop_actors(actors: list) -> None:
 
 
 def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str, Any]:
-    """Render every object of the source that is not done yet; returns the summary."""
-    job_start = time.monotonic()
+    """Render every object of the source that is not done yet; returns the summary. The job
+    holds OUT's lease throughout (contract.lease): a second job on OUT stops at once."""
     out = storage.resolve(cfg.output_dir)
     storage.makedirs(out)
+    try:
+        lease = acquire(out, "render job", cfg.lease_ttl_s)
+    except FolderBusy as exc:
+        raise JobError(str(exc)) from exc
+    try:
+        return _run_job(cfg, out, renderer)
+    finally:
+        lease.release()
+
+
+def _run_job(cfg: RenderJobConfig, out: Location, renderer: str) -> dict[str, Any]:
+    job_start = time.monotonic()
+    retries_before = storage.store_retries()  # this process's; workers and tasks count theirs
     check_settings(out, cfg)
     clean_work_dirs(work_dir(cfg, out) or node_scratch())
     source = build_source(cfg.source, out)
     job = plan_job(out, source, cfg.retry_quarantined)
+    shards_dir = storage.join(out, "shards")
+    if not job.pending and (done := finished_shards(job.staged, shards_dir, cfg.num_shards)):
+        return report_finished(cfg, job, done, job_start)
     if job.pending:
         source.prefetch(job.pending)
     job.phases["prepare"] = time.monotonic() - job_start
@@ -268,15 +288,18 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
             job.phases["ray_start"] = time.monotonic() - start
             render_pending(cfg, job, source, renderer)
         start = time.monotonic()
-        shards_dir = storage.join(out, "shards")
         remove_index(shards_dir)  # from here until write_index the folder is visibly incomplete
-        job.manifests = write_shards(cfg, job.staged, shards_dir)  # in the same Ray session
+        written = write_shards(cfg, job.staged, shards_dir)  # in the same Ray session
+        job.manifests = written.manifests
+        job.store_retries["shard_tasks"] = written.store_retries
         write_index(shards_dir, job.manifests)  # last: the folder is complete
     finally:
         if owns_ray:
             stop_ray()
     rewrite_ledger(out, job.quarantined.values())
     compact_records(out, RENDERED_FILE)  # (object storage) the timing parts into one file
+    job.store_retries["driver"] = storage.store_retries() - retries_before
+    job.store_retries["render_workers"] = sum(r.store_retries for r in job.results)
     job.phases["shards"] = time.monotonic() - start
     job.phases["total"] = time.monotonic() - job_start
     summary = make_summary(cfg, job)
@@ -285,6 +308,22 @@ def run_job(cfg: RenderJobConfig, renderer: str = DEFAULT_RENDERER) -> dict[str,
     quality = report_after_job(out, cfg.quality)  # OUT/quality.html, from the files just written
     log_wandb(cfg, summary, quality)
     return summary
+
+
+def report_finished(
+    cfg: RenderJobConfig, job: JobState, manifests: list[ShardManifest], job_start: float
+) -> dict[str, Any]:
+    """A finished job run again: nothing pending and the shards already what this run would
+    write. Says so and returns this run's summary (nothing rendered), changing no file (the
+    summary on record stays that of the run that did the work) and starting no Ray."""
+    job.manifests = manifests
+    job.phases["total"] = time.monotonic() - job_start
+    rings = sum(len(m.entries) for m in manifests)
+    print(
+        f"{job.out} is complete: {len(job.staged)} objects staged, {len(job.quarantined)} "
+        f"quarantined, {len(manifests)} shards ({rings} rings) as indexed; nothing to do"
+    )
+    return make_summary(cfg, job)
 
 
 def render_pending(cfg: RenderJobConfig, job: JobState, source: Source, renderer: str) -> None:
@@ -317,24 +356,37 @@ def render_pending(cfg: RenderJobConfig, job: JobState, source: Source, renderer
         clean_work_dirs(work_dir(cfg, job.out) or node_scratch())  # what dead actors left here
 
 
+@dataclass
+class ShardsWritten:
+    manifests: list[ShardManifest]  # by shard id
+    store_retries: int = 0  # object-store requests the sharding tasks retried
+
+
+def counted_build_shard(path: str, staged_paths: Mapping[str, str]) -> tuple[ShardManifest, int]:
+    """build_shard, and the store requests it retried (what a sharding task runs)."""
+    before = storage.store_retries()
+    manifest = build_shard(path, staged_paths)
+    return manifest, storage.store_retries() - before
+
+
 def write_shards(
     cfg: RenderJobConfig, staged: Mapping[str, Location], shards_dir: Location
-) -> list[ShardManifest]:
+) -> ShardsWritten:
     """(Re)write the shards from the staged objects: one Ray task per shard (at most
     `cfg.shard_workers` at once, default the CPUs of the nodes that see OUT), each reading only
     its own objects, so no process reads them all and the driver holds only the manifests. A
     local OUT is seen by the driver's node, where the tasks then run; OUT in object storage by
     every node. shard_workers=0 builds them in the driver."""
-    if cfg.shard_workers == 0:
-        return write_shards_from_staging(staged, shards_dir, cfg.num_shards)
+    if cfg.shard_workers == 0:  # the driver's retries: counted as the driver's
+        return ShardsWritten(write_shards_from_staging(staged, shards_dir, cfg.num_shards))
     import ray
 
     assignment = plan_shards(staged, shards_dir, cfg.num_shards)
     if not assignment:
-        return []
+        return ShardsWritten([])
     owns_ray = start_ray(cfg)
     try:
-        task = ray.remote(num_cpus=1, max_retries=2)(build_shard)
+        task = ray.remote(num_cpus=1, max_retries=2)(counted_build_shard)
         if storage.is_url(shards_dir):  # every node sees it
             cpus = ray.cluster_resources().get("CPU", 1)
         else:  # on the driver's node: the one that sees a local OUT
@@ -346,18 +398,19 @@ def write_shards(
             task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, False))
         limit = cfg.shard_workers or max(1, int(cpus))
         pending: list[Any] = []
-        manifests: list[ShardManifest] = []
+        results: list[tuple[ShardManifest, int]] = []
         for sid, uids in assignment.items():
             if len(pending) >= limit:
                 done, pending = ray.wait(pending, num_returns=1)
-                manifests += ray.get(done)
+                results += ray.get(done)
             paths = {u: str(staged[u]) for u in uids}
             pending.append(task.remote(storage.join(shards_dir, shard_name(sid)), paths))
-        manifests += ray.get(pending)
+        results += ray.get(pending)
     finally:
         if owns_ray:
             stop_ray()
-    return sorted(manifests, key=lambda m: m.shard)
+    manifests = sorted((m for m, _ in results), key=lambda m: m.shard)
+    return ShardsWritten(manifests, sum(n for _, n in results))
 
 
 def clean_work_dirs(folder: Path) -> None:

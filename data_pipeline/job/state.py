@@ -50,6 +50,8 @@ class JobState:
     workers: int = 0  # render actors started (0: nothing to render)
     phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     manifests: list[ShardManifest] = field(default_factory=list)  # the shards written
+    # object-store requests retried this run, by who retried them (each process counts its own)
+    store_retries: dict[str, int] = field(default_factory=dict)
 
     @property
     def quarantined(self) -> dict[str, LedgerEntry]:

@@ -74,6 +74,9 @@ def make_summary(cfg: RenderJobConfig, job: JobState) -> dict[str, Any]:
                 "rings": sum(int(rec.get("rings_with_notes", 0)) for rec in noted_total),
             },
         },
+        # object-store requests retried (transient errors: 5xx, SlowDown, timeouts) and then
+        # answered; only errors that outlast the retries fail an object
+        "store_retries": {**job.store_retries, "total": sum(job.store_retries.values())},
         "timing": {
             "job_seconds": job_seconds,
             "phases_seconds": job.phases,  # state.PHASES

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract import storage
 from data_pipeline.job.locks import (
     LOCK_FILE,
     WORK_PREFIX,
@@ -65,6 +66,7 @@ class ObjectResult:
     # True when the failure was not a Refusal (an error in the environment, the config or our
     # code, not a property of the asset): the job reports it but does not quarantine the object.
     unexpected: bool = False
+    store_retries: int = 0  # object-store requests retried while processing it (fetch, upload)
 
     @property
     def ok(self) -> bool:
@@ -238,7 +240,7 @@ class RenderWorker:
             self._lock = None
 
     def process_object(self, spec: ObjectSpec) -> ObjectResult:
-        start = time.monotonic()
+        start, retries = time.monotonic(), storage.store_retries()
         result = ObjectResult(uid=spec.uid, path=spec.path, attempts=0)
         while result.attempts < self.max_attempts:
             result.attempts += 1
@@ -257,6 +259,7 @@ class RenderWorker:
                 result.unexpected = True
                 result.history.append(f"attempt {result.attempts}: unexpected: {exc!r}")
         result.wall_seconds = time.monotonic() - start
+        result.store_retries = storage.store_retries() - retries
         return result
 
     def _attempt(self, spec: ObjectSpec, result: ObjectResult) -> None:

@@ -36,22 +36,25 @@ class BuiltinSourceConfig:
 
 def build_builtin_source(cfg: BuiltinSourceConfig, output_dir: str | Path) -> LocalSource:
     """Writes the objects into OUT/builtin_assets (uploaded there when OUT is in object storage,
-    so every render node reads them from the same place) and lists them as source "builtin"."""
+    so every render node reads them from the same place) and lists them as source "builtin".
+    A file already there with the same bytes is left as it is (a finished job run again changes
+    no file)."""
     from contract import storage
     from data_pipeline.sources.demo_objects import write_builtin_samples  # the render-core's module
 
     target = storage.join(output_dir, "builtin_assets")
-    remote = storage.is_url(output_dir)
     with tempfile.TemporaryDirectory(prefix="builtin-") as tmp:
-        folder = Path(tmp) if remote else Path(target)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = Path(tmp)
         if cfg.count:
             from data_pipeline.sources.object_family import write_family
 
             write_family(folder, cfg.count, cfg.split, cfg.heldout_fraction)
         else:
             write_builtin_samples(folder)
-        if remote:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                storage.upload(path, storage.join(target, path.relative_to(folder).as_posix()))
-    return LocalSource(LocalSourceConfig(root=target), name="builtin")
+        storage.makedirs(target)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            dest = storage.join(target, path.relative_to(folder).as_posix())
+            data = path.read_bytes()
+            if not (storage.isfile(dest) and storage.read_bytes(dest) == data):
+                storage.write_bytes(dest, data)
+    return LocalSource(LocalSourceConfig(root=str(target)), name="builtin")

@@ -192,7 +192,7 @@ def test_parallel_sharding_tasks_give_the_same_shards_and_the_driver_reads_no_ob
     try:
         monkeypatch.setattr(shards_module, "read_tar_samples", no_reading)  # this process only
         cfg = RenderJobConfig(source={}, num_shards=4, shard_workers=2)
-        got = write_shards(cfg, staged, tmp_path / "parallel")
+        got = write_shards(cfg, staged, tmp_path / "parallel").manifests
     finally:
         ray.shutdown()
     assert [m.shard for m in got] == [m.shard for m in reference]

@@ -162,3 +162,30 @@ def test_a_captions_file_in_object_storage_names_the_captions(tmp_path, s3):
     assert set(specs) == {"chair.glb", "lamp.glb"}  # the captions file is not an object
     assert specs["chair.glb"].caption == "a chair, wooden"
     assert specs["lamp.glb"].caption == "lamp"
+
+
+def test_transient_store_errors_are_retried_and_counted_a_lasting_one_quarantined(
+    tmp_path, s3, s3_ray, s3_faults
+):
+    """A few requests answer 500 or SlowDown (source reads, staging writes, shard writes): the
+    job writes the same dataset as without them and its summary counts the retries; an object
+    whose every read fails is quarantined as a failed fetch naming its URL."""
+    assets = make_assets(tmp_path / "a", {"one": "fine", "two": "fine", "three": "fine"})
+    src = s3.upload(assets, "src")
+    clean = run_job(job_config(f"{s3.url}/clean", src), renderer=FAKE)
+
+    s3_faults.fail("/src/one.glb", times=2)
+    s3_faults.fail("/faulty/staging/", times=2, method="PUT")
+    s3_faults.fail("/faulty/shards/shard-", times=1, status=503, code="SlowDown", method="PUT")
+    out = f"{s3.url}/faulty"
+    summary = run_job(job_config(out, src), renderer=FAKE)
+    assert summary["this_run"]["rendered"] == 3 and summary["total"]["quarantined"] == 0
+    assert keys_in_shards(f"{out}/shards") == keys_in_shards(f"{s3.url}/clean/shards")
+    assert summary["store_retries"]["total"] >= 5, summary["store_retries"]
+    assert clean["store_retries"]["total"] == 0
+
+    s3_faults.fail("/src/two.glb", times=None)  # every read of it, for good
+    lasting = run_job(job_config(f"{s3.url}/lasting", src), renderer=FAKE)
+    (entry,) = read_ledger(f"{s3.url}/lasting").values()
+    assert entry.reason == Reason.FETCH_FAILED.value and "src/two.glb" in entry.detail
+    assert lasting["this_run"]["rendered"] == 2

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from contract.hydra_compose import compose
+from contract.lease import FolderBusy
 from evaluation.checkpoints import checkpoint_label, load_pipeline
 from evaluation.config import OriginalCheckpointConfig, register_configs, to_eval_config
 from evaluation.evaluate import run
@@ -134,6 +135,30 @@ def test_bad_prompt_files_are_skipped_logged_and_reported(tmp_path, tiny_export,
         path.unlink()
     with pytest.raises(ValueError, match=f"none of the 2 prompt images in {folder}"):
         run(_compose([f"checkpoint={tiny_export}", f"prompts={folder}", f"output_dir={out}2"]))
+
+
+def test_a_second_evaluation_into_a_live_output_folder_stops_naming_the_first(
+    tmp_path, trained_run
+) -> None:
+    out = tmp_path / "eval"
+    code = (
+        "import time; from contract.lease import acquire; "
+        f"acquire({str(out)!r}, 'evaluation'); print('held', flush=True); time.sleep(600)"
+    )
+    live = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert live.stdout is not None and live.stdout.readline().strip() == "held"
+        cfg = _compose([f"checkpoint={trained_run / 'export'}", "wandb.mode=disabled",
+                        "sampler.num_inference_steps=1", f"output_dir={out}"])  # fmt: skip
+        with pytest.raises(FolderBusy, match=rf"in use by another evaluation \(pid {live.pid} on "):
+            run(cfg)
+        assert sorted(p.name for p in out.iterdir()) == [".lease"]  # no report written
+    finally:
+        live.kill()
+        live.wait()
+    assert run(cfg).is_file()  # the holder gone, the folder is free
 
 
 def test_checkpoint_forms(trained_run, tiny_export, tmp_path) -> None:

@@ -165,6 +165,43 @@ def test_refused_resume_changes_nothing_in_the_run_folder(tmp_path, shards):
     assert _snapshot(tmp_path / "run") == before  # config.yaml still holds the accepted settings
 
 
+def test_a_second_training_on_a_live_run_folder_stops_naming_the_first(tmp_path, shards):
+    """Two `make train` into one run folder: the second exits non-zero naming the first (rank
+    0 of a 2-process run holds the lease) and writes nothing, so metrics.jsonl holds each step
+    once (main gave two interleaved runs, both exit 0). The first is stopped afterwards."""
+    run_dir = tmp_path / "run"
+    common = [f"data.shards={shards}", f"run_dir={run_dir}", "trainer.ckpt_every=1000"]
+    first = subprocess.Popen(
+        command(2, [*common, "trainer.max_steps=100000"]),
+        cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    lease = run_dir / ".lease"
+    try:
+        deadline = time.monotonic() + 300
+        while not (lease.is_file() and lease.read_bytes()):
+            assert first.poll() is None, first.stderr.read()[-3000:] if first.stderr else ""
+            assert time.monotonic() < deadline, "the first run never took its lease"
+            time.sleep(0.1)
+        owner = json.loads(lease.read_bytes())
+        second = subprocess.run(
+            command(1, [*common, "trainer.max_steps=100000"]),
+            cwd=REPO, env=env(), capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert first.poll() is None, "the first run ended before the second was refused"
+        while not ((run_dir / "metrics.jsonl").is_file() and metrics(run_dir)):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        kill_tree(first)
+    assert second.returncode != 0
+    assert f"in use by another training run (pid {owner['pid']} on " in second.stderr
+    text = (run_dir / "metrics.jsonl").read_text()
+    lines = text.splitlines()[: text.count("\n")]  # not a line the kill may have cut
+    steps = [json.loads(x)["step"] for x in lines]
+    assert steps == list(range(1, len(steps) + 1)), "each step once, from one run"
+
+
 def test_deepspeed_launcher(tmp_path, shards):
     """`deepspeed --num_gpus 2 --module training.train ...` (it appends --local_rank=N)."""
     run_dir = tmp_path / "run"
