@@ -2,7 +2,9 @@
 
     python -m data_pipeline.job source=local source.root=DIR output_dir=OUT [render=demo] ...
 
-Reads top to bottom in `run_job`: list the source, skip what a previous run finished, fan the
+Reads top to bottom in `run_job`: take OUT's lease (contract.lease: one job per OUT), list the
+source, stop there when OUT is already complete (nothing pending, the shards what this run would
+write: a finished job run again changes nothing), skip what a previous run finished, fan the
 rest out to Ray actors (each owns a killable render process, see data_pipeline.job.worker), stage
 every rendered object and quarantine every refused one as results arrive (a JobState holds what
 the run planned and recorded, see data_pipeline.job.state), then (re)write the shards from the
