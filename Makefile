@@ -71,7 +71,7 @@ test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
 fuzz: $(STAMP) ## Longer fuzzing of the asset inspectors, shard reader and prompt loader (FUZZ_EXAMPLES=2000)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(PY) -m pytest -o timeout=3600 tests/data_pipeline/test_fuzz.py tests/evaluation/test_fuzz_prompts.py $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint + format check, mypy on our packages
+lint: $(STAMP) ## ruff lint + format check, mypy on our packages, the package direction (lint-imports)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy contract data_pipeline training evaluation bench

@@ -4,7 +4,7 @@ The bytes go to a hidden temporary file in the same folder (`.{name}.tmp-{pid}`,
 never crosses a filesystem), are fsynced, and the file is then `os.replace`d onto its final name.
 A crash or an exception at any point leaves the old file (or none) and no temporary behind, except
 after a SIGKILL: readers ignore dot-names, and a writer that lists a folder it owns can remove
-`.*.tmp-*` leftovers (data_pipeline.ledger does). Every module that writes a file a reader or a
+`.*.tmp-*` leftovers (data_pipeline.job.ledger does). Every module that writes a file a reader or a
 resumed run may see uses this one helper; folders are renamed into place by their own writers.
 """
 
