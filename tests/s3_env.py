@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from contract.storage import STORE_ATTEMPTS_ENV
+from contract.retry_policy import STORE_ATTEMPTS_ENV
 
 # Attempts per S3 request in tests (contract.storage): a permanent failure costs 3 requests and
 # about 1.5 s of backoff, so a test can inject up to 2 failures into a request that then succeeds

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract import storage
+from contract import retry_policy, storage
 from contract.dataset_index import INDEX_FILE, read_index, verify_dataset
 from contract.schema import IncompleteDatasetError, SchemaError
 from contract.shard_reader import expand_urls, list_shards, read_manifests, read_rings, verify_shard
@@ -183,7 +183,7 @@ def test_folder_marker_objects_are_not_files(s3):
 def test_s3_retry_settings_merge_with_the_users(s3, monkeypatch):
     import fsspec
 
-    config_kwargs = storage._s3_config_kwargs  # botocore's Config, before botocore reads it
+    config_kwargs = retry_policy.s3_config_kwargs  # botocore's Config, before botocore reads it
     ours = {"mode": "standard", "total_max_attempts": TEST_STORE_ATTEMPTS}
     assert config_kwargs() == {"connect_timeout": 5, "read_timeout": 15, "retries": ours}
     theirs = {"config_kwargs": {"read_timeout": 60, "retries": {"max_attempts": 1}}}
@@ -195,8 +195,8 @@ def test_s3_retry_settings_merge_with_the_users(s3, monkeypatch):
     assert config_kwargs()["retries"] == {"total_max_attempts": TEST_STORE_ATTEMPTS}
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "7")  # botocore reads both itself
     assert config_kwargs()["retries"] == {}
-    monkeypatch.setenv(storage.STORE_ATTEMPTS_ENV, "zero")
-    with pytest.raises(ValueError, match=storage.STORE_ATTEMPTS_ENV):
+    monkeypatch.setenv(retry_policy.STORE_ATTEMPTS_ENV, "zero")
+    with pytest.raises(ValueError, match=retry_policy.STORE_ATTEMPTS_ENV):
         storage._fs(f"{s3.url}/x")
 
 
@@ -287,4 +287,4 @@ def test_a_store_that_never_answers_in_time_costs_a_bounded_number_of_requests(
         storage.read_bytes(url)
     assert url in str(info.value), info.value
     seen = s3_faults.requests(url.removeprefix("s3://"), "GET")
-    assert TEST_STORE_ATTEMPTS < seen <= TEST_STORE_ATTEMPTS * storage.S3FS_TRIES**2, seen
+    assert TEST_STORE_ATTEMPTS < seen <= TEST_STORE_ATTEMPTS * retry_policy.S3FS_TRIES**2, seen
