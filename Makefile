@@ -28,7 +28,7 @@ export IMAGEDREAM_ASSETS ?= $(ASSETS)
 
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo render train eval test test-fast fuzz lint format bench bench-learn gpu-check parity clean
+.PHONY: help install demo render train eval test test-fast fuzz lint format bench bench-render-quality bench-learn gpu-check parity clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -92,6 +92,9 @@ bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render setti
 
 gpu-check: $(STAMP) ## GPU paths measured (render, DeepSpeed training, sampling); without a GPU: tiny, on the CPU
 	$(PY) -m bench.gpu_check --out $(GPU_CHECK_OUT)
+
+bench-render-quality: $(STAMP) ## Render settings: seconds per view against PSNR/SSIM to a 1024 spp reference (BENCH=quick: minutes; full: about 40 min)
+	$(PY) -m bench.render_quality $(if $(filter full,$(BENCH)),,--quick)
 
 bench-learn: $(STAMP) ## Train every controller variant on the procedural family, compare (about an hour)
 	$(PY) -m bench.learn $(ARGS)

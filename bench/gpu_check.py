@@ -143,6 +143,7 @@ def render_job(out: Path, settings: Any, device: str, gpus: float) -> tuple[dict
         "views": int(sum(r.images.shape[0] for r in rings)),
         "blender_seconds": timing["blender_seconds"],
         "seconds_per_view": timing["seconds_per_view"],
+        "objects_per_hour_per_worker": timing["objects_per_hour"]["per_worker"],
         "job_seconds": timing["job_seconds"],
         "cycles_device": sorted({str(r.meta.render.get("device")) for r in rings}),
         "compute_backend": sorted({str(r.meta.render.get("compute_backend")) for r in rings}),

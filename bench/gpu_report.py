@@ -28,10 +28,12 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     else:
         jobs = [(name, r[name]) for name in ("main", "compare_gpu", "compare_cpu") if name in r]
         lines += _table(
-            ["job", "device (Cycles, backend)", "views", "s/view", "job s", "settings"],
+            ["job", "device (Cycles, backend)", "views", "s/view", "objects/h per worker",
+             "job s", "settings"],
             [[name, f"{j['device']} ({', '.join(j['cycles_device'])}, "
                     f"{', '.join(j['compute_backend'])})", j["views"],
-              f"{j['seconds_per_view']:.3f}", f"{j['job_seconds']:.1f}", j["settings"]]
+              f"{j['seconds_per_view']:.3f}", _rate(j.get("objects_per_hour_per_worker")),
+              f"{j['job_seconds']:.1f}", j["settings"]]
              for name, j in jobs],
         )  # fmt: skip
         ious = {**r["main"]["min_iou"], **r["compare_cpu"]["min_iou"]}
@@ -90,3 +92,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     lines += ["## Verdict", "", ", ".join(f"{k}: {'ok' if v else 'FAILED'}"
                                            for k, v in result["ok"].items()), ""]  # fmt: skip
     (out / "gpu.md").write_text("\n".join(lines))
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"

@@ -5,7 +5,9 @@ Measures, on the built-in samples plus the real assets in ../shared/assets/meshe
 - pipeline overhead = total job wall time x workers / Blender render time (goal < 1.15), with
   the job's phases (prepare, ray_start, actor_start = Blender import, render, shards) so the gap is
   attributable;
-- scaling from 1 to 2 Ray workers (render-phase speed-up at the same objects);
+- threads per render process against processes per core: 1 worker with every core as Blender
+  threads, then N workers with cores / N threads each (render-phase speed-up, same objects);
+- objects per hour: the job's, per worker and per core (summary.json's `objects_per_hour`);
 - the same 1-worker job with its source and output in object storage (an S3-compatible server,
   moto, on loopback; skipped when moto is not installed), beside the local-disk job;
 - shard read throughput through `read_rings` (all views decoded) against the raw PNG decode rate
@@ -104,6 +106,7 @@ def upload_folder(folder: Path, url: str) -> str:
 def render_run(
     objects: Path | str, out: Path | str, settings: RenderSettings, workers: int
 ) -> dict[str, Any]:
+    cpus = os.cpu_count() or 1
     cfg = RenderJobConfig(
         source=LocalSourceConfig(root=str(objects)),
         render=settings,
@@ -111,7 +114,10 @@ def render_run(
         num_shards=2,
         time_limit_s=3600,
         progress=False,
-        ray=RayConfig(num_cpus=max(workers, os.cpu_count() or 1), workers=workers),
+        # each worker gets its share of the cores as Blender threads (RenderSettings.threads 0)
+        ray=RayConfig(
+            num_cpus=max(workers, cpus), workers=workers, cpus_per_worker=max(1, cpus // workers)
+        ),
     )
     summary = run_job(cfg)
     per_object = [
@@ -124,7 +130,8 @@ def render_run(
         }
         for r in read_rendered(out)
     ]
-    return {"workers": workers, "storage": "object store" if storage.is_url(out) else "local",
+    return {"workers": workers, "threads_per_worker": max(1, cpus // workers),
+            "storage": "object store" if storage.is_url(out) else "local",
             "timing": summary["timing"], "objects": per_object,
             "quarantined": summary["total"]["quarantined_by_reason"]}  # fmt: skip
 
@@ -199,20 +206,24 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         "## Jobs",
         "",
-        "| storage | workers | job s | prepare | Ray start | actors start | render | shards | "
-        "Blender s | s/object | s/view | overhead ratio | per-object ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| storage | workers x threads | job s | prepare | Ray start | actors start | render | "
+        "shards | Blender s | s/object | s/view | overhead ratio | per-object ratio | "
+        "objects/h (job) | objects/h per worker | objects/h per core |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"] + ([result["object_store"]] if "object_store" in result else []):
         t, p = run["timing"], run["timing"]["phases_seconds"]
+        rate = t["objects_per_hour"]
         lines.append(
-            f"| {run.get('storage', 'local')} | {run['workers']} | {t['job_seconds']:.1f} | "
+            f"| {run.get('storage', 'local')} | {run['workers']} x {run['threads_per_worker']} | "
+            f"{t['job_seconds']:.1f} | "
             f"{p['prepare']:.1f} | "
             f"{p['ray_start']:.1f} | {p['actor_start']:.1f} | {p['render']:.1f} | "
             f"{p['shards']:.2f} | "
             f"{t['blender_seconds']:.1f} | {t['seconds_per_object']:.1f} | "
             f"{t['seconds_per_view']:.2f} | {t['overhead_ratio']:.3f} | "
-            f"{t['per_object_overhead_ratio']:.3f} |"
+            f"{t['per_object_overhead_ratio']:.3f} | {rate['job']:.0f} | "
+            f"{rate['per_worker']:.0f} | {rate['per_cpu']:.0f} |"
         )
     sc, rd = result["scaling"], result["read"]
     lines += [
@@ -226,7 +237,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         *object_store_lines(result),
         "## Scaling",
         "",
-        f"Render phase 1 -> {sc['workers']} workers: speed-up {sc['render_speedup']:.2f}x, "
+        f"Render phase 1 worker x {result['runs'][0]['threads_per_worker']} threads -> "
+        f"{sc['workers']} workers x {result['runs'][-1]['threads_per_worker']} threads: speed-up "
+        f"{sc['render_speedup']:.2f}x, "
         f"whole job {sc['job_speedup']:.2f}x, on {result['machine']['cpus']} cores (load "
         f"average {result['machine']['load_avg_start'][0]} at start: on a shared machine two "
         "render processes also get a larger share of the contended cores).",

@@ -218,11 +218,25 @@ def encode_png(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(raw: bytes, key: str, index: int, resolution: int | None = None) -> np.ndarray:
+def decode_png(
+    raw: bytes,
+    key: str,
+    index: int,
+    resolution: int | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """(H, W, 4) uint8 of one view; with `resolution`, the size is checked from the PNG header
-    before any pixel is decoded (a corrupt header cannot make us allocate a huge image)."""
+    before any pixel is decoded (a corrupt header cannot make us allocate a huge image).
+
+    With `out` (a C-contiguous (H, W, 4) uint8 array, e.g. one view of a ring's array) the PNG
+    is decoded straight into it and `out` is returned: no intermediate image, no copy (PIL's
+    decoder writes into a view of `out`, see `_decode_into`)."""
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise SchemaError(f"sample {key}: view {index} is {type(raw).__name__}, not PNG bytes")
+    if out is not None and (
+        out.ndim != 3 or out.shape[2] != 4 or out.dtype != np.uint8 or not out.flags.c_contiguous
+    ):
+        raise ValueError(f"out must be (H, W, 4) uint8 C-contiguous, got {out.dtype} {out.shape}")
     try:
         with Image.open(io.BytesIO(raw)) as img:
             if img.format != "PNG":
@@ -234,12 +248,36 @@ def decode_png(raw: bytes, key: str, index: int, resolution: int | None = None) 
                 )
             if img.mode != "RGBA":
                 raise SchemaError(f"sample {key}: view {index} is {img.mode}, expected RGBA")
+            if out is not None:
+                if out.shape[:2] != (img.size[1], img.size[0]):
+                    raise SchemaError(
+                        f"sample {key}: view {index} is {img.size[0]}x{img.size[1]} px, the "
+                        f"array for it {out.shape[1]}x{out.shape[0]}"
+                    )
+                return _decode_into(img, out)
             img.load()
             return np.asarray(img)
     except SchemaError:
         raise
     except Exception as exc:  # PIL raises many types for corrupt data
         raise SchemaError(f"sample {key}: view {index} is not a decodable PNG ({exc})") from exc
+
+
+def _decode_into(img: Image.Image, out: np.ndarray) -> np.ndarray:
+    """Decode an opened RGBA PNG into `out` (H, W, 4) uint8, C-contiguous, of its size (checked
+    by decode_png).
+
+    PIL decodes into the image memory a file image already has (ImageFile.load_prepare only
+    allocates when there is none), so giving the image a core image mapped onto `out`
+    (Image.core.map_buffer, what Image.frombuffer uses) makes the decoder write our array.
+    Pillow is pinned; should a version allocate its own memory anyway, the pixels are copied
+    into `out` (same result, one copy more)."""
+    mapped = Image.core.map_buffer(out, img.size, "raw", 0, ("RGBA", 0, 1))
+    img.im = mapped
+    img.load()
+    if img.im is not mapped:
+        np.copyto(out, np.asarray(img))
+    return out
 
 
 def encode_sample(meta: RingMeta, views_png: Sequence[bytes]) -> dict[str, Any]:
@@ -274,8 +312,9 @@ def decode_sample(sample: dict[str, Any], views: Sequence[int] | None = None) ->
     if bad:
         raise SchemaError(f"sample {key}: view indices {bad} out of range 0..{num_views - 1}")
     res = meta.resolution
-    decoded = [decode_png(sample[VIEW_EXT.format(index=v)], key, v, res) for v in wanted]
-    images = np.stack(decoded) if decoded else np.zeros((0, res, res, 4), dtype=np.uint8)
+    images = np.empty((len(wanted), res, res, 4), dtype=np.uint8)
+    for i, v in enumerate(wanted):  # each view decoded in place: no per-view array, no stack
+        decode_png(sample[VIEW_EXT.format(index=v)], key, v, res, out=images[i])
     return RingRecord(key=key, meta=meta, images=images, views=wanted)
 
 

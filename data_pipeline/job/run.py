@@ -16,6 +16,7 @@ This is the only module that imports `ray`. Layout of OUT: see docs/RENDERING.md
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -59,6 +60,7 @@ from data_pipeline.job.summary import (
 from data_pipeline.job.worker import ObjectResult, RenderWorker
 from data_pipeline.refusals import TRANSIENT, Reason
 from data_pipeline.render.process import DEFAULT_RENDERER
+from data_pipeline.render.settings import RenderSettings
 from data_pipeline.sources import ObjectSpec, Source, SourceError, build_source
 
 JOB_FILE = "job.json"
@@ -76,7 +78,8 @@ class JobError(RuntimeError):
 
 def check_settings(out: Location, cfg: RenderJobConfig) -> None:
     """Refuse to mix renders made with different settings in one output folder; record them."""
-    settings = plain_config(cfg.render)
+    # Threads change how fast, not what, Blender renders: a job may resume with other ones.
+    settings = {k: v for k, v in plain_config(cfg.render).items() if k != "threads"}
     path = storage.join(out, JOB_FILE)
     if storage.exists(path) and staged_objects(out):
         previous = json.loads(storage.read_bytes(path))["render"]
@@ -154,6 +157,14 @@ def work_dir(cfg: RenderJobConfig, out: Location) -> Path | None:
     return None if storage.is_url(out) else Path(out) / "work"
 
 
+def worker_settings(cfg: RenderJobConfig) -> RenderSettings:
+    """The render settings each worker gets: `threads: 0` becomes the worker's share of CPUs
+    (`ray.cpus_per_worker`, at least one thread), so that workers x threads fit the cores."""
+    if cfg.render.threads:
+        return cfg.render
+    return dataclasses.replace(cfg.render, threads=max(1, int(cfg.ray.cpus_per_worker)))
+
+
 def actor_factory(
     cfg: RenderJobConfig, source: Any, out: Location, renderer: str, gpus: float
 ) -> Callable[[], Any]:
@@ -165,11 +176,12 @@ def actor_factory(
     )
 
     scratch = work_dir(cfg, out)
+    render_settings = worker_settings(cfg)
 
     def new_actor() -> Any:
         return actor_cls.remote(
             source,
-            cfg.render,
+            render_settings,
             time_limit_s=cfg.time_limit_s,
             max_attempts=cfg.max_attempts,
             work_dir=None if scratch is None else str(scratch),

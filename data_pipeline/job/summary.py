@@ -90,6 +90,9 @@ def make_summary(cfg: RenderJobConfig, job: JobState) -> dict[str, Any]:
             "overhead_ratio": (job_seconds * max(job.workers, 1) / blender) if blender else None,
             # the same without the job's fixed costs (start-up, shards): what a long job tends to
             "per_object_overhead_ratio": (sum(per_object) / blender) if blender else None,
+            "objects_per_hour": objects_per_hour(
+                len(rendered), job_seconds, per_object, cfg.ray.cpus_per_worker
+            ),
         },
         "render_settings": plain_config(cfg.render),
         "num_shards": cfg.num_shards,
@@ -97,8 +100,24 @@ def make_summary(cfg: RenderJobConfig, job: JobState) -> dict[str, Any]:
     }
 
 
+def objects_per_hour(
+    rendered: int, job_seconds: float, per_object: list[float], cpus_per_worker: float
+) -> dict[str, float | None]:
+    """Throughput for planning a cluster: the job's (start-up and shards included, so a small
+    job understates it), one worker's sustained rate (3600 / its mean seconds per object) and
+    that rate per CPU the worker holds (`ray.cpus_per_worker`). RENDERING.md: "Planning"."""
+    per_worker = 3600.0 / statistics.fmean(per_object) if per_object else None
+    return {
+        "job": 3600.0 * rendered / job_seconds if rendered and job_seconds > 0 else None,
+        "per_worker": per_worker,
+        "per_cpu": per_worker / cpus_per_worker if per_worker else None,
+        "cpus_per_worker": cpus_per_worker,
+    }
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     run, total, timing = summary["this_run"], summary["total"], summary["timing"]
+    rate = timing["objects_per_hour"]
     lines = [
         f"rendered {run['rendered']}, quarantined {run['quarantined']} "
         f"{run['quarantined_by_reason'] or ''} this run",
@@ -107,6 +126,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"job {timing['job_seconds']:.1f} s, Blender {timing['blender_seconds']:.1f} s, "
         f"workers {timing['workers']}, overhead ratio {_fmt(timing['overhead_ratio'])}, "
         f"{_fmt(timing['seconds_per_object'])} s/object",
+        f"objects per hour: {_fmt(rate['job'], '.0f')} this job, "
+        f"{_fmt(rate['per_worker'], '.0f')} per worker, {_fmt(rate['per_cpu'], '.0f')} per CPU",
     ]
     if run["with_notes"]["objects"]:
         lines.append(
@@ -138,8 +159,8 @@ def plain_config(config: Any) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()}
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def log_wandb(

@@ -50,6 +50,7 @@ from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.render.blender_import import import_asset
 from data_pipeline.render.settings import (
     ENGINES,
+    CyclesSettings,
     RenderedRing,
     RenderSettings,
     RingParams,
@@ -99,6 +100,10 @@ def _configure_scene(bproc, settings: RenderSettings) -> dict[str, str]:
     scene.view_layers[0].cycles.use_denoising = settings.denoise
     if settings.denoise:
         scene.cycles.denoiser = "OPENIMAGEDENOISE"
+    _configure_cycles(scene, settings.cycles, on_gpu=device == "GPU")
+    scene.render.threads_mode = "FIXED" if settings.threads else "AUTO"
+    if settings.threads:
+        scene.render.threads = settings.threads
     bproc.renderer.set_output_format(
         file_format="PNG", color_depth=8, enable_transparency=True,
         view_transform=settings.view_transform,
@@ -107,7 +112,31 @@ def _configure_scene(bproc, settings: RenderSettings) -> dict[str, str]:
     scene.render.resolution_x = scene.render.resolution_y = settings.resolution
     scene.render.resolution_percentage = 100
     scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
-    return {"device": device, "compute_backend": backend}
+    return {"device": device, "compute_backend": backend, "threads": scene.render.threads}
+
+
+def _configure_cycles(scene, cycles: CyclesSettings, on_gpu: bool) -> None:
+    """Every Cycles setting the rings depend on, set for each object: nothing is left to
+    BlenderProc's or Blender's defaults (which differ between versions)."""
+    c = scene.cycles
+    c.use_adaptive_sampling = cycles.adaptive_sampling
+    c.adaptive_threshold = cycles.adaptive_threshold
+    c.adaptive_min_samples = cycles.adaptive_min_samples
+    c.denoising_prefilter = cycles.denoise_prefilter
+    c.denoising_quality = cycles.denoise_quality
+    c.denoising_input_passes = "RGB_ALBEDO_NORMAL"
+    c.denoising_use_gpu = cycles.denoise_on_gpu and on_gpu
+    c.max_bounces = cycles.max_bounces
+    c.diffuse_bounces = cycles.diffuse_bounces
+    c.glossy_bounces = cycles.glossy_bounces
+    c.transmission_bounces = cycles.transmission_bounces
+    c.transparent_max_bounces = cycles.transparent_max_bounces
+    c.volume_bounces = cycles.volume_bounces
+    c.use_light_tree = cycles.light_tree
+    c.pixel_filter_type = "BLACKMAN_HARRIS"
+    c.filter_width = cycles.pixel_filter_width
+    c.debug_use_spatial_splits = cycles.spatial_splits
+    scene.render.use_persistent_data = cycles.persistent_data
 
 
 # Object types whose evaluated geometry is a mesh the render shows (.blend files hold curves,
@@ -310,6 +339,7 @@ def render_object(
         "engine": settings.engine,
         "samples": settings.samples,
         "denoise": settings.denoise,
+        "cycles": asdict(settings.cycles),
         "resolution": settings.resolution,
         "framing": settings.framing,
         "view_transform": settings.view_transform,

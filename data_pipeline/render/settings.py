@@ -18,6 +18,9 @@ from contract.schema import RingMeta
 
 ENGINES = {"cycles": "CYCLES", "eevee": "BLENDER_EEVEE_NEXT"}
 DEVICES = ("auto", "cpu", "gpu")
+# Cycles' OpenImageDenoise options (Blender 4.2 enum identifiers).
+DENOISE_PREFILTERS = ("NONE", "FAST", "ACCURATE")
+DENOISE_QUALITIES = ("HIGH", "BALANCED", "FAST")
 
 
 def _pair(value: Any, name: str) -> tuple[float, float]:
@@ -50,15 +53,77 @@ class LightSettings:
 
 
 @dataclass
+class CyclesSettings:
+    """Cycles' sampling, light paths, denoiser and scene cache (EEVEE ignores them).
+
+    Tuned on bench/results/render_quality.md (`make bench-render-quality`): against a 1024 spp
+    reference without a denoiser they score at least the PSNR and SSIM of the settings before
+    (BlenderProc 2.8's defaults, OIDN prefilter Accurate) in about half the seconds per view
+    (docs/RENDERING.md, "Render settings and speed"). The GPU path uses the same settings.
+    """
+
+    # A pixel stops sampling once its noise is below this (0: Cycles derives it from `samples`);
+    # 0.01 is Blender's default. `adaptive_sampling: false` samples every pixel `samples` times.
+    adaptive_sampling: bool = True
+    adaptive_threshold: float = 0.04
+    # Samples before a pixel may stop (0: Cycles derives it from the threshold, 16 at 0.04).
+    adaptive_min_samples: int = 8
+    # "NONE": OIDN trusts the albedo and normal passes as they are (no extra filter runs on them;
+    # they are nearly noise-free for opaque surfaces); "ACCURATE" filters both first (3 runs).
+    denoise_prefilter: str = "NONE"  # DENOISE_PREFILTERS
+    denoise_quality: str = "HIGH"  # DENOISE_QUALITIES
+    denoise_on_gpu: bool = True  # only when the render itself runs on a GPU
+    # Light paths (Objaverse assets are mostly diffuse and opaque).
+    max_bounces: int = 3
+    diffuse_bounces: int = 3
+    glossy_bounces: int = 1  # 0 drops every glossy reflection of the world and the object
+    transmission_bounces: int = 0
+    transparent_max_bounces: int = 8
+    volume_bounces: int = 0
+    # Cycles' light tree picks which light (two suns, the world) a shading point samples by its
+    # likely contribution instead of uniformly: less noise per sample.
+    light_tree: bool = True
+    pixel_filter_width: float = 1.5  # Blackman-Harris width in pixels (Blender's default)
+    # Keep the synced scene (BVH, shaders, textures) between the frames of a ring.
+    persistent_data: bool = True
+    spatial_splits: bool = True  # slower BVH build, faster traversal
+
+    def __post_init__(self) -> None:
+        if self.adaptive_threshold < 0:
+            raise ValueError(f"cycles.adaptive_threshold={self.adaptive_threshold}: need >= 0")
+        if self.adaptive_min_samples < 0:
+            raise ValueError(f"cycles.adaptive_min_samples={self.adaptive_min_samples}: need >= 0")
+        if self.denoise_prefilter not in DENOISE_PREFILTERS:
+            raise ValueError(
+                f"cycles.denoise_prefilter={self.denoise_prefilter!r}: expected one of "
+                f"{DENOISE_PREFILTERS}"
+            )
+        if self.denoise_quality not in DENOISE_QUALITIES:
+            raise ValueError(
+                f"cycles.denoise_quality={self.denoise_quality!r}: expected one of "
+                f"{DENOISE_QUALITIES}"
+            )
+        for name in (
+            "max_bounces", "diffuse_bounces", "glossy_bounces", "transmission_bounces",
+            "transparent_max_bounces", "volume_bounces",
+        ):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise ValueError(f"cycles.{name}={getattr(self, name)}: need >= 0")
+        if not 0.01 <= self.pixel_filter_width <= 10.0:
+            raise ValueError(
+                f"cycles.pixel_filter_width={self.pixel_filter_width}: need 0.01 .. 10 pixels"
+            )
+
+
+@dataclass
 class RenderSettings:
     """Typed render config (SPEC 3 defaults). Cross-field checks in __post_init__."""
 
     num_views: int = 32
     rings: int = 2
     resolution: int = 256
-    # Cycles samples per pixel (adaptive), then OpenImageDenoise: denoised 32 spp is clean for the
-    # mostly diffuse Objaverse materials. On a CPU, denoising a 256 px view costs about as much as
-    # 16 samples; with a GPU both are cheap.
+    # Cycles samples per pixel at most (adaptive sampling stops converged pixels earlier, see
+    # CyclesSettings), then OpenImageDenoise; bench/results/render_quality.md has the trade-off.
     samples: int = 32
     denoise: bool = True
     engine: str = "cycles"
@@ -69,6 +134,10 @@ class RenderSettings:
     framing: str = "mvdream"  # or "bounding_sphere" (see cameras.distance_for_fov)
     view_transform: str = "Standard"  # colour management: textures keep their colours
     lights: LightSettings = field(default_factory=LightSettings)
+    cycles: CyclesSettings = field(default_factory=CyclesSettings)
+    # CPU threads of one render process; 0: the job gives each render process its
+    # `ray.cpus_per_worker` (all cores when Blender runs outside a job).
+    threads: int = 0
     seed: int = 0  # base seed of a job; per-object seeds come from object_seed(seed, uid)
 
     def __post_init__(self) -> None:
@@ -77,6 +146,10 @@ class RenderSettings:
             setattr(self, name, _pair(getattr(self, name), name))
         if not isinstance(self.lights, LightSettings):
             self.lights = LightSettings(**dict(self.lights))
+        if not isinstance(self.cycles, CyclesSettings):
+            self.cycles = CyclesSettings(**dict(self.cycles))
+        if self.threads < 0:
+            raise ValueError(f"threads={self.threads}: need >= 0 (0: automatic)")
         if not cameras.has_target_views(self.num_views):
             raise ValueError(
                 f"num_views={self.num_views}: must be a positive multiple of 4 so the training "

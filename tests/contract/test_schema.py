@@ -12,6 +12,7 @@ import pytest
 from contract.schema import (
     SCHEMA_VERSION,
     SchemaError,
+    decode_png,
     decode_sample,
     encode_png,
     encode_sample,
@@ -154,3 +155,45 @@ def test_a_view_of_another_size_than_the_metadata_says_is_refused():
     views[3] = encode_png(np.zeros((8, 8, 4), dtype=np.uint8))
     with pytest.raises(SchemaError, match="sizes_r0: view 3 is 8x8 px, metadata says 16x16"):
         decode_sample(encode_sample(meta, views))
+
+
+def _pil_decode(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as img:
+        return np.asarray(img.convert("RGBA")).copy()
+
+
+def test_views_decode_in_place_into_the_rings_array_with_the_encoded_pixels():
+    """decode_sample writes each PNG straight into one (V, H, W, 4) array (no per-view array,
+    no stack): the pixels must be PIL's own decode of the same bytes, view by view."""
+    meta, views = fake_ring("in-place", num_views=8, resolution=24, seed=3)
+    rec = decode_sample(encode_sample(meta, views), views=[6, 1, 3])
+    assert rec.images.shape == (3, 24, 24, 4) and rec.images.flags.c_contiguous
+    for row, v in enumerate([6, 1, 3]):
+        np.testing.assert_array_equal(rec.images[row], _pil_decode(views[v]))
+    assert len({_pil_decode(views[v]).tobytes() for v in (6, 1, 3)}) == 3  # distinct views
+
+
+def test_decoding_into_an_array_of_the_wrong_shape_is_refused():
+    _, views = fake_ring("wrong-out", resolution=16)
+    with pytest.raises(ValueError, match="out must be"):
+        decode_png(views[0], "k", 0, 16, out=np.empty((16, 16, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="out must be"):
+        decode_png(views[0], "k", 0, 16, out=np.empty((32, 16, 4), dtype=np.uint8)[::2])
+    with pytest.raises(SchemaError, match="view 0 is 16x16 px, the array for it 8x8"):
+        decode_png(views[0], "k", 0, None, out=np.empty((8, 8, 4), dtype=np.uint8))
+
+
+def test_decoding_into_still_fills_the_array_when_pil_allocates_its_own_memory(monkeypatch):
+    """Should a Pillow version ignore the image memory it is given, the pixels are copied."""
+    from PIL import Image, ImageFile
+
+    def allocate(self):
+        self.im = Image.core.new(self.mode, self.size)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load_prepare", allocate)
+    _, views = fake_ring("fallback", resolution=16, seed=5)
+    out = np.zeros((16, 16, 4), dtype=np.uint8)
+    assert decode_png(views[2], "k", 2, 16, out=out) is out
+    np.testing.assert_array_equal(out, _pil_decode(views[2]))
