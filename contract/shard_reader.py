@@ -18,6 +18,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
+import tarfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 _REMOTE_PREFIXES = ("http://", "https://", "pipe:", "file:")
 
 Urls = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+_META_MEMBER = re.compile(r"__[^/]*__$")  # webdataset's convention for non-sample members
 
 
 def list_shards(directory: str | os.PathLike[str], allow_incomplete: bool = False) -> list[str]:
@@ -131,9 +134,13 @@ def read_rings(
 
 def shard_samples(url: str) -> Iterator[dict[str, Any]]:
     """The raw samples (webdataset dicts: `__key__`, `__url__`, one entry per member extension)
-    of one shard, in tar order. fsspec URLs are streamed through fsspec, everything else through
-    webdataset's opener (local paths, file:, http(s) with curl, pipe: commands). Reading errors
-    propagate: tarfile's, OSError (remote ones too), EOFError, webdataset's ValueError."""
+    of one shard, in tar order. Local files are read by `local_shard_samples`, fsspec URLs
+    streamed through fsspec, the rest through webdataset's opener (file:, http(s) with curl,
+    pipe: commands). Reading errors propagate: tarfile's, OSError (remote ones too), EOFError,
+    webdataset's ValueError."""
+    if not storage.is_url(url) and not url.startswith(_REMOTE_PREFIXES):
+        yield from local_shard_samples(url)
+        return
     import webdataset as wds  # imports torch (seconds): only when rings are actually read
 
     if not storage.is_url(url):
@@ -142,6 +149,41 @@ def shard_samples(url: str) -> Iterator[dict[str, Any]]:
     with storage.open_binary(url) as stream:
         files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}])
         yield from wds.tariterators.group_by_keys(files)
+
+
+def local_shard_samples(path: str) -> Iterator[dict[str, Any]]:
+    """The samples of a local shard, grouped as webdataset groups them (the key is a member's
+    name up to the first dot of its base name, the rest its lower-cased extension; members
+    named __...__ and non-files are skipped), read with one seek and one read per member
+    through the standard library's tarfile (webdataset's stream reader costs about twice as
+    much per member). A tar that stops being a tar before its end (a cut or overwritten
+    shard; tarfile alone would take it as the end of the archive) raises tarfile.ReadError
+    before the sample it was in is yielded; a member cut short raises EOFError."""
+    with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        sample: dict[str, Any] | None = None
+        while (info := tar.next()) is not None:
+            tar.members.clear()  # members are not looked up later: keep memory flat
+            base = info.name.rsplit("/", 1)[-1]
+            if not info.isreg() or "." not in base or _META_MEMBER.match(base):
+                continue
+            dot = len(info.name) - len(base) + base.index(".")
+            key, ext = info.name[:dot], info.name[dot + 1 :].lower()
+            f.seek(info.offset_data)
+            data = f.read(info.size)
+            if len(data) != info.size:
+                raise EOFError(f"member {info.name}: {len(data)} of {info.size} bytes (cut short)")
+            if sample is None or sample["__key__"] != key:
+                if sample is not None:
+                    yield sample
+                sample = {"__key__": key, "__url__": path}
+            if ext in sample:
+                raise ValueError(f"member {info.name}: a second {ext!r} for key {key}")
+            sample[ext] = data
+        f.seek(tar.offset)  # after the last member only zero blocks may follow
+        if f.read().strip(b"\0"):
+            raise tarfile.ReadError(f"no tar header at byte {tar.offset}: the shard is damaged")
+        if sample is not None:
+            yield sample
 
 
 def read_manifests(
@@ -188,6 +230,7 @@ __all__ = [
     "IncompleteDatasetError",
     "expand_urls",
     "list_shards",
+    "local_shard_samples",
     "read_manifests",
     "read_rings",
     "shard_samples",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import tarfile
+
 import pytest
 
 from contract.dataset_index import write_index
 from contract.schema import SchemaError, encode_sample
-from contract.shard_reader import expand_urls, list_shards, read_manifests, read_rings
+from contract.shard_reader import (
+    expand_urls,
+    list_shards,
+    local_shard_samples,
+    read_manifests,
+    read_rings,
+)
 from contract.shard_writer import write_shard
 from tests.data_pipeline.fakes import fake_ring
 
@@ -63,3 +71,59 @@ def test_manifests_give_uids_and_asset_hashes(shard_dir):
         f"s{s}-o{j}" for s in range(3) for j in range(2)
     }
     assert manifests[0].asset_hashes == {f"{0:064x}", f"{1:064x}"}
+
+
+def _wds_samples(path):
+    import webdataset as wds
+
+    return list(wds.tarfile_samples([{"url": str(path)}]))
+
+
+def test_local_shards_are_read_into_the_same_samples_as_webdataset_reads_them(tmp_path):
+    """local_shard_samples (one seek and read per member) replaces webdataset's stream reader
+    for local files: same keys, same members, same bytes, same order; a directory member, a
+    webdataset __meta__ member and upper-case extensions are handled as webdataset does."""
+    import io
+
+    path = tmp_path / "shard-00000.tar"
+    write_shard(path, [encode_sample(*fake_ring(f"o{j}", seed=j)) for j in range(3)])
+    with tarfile.open(path, "a") as tar:  # extras webdataset skips or lower-cases
+        info = tarfile.TarInfo("dir")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        for name, data in (("__meta__", b"m"), ("extra.TXT", b"upper")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ours, theirs = list(local_shard_samples(str(path))), _wds_samples(path)
+    assert [s["__key__"] for s in ours] == ["o0_r0", "o1_r0", "o2_r0", "extra"]
+    assert ours == theirs
+
+
+def test_a_local_shard_damaged_in_the_middle_is_an_error_not_a_short_shard(tmp_path):
+    """tarfile takes an unreadable header as the end of the archive; webdataset's reader then
+    ends the shard early without a word. Ours raises; the sample it was collecting when the
+    damage appeared (o0, whole here, which it cannot know) is not yielded."""
+    path = tmp_path / "shard-00000.tar"
+    write_shard(path, [encode_sample(*fake_ring(f"o{j}", seed=j)) for j in range(3)])
+    raw = bytearray(path.read_bytes())
+    second_key_at = raw.index(b"o1_r0.meta.json")  # the header of o1's first member
+    raw[second_key_at : second_key_at + 100] = b"\x7f" * 100
+    path.write_bytes(bytes(raw))
+    assert [s["__key__"] for s in _wds_samples(path)] == ["o0_r0"]  # silently short
+    seen = []
+    with pytest.raises(tarfile.ReadError, match="no tar header at byte"):
+        for sample in local_shard_samples(str(path)):
+            seen.append(sample["__key__"])
+    assert seen == []
+    with pytest.raises(SchemaError, match=r"shard-00000\.tar: unreadable"):
+        list(read_rings(str(path)))
+
+
+def test_a_local_shard_cut_inside_a_member_raises(tmp_path):
+    path = tmp_path / "shard-00000.tar"
+    write_shard(path, [encode_sample(*fake_ring(f"o{j}", seed=j)) for j in range(2)])
+    raw = path.read_bytes()
+    path.write_bytes(raw[: raw.index(b"o1_r0.view003.png") + 512 + 20])  # 20 bytes of its data
+    with pytest.raises((EOFError, tarfile.ReadError)):
+        list(local_shard_samples(str(path)))
