@@ -40,13 +40,13 @@ VIEWS = 4  # the training targets; quality is judged where the model learns
 RESOLUTION = 256
 
 # The light paths of a converged image: Blender's own defaults (its "Default" light-path preset).
-FULL_PATHS = dict(
+FULL_PATHS: dict[str, Any] = dict(
     max_bounces=12, diffuse_bounces=4, glossy_bounces=4, transmission_bounces=12,
     transparent_max_bounces=8, volume_bounces=0,
 )  # fmt: skip
 # What main rendered with before issue 20: BlenderProc 2.8's init defaults + 32 spp + OIDN at
 # Blender 4.2's defaults (prefilter Accurate, quality High).
-BEFORE = dict(
+BEFORE: dict[str, Any] = dict(
     samples=32,
     cycles=dict(
         adaptive_sampling=True, adaptive_threshold=0.01, adaptive_min_samples=0,
@@ -59,7 +59,7 @@ BEFORE = dict(
 # objaverse-xl's and zero123's Cycles block (SyncDreamer's too): 128 spp, OIDN with Blender's
 # defaults for what they do not set, short diffuse/glossy paths, a 0.01 px pixel filter, one
 # still render per view (persistent data off).
-PUBLIC_CYCLES = dict(
+PUBLIC_CYCLES: dict[str, Any] = dict(
     samples=128,
     cycles=dict(
         BEFORE["cycles"], max_bounces=12, diffuse_bounces=1, glossy_bounces=1,
@@ -125,7 +125,7 @@ REFERENCE = {
 
 def row_settings(row: dict[str, Any], **base: Any) -> RenderSettings:
     """RenderSettings of one row: one ring of the training views at RESOLUTION, on the CPU."""
-    fixed = dict(num_views=VIEWS, rings=1, resolution=RESOLUTION, device="cpu")
+    fixed: dict[str, Any] = dict(num_views=VIEWS, rings=1, resolution=RESOLUTION, device="cpu")
     return RenderSettings(**fixed, **base, **row)
 
 
@@ -158,9 +158,9 @@ def ssim(reference: np.ndarray, image: np.ndarray) -> float:
     def tensor(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(over_white(x)).permute(0, 3, 1, 2).float()
 
-    return float(
-        structural_similarity_index_measure(tensor(image), tensor(reference), data_range=1.0)
-    )
+    value = structural_similarity_index_measure(tensor(image), tensor(reference), data_range=1.0)
+    assert isinstance(value, torch.Tensor)  # one score (no full SSIM image was asked for)
+    return float(value)
 
 
 def alpha_iou(reference: np.ndarray, image: np.ndarray) -> float:

@@ -162,7 +162,7 @@ def local_shard_samples(path: str) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
         sample: dict[str, Any] | None = None
         while (info := tar.next()) is not None:
-            tar.members.clear()  # members are not looked up later: keep memory flat
+            tar.members.clear()  # type: ignore[attr-defined]  # not looked up: memory stays flat
             base = info.name.rsplit("/", 1)[-1]
             if not info.isreg() or "." not in base or _META_MEMBER.match(base):
                 continue

@@ -49,6 +49,7 @@ from data_pipeline.formats.mesh_inspection import MIN_EXTENT, AssetReport, inspe
 from data_pipeline.refusals import Reason, Refusal
 from data_pipeline.render.blender_import import import_asset
 from data_pipeline.render.settings import (
+    BOUNCE_FIELDS,
     ENGINES,
     CyclesSettings,
     RenderedRing,
@@ -126,12 +127,8 @@ def _configure_cycles(scene, cycles: CyclesSettings, on_gpu: bool) -> None:
     c.denoising_quality = cycles.denoise_quality
     c.denoising_input_passes = "RGB_ALBEDO_NORMAL"
     c.denoising_use_gpu = cycles.denoise_on_gpu and on_gpu
-    c.max_bounces = cycles.max_bounces
-    c.diffuse_bounces = cycles.diffuse_bounces
-    c.glossy_bounces = cycles.glossy_bounces
-    c.transmission_bounces = cycles.transmission_bounces
-    c.transparent_max_bounces = cycles.transparent_max_bounces
-    c.volume_bounces = cycles.volume_bounces
+    for name in BOUNCE_FIELDS:
+        setattr(c, name, getattr(cycles, name))
     c.use_light_tree = cycles.light_tree
     c.pixel_filter_type = "BLACKMAN_HARRIS"
     c.filter_width = cycles.pixel_filter_width

@@ -21,6 +21,11 @@ DEVICES = ("auto", "cpu", "gpu")
 # Cycles' OpenImageDenoise options (Blender 4.2 enum identifiers).
 DENOISE_PREFILTERS = ("NONE", "FAST", "ACCURATE")
 DENOISE_QUALITIES = ("HIGH", "BALANCED", "FAST")
+# CyclesSettings fields that are Cycles' light-path limits under the same name.
+BOUNCE_FIELDS = (
+    "max_bounces", "diffuse_bounces", "glossy_bounces", "transmission_bounces",
+    "transparent_max_bounces", "volume_bounces",
+)  # fmt: skip
 
 
 def _pair(value: Any, name: str) -> tuple[float, float]:
@@ -103,10 +108,7 @@ class CyclesSettings:
                 f"cycles.denoise_quality={self.denoise_quality!r}: expected one of "
                 f"{DENOISE_QUALITIES}"
             )
-        for name in (
-            "max_bounces", "diffuse_bounces", "glossy_bounces", "transmission_bounces",
-            "transparent_max_bounces", "volume_bounces",
-        ):  # fmt: skip
+        for name in BOUNCE_FIELDS:
             if getattr(self, name) < 0:
                 raise ValueError(f"cycles.{name}={getattr(self, name)}: need >= 0")
         if not 0.01 <= self.pixel_filter_width <= 10.0:
