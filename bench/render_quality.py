@@ -33,7 +33,7 @@ import numpy as np
 from bench.render import collect_objects, default_assets
 from contract.schema import decode_png
 from data_pipeline.refusals import Refusal
-from data_pipeline.render.settings import RenderSettings, object_seed
+from data_pipeline.render.settings import UNRECORDED_CYCLES, RenderSettings, object_seed
 
 REPO = Path(__file__).resolve().parents[1]
 VIEWS = 4  # the training targets; quality is judged where the model learns
@@ -46,16 +46,7 @@ FULL_PATHS: dict[str, Any] = dict(
 )  # fmt: skip
 # What main rendered with before issue 20: BlenderProc 2.8's init defaults + 32 spp + OIDN at
 # Blender 4.2's defaults (prefilter Accurate, quality High).
-BEFORE: dict[str, Any] = dict(
-    samples=32,
-    cycles=dict(
-        adaptive_sampling=True, adaptive_threshold=0.01, adaptive_min_samples=0,
-        denoise_prefilter="ACCURATE",
-        denoise_quality="HIGH", max_bounces=3, diffuse_bounces=3, glossy_bounces=0,
-        transmission_bounces=0, transparent_max_bounces=8, volume_bounces=0,
-        light_tree=False, pixel_filter_width=1.5, persistent_data=True, spatial_splits=True,
-    ),
-)  # fmt: skip
+BEFORE: dict[str, Any] = {"samples": 32, "cycles": dataclasses.asdict(UNRECORDED_CYCLES)}
 # objaverse-xl's and zero123's Cycles block (SyncDreamer's too): 128 spp, OIDN with Blender's
 # defaults for what they do not set, short diffuse/glossy paths, a 0.01 px pixel filter, one
 # still render per view (persistent data off).

@@ -60,7 +60,7 @@ from data_pipeline.job.summary import (
 from data_pipeline.job.worker import ObjectResult, RenderWorker
 from data_pipeline.refusals import TRANSIENT, Reason
 from data_pipeline.render.process import DEFAULT_RENDERER
-from data_pipeline.render.settings import RenderSettings
+from data_pipeline.render.settings import UNRECORDED_CYCLES, RenderSettings
 from data_pipeline.sources import ObjectSpec, Source, SourceError, build_source
 
 JOB_FILE = "job.json"
@@ -83,6 +83,7 @@ def check_settings(out: Location, cfg: RenderJobConfig) -> None:
     path = storage.join(out, JOB_FILE)
     if storage.exists(path) and staged_objects(out):
         previous = json.loads(storage.read_bytes(path))["render"]
+        previous.setdefault("cycles", dataclasses.asdict(UNRECORDED_CYCLES))  # older job.json
         if previous != settings:
             keys = sorted(k for k in settings | previous if previous.get(k) != settings.get(k))
             raise JobError(

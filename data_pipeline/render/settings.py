@@ -117,6 +117,16 @@ class CyclesSettings:
             )
 
 
+# What rings were rendered with before the Cycles settings were typed (job.json without a
+# "cycles" entry): BlenderProc 2.8's init defaults and Blender 4.2's denoiser defaults, read from
+# a live scene. bench/render_quality.py's "before" row; a job resuming such a folder compares
+# its settings with these.
+UNRECORDED_CYCLES = CyclesSettings(
+    adaptive_threshold=0.01, adaptive_min_samples=0, denoise_prefilter="ACCURATE",
+    glossy_bounces=0, light_tree=False,
+)  # fmt: skip
+
+
 @dataclass
 class RenderSettings:
     """Typed render config (SPEC 3 defaults). Cross-field checks in __post_init__."""

@@ -113,3 +113,28 @@ def test_a_ring_rendered_with_the_defaults_passes_the_ring_checks(samples_dir):
     views = np.stack([decode_png(png, "robot", i) for i, png in enumerate(ring.views_png)])
     scores = ring_iou(load_normalised_mesh(samples_dir / "robot.glb"), ring.meta, views)
     assert min(scores) > 0.9, scores  # the stored cameras agree with the images
+
+
+def test_a_folder_rendered_before_the_cycles_settings_resumes_only_with_the_settings_it_had(
+    tmp_path,
+):
+    """job.json from before issue 20 has no "cycles": it stands for what Blender then used."""
+    import json
+
+    from data_pipeline.job.run import JOB_FILE, JobError
+    from data_pipeline.job.summary import plain_config
+    from data_pipeline.render.settings import UNRECORDED_CYCLES
+
+    def cfg(**render):
+        return RenderJobConfig(
+            source=BuiltinSourceConfig(), render=RenderSettings(**render), output_dir=str(tmp_path)
+        )
+
+    old = plain_config(cfg().render)
+    del old["cycles"], old["threads"]
+    (tmp_path / JOB_FILE).write_text(json.dumps({"render": old}))
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / "obj.tar").write_bytes(b"")
+    with pytest.raises(JobError, match="cycles"):
+        check_settings(str(tmp_path), cfg())  # the new defaults render other images
+    check_settings(str(tmp_path), cfg(cycles=dataclasses.asdict(UNRECORDED_CYCLES)))
