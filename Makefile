@@ -31,7 +31,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install demo render train eval test test-fast fuzz lint format bench bench-render-quality bench-learn gpu-check parity clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-21s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Hydra overrides go as VAR=value (e.g. make train controller=pixel trainer.max_steps=10)."
 	@echo "  Knobs: NPROC=N (training processes here), ARGS='raw hydra args' (bench-learn, parity: their flags), BENCH=quick|full, GPU_CHECK_OUT=DIR (gpu-check's report),"
 	@echo "         OFFICIAL_IMAGEDREAM=DIR OFFICIAL_MVDREAM=DIR (parity: checkouts of bytedance/ImageDream and bytedance/MVDream)."
@@ -93,7 +93,7 @@ bench: $(STAMP) ## Benchmarks into bench/results/ (BENCH=full: SPEC render setti
 gpu-check: $(STAMP) ## GPU paths measured (render, DeepSpeed training, sampling); without a GPU: tiny, on the CPU
 	$(PY) -m bench.gpu_check --out $(GPU_CHECK_OUT)
 
-bench-render-quality: $(STAMP) ## Render settings: seconds per view against PSNR/SSIM to a 1024 spp reference (BENCH=quick: minutes; full: about 40 min)
+bench-render-quality: $(STAMP) ## Render settings: seconds per view against PSNR/SSIM to a 1024 spp reference (BENCH=quick: minutes; full: about 20 min, 10 once its references are cached)
 	$(PY) -m bench.render_quality $(if $(filter full,$(BENCH)),,--quick)
 
 bench-learn: $(STAMP) ## Train every controller variant on the procedural family, compare (about an hour)

@@ -234,9 +234,16 @@ def decode_png(
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise SchemaError(f"sample {key}: view {index} is {type(raw).__name__}, not PNG bytes")
     if out is not None and (
-        out.ndim != 3 or out.shape[2] != 4 or out.dtype != np.uint8 or not out.flags.c_contiguous
+        out.ndim != 3
+        or out.shape[2] != 4
+        or out.dtype != np.uint8
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
     ):
-        raise ValueError(f"out must be (H, W, 4) uint8 C-contiguous, got {out.dtype} {out.shape}")
+        raise ValueError(
+            f"out must be a writeable (H, W, 4) uint8 C-contiguous array, got {out.dtype} "
+            f"{out.shape}"
+        )
     try:
         with Image.open(io.BytesIO(raw)) as img:
             if img.format != "PNG":

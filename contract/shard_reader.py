@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 _REMOTE_PREFIXES = ("http://", "https://", "pipe:", "file:")
 
 Urls = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
-_META_MEMBER = re.compile(r"__[^/]*__$")  # webdataset's convention for non-sample members
+_META_MEMBER = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: not sample members
 
 
 def list_shards(directory: str | os.PathLike[str], allow_incomplete: bool = False) -> list[str]:
@@ -152,36 +152,53 @@ def shard_samples(url: str) -> Iterator[dict[str, Any]]:
 
 
 def local_shard_samples(path: str) -> Iterator[dict[str, Any]]:
-    """The samples of a local shard, grouped as webdataset groups them (the key is a member's
-    name up to the first dot of its base name, the rest its lower-cased extension; members
-    named __...__ and non-files are skipped), read with one seek and one read per member
-    through the standard library's tarfile (webdataset's stream reader costs about twice as
-    much per member). A tar that stops being a tar before its end (a cut or overwritten
-    shard; tarfile alone would take it as the end of the archive) raises tarfile.ReadError
-    before the sample it was in is yielded; a member cut short raises EOFError."""
+    """The samples of a local shard, grouped as webdataset groups them (its own name splitting
+    and skip rules: the key is a member's path up to the first dot of its base name, the rest
+    its lower-cased extension; `__...__` members and non-files are skipped), read with one seek
+    and one read per member through the standard library's tarfile (webdataset's stream reader
+    costs about twice as much per member). Compressed tars go through webdataset.
+
+    Damage is an error, never a short shard: a member cut short raises EOFError; a tar that
+    stops being one before its end-of-archive blocks (cut at a member boundary, overwritten;
+    tarfile alone would take either as the end of the archive) raises tarfile.ReadError, and
+    the sample being collected then is not yielded."""
+    from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
+
+    if not path.endswith(storage.SHARD_SUFFIX):  # e.g. .tar.gz: webdataset decompresses
+        import webdataset as wds
+
+        yield from wds.tarfile_samples([{"url": path}])
+        return
     with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
         sample: dict[str, Any] | None = None
         while (info := tar.next()) is not None:
             tar.members.clear()  # type: ignore[attr-defined]  # not looked up: memory stays flat
-            base = info.name.rsplit("/", 1)[-1]
-            if not info.isreg() or "." not in base or _META_MEMBER.match(base):
+            name = info.name
+            if not info.isreg() or _META_MEMBER.match(name):
                 continue
-            dot = len(info.name) - len(base) + base.index(".")
-            key, ext = info.name[:dot], info.name[dot + 1 :].lower()
+            if "/" not in name and name.startswith(meta_prefix) and name.endswith(meta_suffix):
+                continue
+            key, ext = base_plus_ext(name)
+            if key is None:
+                continue
             f.seek(info.offset_data)
             data = f.read(info.size)
             if len(data) != info.size:
-                raise EOFError(f"member {info.name}: {len(data)} of {info.size} bytes (cut short)")
+                raise EOFError(f"member {name}: {len(data)} of {info.size} bytes (cut short)")
             if sample is None or sample["__key__"] != key:
                 if sample is not None:
                     yield sample
                 sample = {"__key__": key, "__url__": path}
+            ext = ext.lower()
             if ext in sample:
-                raise ValueError(f"member {info.name}: a second {ext!r} for key {key}")
+                raise ValueError(f"member {name}: a second {ext!r} for key {key}")
             sample[ext] = data
-        f.seek(tar.offset)  # after the last member only zero blocks may follow
-        if f.read().strip(b"\0"):
-            raise tarfile.ReadError(f"no tar header at byte {tar.offset}: the shard is damaged")
+        f.seek(tar.offset)  # after the last member: the end-of-archive zero blocks, and only zeros
+        tail = f.read()
+        if len(tail) < 2 * tarfile.BLOCKSIZE or tail.strip(b"\0"):
+            raise tarfile.ReadError(
+                f"no tar header and no end-of-archive at byte {tar.offset}: the shard is damaged"
+            )
         if sample is not None:
             yield sample
 

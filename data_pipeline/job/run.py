@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -158,16 +159,22 @@ def work_dir(cfg: RenderJobConfig, out: Location) -> Path | None:
     return None if storage.is_url(out) else Path(out) / "work"
 
 
-def worker_settings(cfg: RenderJobConfig) -> RenderSettings:
-    """The render settings each worker gets: `threads: 0` becomes the worker's share of CPUs
-    (`ray.cpus_per_worker`, at least one thread), so that workers x threads fit the cores."""
+def worker_settings(cfg: RenderJobConfig, workers: int) -> RenderSettings:
+    """The render settings each of `workers` workers gets. `threads: 0` becomes, on a local
+    cluster, this machine's cores shared among the workers (at least one thread each), and on a
+    cluster the job joined, `ray.cpus_per_worker` (what Ray reserves for a worker, rounded
+    down, at least one): workers x threads fit the cores either way."""
     if cfg.render.threads:
         return cfg.render
-    return dataclasses.replace(cfg.render, threads=max(1, int(cfg.ray.cpus_per_worker)))
+    if cfg.ray.address is None:
+        threads = (cfg.ray.num_cpus or os.cpu_count() or 1) // max(workers, 1)
+    else:
+        threads = int(cfg.ray.cpus_per_worker)
+    return dataclasses.replace(cfg.render, threads=max(1, threads))
 
 
 def actor_factory(
-    cfg: RenderJobConfig, source: Any, out: Location, renderer: str, gpus: float
+    cfg: RenderJobConfig, source: Any, out: Location, renderer: str, gpus: float, workers: int
 ) -> Callable[[], Any]:
     """A function that starts one render actor."""
     import ray
@@ -177,7 +184,7 @@ def actor_factory(
     )
 
     scratch = work_dir(cfg, out)
-    render_settings = worker_settings(cfg)
+    render_settings = worker_settings(cfg, workers)
 
     def new_actor() -> Any:
         return actor_cls.remote(
@@ -349,7 +356,7 @@ def render_pending(cfg: RenderJobConfig, job: JobState, source: Source, renderer
         start = time.monotonic()
         gpus = gpus_per_worker(cfg)
         job.workers = worker_count(cfg, len(job.pending), gpus)
-        new_actor = actor_factory(cfg, source, job.out, renderer, gpus)
+        new_actor = actor_factory(cfg, source, job.out, renderer, gpus, job.workers)
         actors = start_actors(new_actor, job.workers)
         job.phases["actor_start"] = time.monotonic() - start
         start = time.monotonic()

@@ -62,16 +62,18 @@ class CyclesSettings:
     """Cycles' sampling, light paths, denoiser and scene cache (EEVEE ignores them).
 
     Tuned on bench/results/render_quality.md (`make bench-render-quality`): against a 1024 spp
-    reference without a denoiser they score at least the PSNR and SSIM of the settings before
-    (BlenderProc 2.8's defaults, OIDN prefilter Accurate) in about half the seconds per view
-    (docs/RENDERING.md, "Render settings and speed"). The GPU path uses the same settings.
+    reference without a denoiser they score the mean PSNR and SSIM of the settings before
+    (BlenderProc 2.8's defaults, OIDN prefilter Accurate) or better, in about half the seconds
+    per view; one object of seven loses 1.1 dB (docs/RENDERING.md, "Render settings and
+    speed"). The GPU path uses the same settings.
     """
 
     # A pixel stops sampling once its noise is below this (0: Cycles derives it from `samples`);
     # 0.01 is Blender's default. `adaptive_sampling: false` samples every pixel `samples` times.
     adaptive_sampling: bool = True
     adaptive_threshold: float = 0.04
-    # Samples before a pixel may stop (0: Cycles derives it from the threshold, 16 at 0.04).
+    # Samples before a pixel may stop. 0: Cycles derives it from the threshold (42 at 0.04,
+    # more than 32 samples: no pixel would stop early).
     adaptive_min_samples: int = 8
     # "NONE": OIDN trusts the albedo and normal passes as they are (no extra filter runs on them;
     # they are nearly noise-free for opaque surfaces); "ACCURATE" filters both first (3 runs).

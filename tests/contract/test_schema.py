@@ -164,11 +164,18 @@ def _pil_decode(png: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGBA")).copy()
 
 
-def test_views_decode_in_place_into_the_rings_array_with_the_encoded_pixels():
+def test_views_decode_in_place_into_the_rings_array_with_the_encoded_pixels(monkeypatch):
     """decode_sample writes each PNG straight into one (V, H, W, 4) array (no per-view array,
-    no stack): the pixels must be PIL's own decode of the same bytes, view by view."""
+    no stack, no copy): the pixels must be PIL's own decode of the same bytes, view by view."""
+    import contract.schema as schema
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("decoded into PIL's memory and copied, not in place")
+
     meta, views = fake_ring("in-place", num_views=8, resolution=24, seed=3)
+    monkeypatch.setattr(schema.np, "copyto", no_copy)
     rec = decode_sample(encode_sample(meta, views), views=[6, 1, 3])
+    monkeypatch.undo()
     assert rec.images.shape == (3, 24, 24, 4) and rec.images.flags.c_contiguous
     for row, v in enumerate([6, 1, 3]):
         np.testing.assert_array_equal(rec.images[row], _pil_decode(views[v]))
@@ -181,6 +188,10 @@ def test_decoding_into_an_array_of_the_wrong_shape_is_refused():
         decode_png(views[0], "k", 0, 16, out=np.empty((16, 16, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="out must be"):
         decode_png(views[0], "k", 0, 16, out=np.empty((32, 16, 4), dtype=np.uint8)[::2])
+    with pytest.raises(ValueError, match="out must be a writeable"):
+        decode_png(
+            views[0], "k", 0, 16, out=np.frombuffer(bytes(16 * 16 * 4), np.uint8).reshape(16, 16, 4)
+        )
     with pytest.raises(SchemaError, match="view 0 is 16x16 px, the array for it 8x8"):
         decode_png(views[0], "k", 0, None, out=np.empty((8, 8, 4), dtype=np.uint8))
 

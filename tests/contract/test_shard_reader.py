@@ -91,12 +91,19 @@ def test_local_shards_are_read_into_the_same_samples_as_webdataset_reads_them(tm
         info = tarfile.TarInfo("dir")
         info.type = tarfile.DIRTYPE
         tar.addfile(info)
-        for name, data in (("__meta__", b"m"), ("extra.TXT", b"upper")):
+        extras = (
+            ("__meta__", b"m"),
+            ("__x__.json", b"x"),
+            ("__m__/a.png", b"a"),
+            (".h.png", b"h"),
+            ("extra.TXT", b"upper"),
+        )
+        for name, data in extras:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     ours, theirs = list(local_shard_samples(str(path))), _wds_samples(path)
-    assert [s["__key__"] for s in ours] == ["o0_r0", "o1_r0", "o2_r0", "extra"]
+    assert [s["__key__"] for s in ours] == ["o0_r0", "o1_r0", "o2_r0", "__x__", "extra"]
     assert ours == theirs
 
 
@@ -112,7 +119,7 @@ def test_a_local_shard_damaged_in_the_middle_is_an_error_not_a_short_shard(tmp_p
     path.write_bytes(bytes(raw))
     assert [s["__key__"] for s in _wds_samples(path)] == ["o0_r0"]  # silently short
     seen = []
-    with pytest.raises(tarfile.ReadError, match="no tar header at byte"):
+    with pytest.raises(tarfile.ReadError, match="no tar header and no end-of-archive at byte"):
         for sample in local_shard_samples(str(path)):
             seen.append(sample["__key__"])
     assert seen == []
@@ -121,9 +128,27 @@ def test_a_local_shard_damaged_in_the_middle_is_an_error_not_a_short_shard(tmp_p
 
 
 def test_a_local_shard_cut_inside_a_member_raises(tmp_path):
+    """A member that is not the last one, cut short (its bytes overwritten by zeros from there):
+    the read comes back short, which only the length check catches."""
     path = tmp_path / "shard-00000.tar"
     write_shard(path, [encode_sample(*fake_ring(f"o{j}", seed=j)) for j in range(2)])
     raw = path.read_bytes()
-    path.write_bytes(raw[: raw.index(b"o1_r0.view003.png") + 512 + 20])  # 20 bytes of its data
-    with pytest.raises((EOFError, tarfile.ReadError)):
+    start = raw.index(b"o0_r0.view003.png") + 512 + 20  # 20 bytes into o0's view 3
+    path.write_bytes(raw[:start])
+    with pytest.raises(EOFError, match=r"o0_r0\.view003\.png: \d+ of \d+ bytes"):
         list(local_shard_samples(str(path)))
+
+
+def test_a_local_shard_cut_at_a_member_boundary_is_an_error_not_a_short_shard(tmp_path):
+    """Cut right after a member: tarfile sees no further header and ends the archive quietly;
+    without the end-of-archive blocks that is damage, not the end of the shard."""
+    path = tmp_path / "shard-00000.tar"
+    write_shard(path, [encode_sample(*fake_ring(f"o{j}", seed=j)) for j in range(2)])
+    raw = path.read_bytes()
+    boundary = raw.index(b"o1_r0.meta.json")  # o1's first header: o0 ends right before it
+    assert boundary % 512 == 0
+    path.write_bytes(raw[:boundary])
+    with pytest.raises(tarfile.ReadError, match="no end-of-archive"):
+        list(local_shard_samples(str(path)))
+    with pytest.raises(SchemaError, match=r"shard-00000\.tar: unreadable"):
+        list(read_rings(str(path)))

@@ -45,12 +45,19 @@ def test_cycles_settings_come_from_plain_dicts_as_hydra_gives_them():
 
 
 def test_each_worker_gets_its_share_of_threads_and_an_explicit_count_is_kept():
-    cfg = RenderJobConfig(source=BuiltinSourceConfig(), ray=RayConfig(cpus_per_worker=2.0))
-    assert worker_settings(cfg).threads == 2
-    cfg = RenderJobConfig(source=BuiltinSourceConfig(), ray=RayConfig(cpus_per_worker=0.5))
-    assert worker_settings(cfg).threads == 1
-    cfg = RenderJobConfig(source=BuiltinSourceConfig(), render=RenderSettings(threads=3))
-    assert worker_settings(cfg).threads == 3
+    def cfg(render=None, **ray):
+        return RenderJobConfig(
+            source=BuiltinSourceConfig(), render=render or RenderSettings(), ray=RayConfig(**ray)
+        )
+
+    # a local cluster: the machine's cores shared among the workers that actually start
+    assert worker_settings(cfg(num_cpus=16), workers=16).threads == 1
+    assert worker_settings(cfg(num_cpus=16), workers=2).threads == 8  # e.g. 2 objects left
+    assert worker_settings(cfg(num_cpus=2), workers=4).threads == 1
+    # a cluster the job joined: what Ray reserves per worker
+    assert worker_settings(cfg(address="auto", cpus_per_worker=4.0), workers=2).threads == 4
+    assert worker_settings(cfg(address="auto", cpus_per_worker=0.5), workers=2).threads == 1
+    assert worker_settings(cfg(render=RenderSettings(threads=3), num_cpus=16), 2).threads == 3
 
 
 def test_a_job_resumes_with_other_threads_but_not_with_other_cycles_settings(tmp_path):
