@@ -109,14 +109,16 @@ def test_s3_shards_that_differ_from_the_index_are_refused(out, s3):
     with pytest.raises(IncompleteDatasetError, match="the shard changed") as info:
         list_shards(url)
     assert f"shard {url}/shard-00001.tar: {len(data) // 2} bytes" in str(info.value)
-    # an explicit shard needs no index: reading it fails as the same local file fails
+    # an explicit shard needs no index: reading it fails, naming the shard, as the local file
+    # does (locally contract.shard_reader.local_shard_samples finds the missing end of the
+    # archive; the stream from the store goes through webdataset, whose cut sample is refused)
     local.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SchemaError) as local_error:
+    with pytest.raises(SchemaError, match="no end-of-archive") as local_error:
         list(read_rings(str(local)))
     with pytest.raises(SchemaError) as remote_error:
         list(read_rings(f"{url}/shard-00001.tar"))
-    expected = str(local_error.value).replace(str(local), f"{url}/shard-00001.tar")
-    assert str(remote_error.value) == expected
+    assert str(local_error.value).startswith(f"shard {local}: ")
+    assert str(remote_error.value).startswith(f"shard {url}/shard-00001.tar: ")
 
     flipped = bytearray(data)
     flipped[-1] ^= 0xFF  # same size, in the tar's zero padding: only the hash tells
