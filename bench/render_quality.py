@@ -12,7 +12,7 @@ Per row: Blender's seconds per view (its render call: sampling, denoising, writi
 and against the reference: PSNR of RGB composited over white on the object (pixels where either
 alpha is above 0), SSIM of the same composite, and IoU of the alpha masks (alpha >= 128). Reference renders
 are cached by object, settings and Blender version (`--cache`), so a rerun times the rows only.
-Writes bench/results/render_quality.{json,md}.
+Writes bench/results/render_quality.{json,md} (`--quick`: render_quality_quick.{json,md}).
 """
 
 from __future__ import annotations
