@@ -134,11 +134,12 @@ def read_rings(
 
 def shard_samples(url: str) -> Iterator[dict[str, Any]]:
     """The raw samples (webdataset dicts: `__key__`, `__url__`, one entry per member extension)
-    of one shard, in tar order. Local files are read by `local_shard_samples`, fsspec URLs
+    of one shard, in tar order. Local .tar files are read by `local_shard_samples`, fsspec URLs
     streamed through fsspec, the rest through webdataset's opener (file:, http(s) with curl,
     pipe: commands). Reading errors propagate: tarfile's, OSError (remote ones too), EOFError,
     webdataset's ValueError."""
-    if not storage.is_url(url) and not url.startswith(_REMOTE_PREFIXES):
+    local = not storage.is_url(url) and not url.startswith(_REMOTE_PREFIXES)
+    if local and url.endswith(storage.SHARD_SUFFIX):  # compressed tars: webdataset below
         yield from local_shard_samples(url)
         return
     import webdataset as wds  # imports torch (seconds): only when rings are actually read
@@ -156,7 +157,8 @@ def local_shard_samples(path: str) -> Iterator[dict[str, Any]]:
     and skip rules: the key is a member's path up to the first dot of its base name, the rest
     its lower-cased extension; `__...__` members and non-files are skipped), read with one seek
     and one read per member through the standard library's tarfile (webdataset's stream reader
-    costs about twice as much per member). Compressed tars go through webdataset.
+    costs about twice as much per member). Uncompressed tars only: `shard_samples` sends
+    compressed ones to webdataset.
 
     Damage is an error, never a short shard: a member cut short raises EOFError; a tar that
     stops being one before its end-of-archive blocks (cut at a member boundary, overwritten;
@@ -164,11 +166,6 @@ def local_shard_samples(path: str) -> Iterator[dict[str, Any]]:
     the sample being collected then is not yielded."""
     from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
 
-    if not path.endswith(storage.SHARD_SUFFIX):  # e.g. .tar.gz: webdataset decompresses
-        import webdataset as wds
-
-        yield from wds.tarfile_samples([{"url": path}])
-        return
     with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
         sample: dict[str, Any] | None = None
         while (info := tar.next()) is not None:
